@@ -1,0 +1,41 @@
+# The two commands of the README:
+#   make demo   set everything up and run lbtrain's main job on embedded defaults
+#   make test   set everything up and run the whole test suite (lint, types, tests)
+# Everything else here is a step of those two.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+EXTRAS ?= dev,trainer
+
+.PHONY: demo test install testbed lint typecheck pytest clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Builds kube-apiserver, kube-controller-manager and etcd from Go modules on first use
+# (about 25 minutes on 2 cores), then answers from the cache in under a second.
+testbed: install
+	PYTHON=$(PY) bash testbed/build.sh >/dev/null
+
+demo: testbed
+	$(VENV)/bin/lbtrain demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy lbtrain operator/lbtrain_operator webhook/lbtrain_webhook images/trainer/lbtrain_trainer tests
+
+pytest: testbed
+	HF_HUB_OFFLINE=1 NO_PROXY=127.0.0.1,localhost $(VENV)/bin/pytest -p no:cacheprovider
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""The contract between the operator and the trainer image, defined once.
+
+The operator builds a pod whose containers run ``lbtrain trainer export|prepare|train``; the
+trainer reads its inputs from these environment variables and reports through its exit code and
+its termination message. Both sides import the names from here so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- environment variables set on every trainer container -----------------------------------
+ENV_MODEL_RUN_ID: Final = "LBTRAIN_MODEL_RUN_ID"
+ENV_MODEL_TYPE: Final = "LBTRAIN_MODEL_TYPE"
+ENV_MODEL_ID: Final = "LBTRAIN_MODEL_ID"
+ENV_ORGANIZATION_ID: Final = "LBTRAIN_ORGANIZATION_ID"
+ENV_LABELBOX_API_KEY: Final = "LABELBOX_API_KEY"
+ENV_LABELBOX_ENDPOINT: Final = "LABELBOX_ENDPOINT"
+ENV_LABELBOX_REST_ENDPOINT: Final = "LABELBOX_REST_ENDPOINT"
+ENV_WORKSPACE: Final = "LBTRAIN_WORKSPACE"
+ENV_ARTIFACTS: Final = "LBTRAIN_ARTIFACTS"
+ENV_HYPERPARAMETERS: Final = "LBTRAIN_HYPERPARAMETERS"
+ENV_TERMINATION_MESSAGE_PATH: Final = "LBTRAIN_TERMINATION_MESSAGE_PATH"
+ENV_PRETRAINED: Final = "LBTRAIN_PRETRAINED"
+ENV_ALLOW_HUB_DOWNLOAD: Final = "LBTRAIN_ALLOW_HUB_DOWNLOAD"
+
+DEFAULT_LABELBOX_ENDPOINT: Final = "https://api.labelbox.com/graphql"
+DEFAULT_LABELBOX_REST_ENDPOINT: Final = "https://api.labelbox.com/api/v1"
+DEFAULT_WORKSPACE: Final = "/workspace"
+DEFAULT_TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
+
+# --- stage containers, in the order they run in the pod ---------------------------------------
+STAGE_EXPORT: Final = "export"
+STAGE_PREPARE: Final = "prepare"
+STAGE_TRAIN: Final = "train"
+STAGES: Final = (STAGE_EXPORT, STAGE_PREPARE, STAGE_TRAIN)
+
+# --- exit codes -------------------------------------------------------------------------------
+EXIT_OK: Final = 0
+# The data of the model run cannot train (no labels, a class with too few examples, broken
+# media...). Retrying cannot help, so the Job's podFailurePolicy fails the run at once.
+EXIT_BAD_INPUT: Final = 65  # sysexits EX_DATAERR
+# Any other non-zero exit is treated as transient and retried up to the template's backoffLimit.
+
+# Kubernetes truncates a termination message to 4096 bytes; the trainer keeps under it.
+TERMINATION_MESSAGE_MAX_BYTES: Final = 4096
+
+MODEL_TYPES: Final = (
+    "bounding_box",
+    "ner",
+    "image_single_classification",
+    "image_multi_classification",
+    "text_single_classification",
+    "text_multi_classification",
+)

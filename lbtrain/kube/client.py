@@ -1,0 +1,232 @@
+"""The client: one aiohttp session, JSON in and out, API errors as typed exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from lbtrain.kube.config import KubeConfig
+from lbtrain.kube.errors import ApiError, ApiUnreachable, error_for
+from lbtrain.kube.resources import Resource
+
+PatchType = Literal["merge", "json", "strategic", "apply"]
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "apply": "application/apply-patch+yaml",
+}
+FIELD_MANAGER = "lbtrain"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One event of a watch stream: ADDED, MODIFIED, DELETED or BOOKMARK, and the object."""
+
+    type: str
+    object: dict[str, Any]
+
+
+class KubeClient:
+    """Typed verbs over the Kubernetes REST API. Use as an async context manager, or `close()`."""
+
+    def __init__(self, config: KubeConfig, *, request_timeout: float = 30.0) -> None:
+        self.config = config
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout, connect=5.0)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=64)
+            self._session = aiohttp.ClientSession(
+                base_url=self.config.server, connector=connector, timeout=self._timeout
+            )
+        return self._session
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "lbtrain"}
+        token = self.config.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """Send one request; answer the decoded JSON, or raise ApiError / ApiUnreachable."""
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            async with self._http().request(
+                method,
+                path,
+                data=data,
+                params=params,
+                headers=self._headers(content_type if data is not None else None),
+            ) as resp:
+                text = await resp.text()
+                return self._decode(resp.status, text)
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            raise ApiUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _decode(status: int, text: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            doc = None
+        if status >= 400:
+            raise error_for(status, doc if isinstance(doc, dict) else None, text)
+        return doc if isinstance(doc, dict) else {}
+
+    # --- verbs --------------------------------------------------------------------------------
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
+        return await self.request("GET", res.path(namespace, name))
+
+    async def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> dict[str, Any]:
+        params = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        return await self.request("GET", res.path(namespace), params=params)
+
+    async def create(
+        self, res: Resource, body: dict[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        body = {"apiVersion": res.api_version, "kind": res.kind, **body}
+        return await self.request(
+            "POST", res.path(namespace), body=body, params={"fieldManager": FIELD_MANAGER}
+        )
+
+    async def patch(
+        self,
+        res: Resource,
+        name: str,
+        body: Any,
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+        patch_type: PatchType = "merge",
+        force: bool = False,
+    ) -> dict[str, Any]:
+        path = res.path(namespace, name) + (f"/{subresource}" if subresource else "")
+        params = {"fieldManager": FIELD_MANAGER}
+        if force:
+            params["force"] = "true"
+        return await self.request(
+            "PATCH", path, body=body, params=params, content_type=_PATCH_CONTENT_TYPES[patch_type]
+        )
+
+    async def delete(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation: str = "Background",
+        grace_period_seconds: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"propagationPolicy": propagation}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
+        return await self.request("DELETE", res.path(namespace, name), body=body)
+
+    async def watch(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int = 300,
+        label_selector: str | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """Stream events until the server ends the watch; a 410 Gone raises ApiError(410)."""
+        params = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if label_selector:
+            params["labelSelector"] = label_selector
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=5.0, sock_read=timeout_seconds + 30
+        )
+        try:
+            async with self._http().get(
+                res.path(namespace), params=params, headers=self._headers(), timeout=timeout
+            ) as resp:
+                if resp.status >= 400:
+                    self._decode(resp.status, await resp.text())
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise error_for(int(status.get("code") or 500), status, "")
+                    yield WatchEvent(str(event.get("type")), dict(event.get("object") or {}))
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise ApiUnreachable(f"watch {res.plural}: {type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise ApiUnreachable(f"watch {res.plural}: read timed out") from exc
+
+    async def wait_for(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None,
+        predicate: Any,
+        *,
+        timeout: float = 30.0,
+        interval: float = 0.1,
+    ) -> dict[str, Any]:
+        """Poll until `predicate(obj)` holds; for tests and tooling, not for controllers."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        last: dict[str, Any] | None = None
+        while True:
+            try:
+                last = await self.get(res, name, namespace)
+                if predicate(last):
+                    return last
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(
+                    f"{res.kind} {namespace}/{name} did not reach the expected state in "
+                    f"{timeout}s; last seen: {json.dumps((last or {}).get('status'))[:800]}"
+                )
+            await asyncio.sleep(interval)

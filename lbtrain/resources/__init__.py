@@ -1,0 +1,1 @@
+"""The custom resources (ModelRun, TrainingTemplate): names, pydantic models, constants."""

@@ -1,0 +1,145 @@
+"""Pydantic models of the custom resources, so handlers work with typed objects, not dicts.
+
+The CRD schemas in crds/ are what the API server enforces; these models mirror them for the
+code (camelCase on the wire, snake_case in Python) and tolerate fields they do not know, so an
+operator one version behind a CRD does not crash on a new field.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API expects it: camelCase, unset fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    EXPORTING = "Exporting"
+    PREPARING = "Preparing"
+    TRAINING = "Training"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class LabelboxStatus(enum.StrEnum):
+    """The statuses `ModelRun.update_status` accepts, in the only order they may be shown."""
+
+    EXPORTING_DATA = "EXPORTING_DATA"
+    PREPARING_DATA = "PREPARING_DATA"
+    TRAINING_MODEL = "TRAINING_MODEL"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+    @property
+    def rank(self) -> int:
+        return _LB_ORDER.index(self) if self in _LB_ORDER else len(_LB_ORDER)
+
+    @property
+    def final(self) -> bool:
+        return self in (LabelboxStatus.COMPLETE, LabelboxStatus.FAILED)
+
+
+_LB_ORDER = [
+    LabelboxStatus.EXPORTING_DATA,
+    LabelboxStatus.PREPARING_DATA,
+    LabelboxStatus.TRAINING_MODEL,
+]
+
+
+class ModelRunSpec(WireModel):
+    model_run_id: str
+    model_type: str
+    model_id: str | None = None
+    organization_id: str | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    active_deadline_seconds: int | None = None
+    backoff_limit: int | None = None
+
+
+class SecretKeyRef(WireModel):
+    name: str
+    key: str = "api-key"
+
+
+class LabelboxAccess(WireModel):
+    api_key_secret_ref: SecretKeyRef | None = None
+    endpoint: str | None = None
+    rest_endpoint: str | None = None
+
+
+class Workspace(WireModel):
+    size_limit: str | int | None = None
+    medium: str | None = None
+
+
+class Artifacts(WireModel):
+    destination: str | None = None
+
+
+class Resources(WireModel):
+    requests: dict[str, str | int] = Field(default_factory=dict)
+    limits: dict[str, str | int] = Field(default_factory=dict)
+
+
+class TrainingTemplateSpec(WireModel):
+    model_type: str
+    image: str
+    description: str = ""
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: list[dict[str, str]] = Field(default_factory=list)
+    command: list[str] = Field(default_factory=lambda: ["lbtrain", "trainer"])
+    gpus: int = 1
+    gpu_resource_name: str = "nvidia.com/gpu"
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    env: list[dict[str, Any]] = Field(default_factory=list)
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    workspace: Workspace = Field(default_factory=Workspace)
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    pretrained: str | None = None
+    labelbox: LabelboxAccess = Field(default_factory=LabelboxAccess)
+    backoff_limit: int = 2
+    active_deadline_seconds: int = 86400
+    ttl_seconds_after_finished: int = 86400
+    image_pull_grace_period_seconds: int = 300
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    pod_security_context: dict[str, Any] | None = None
+    security_context: dict[str, Any] | None = None
+
+
+class ObjectMeta(WireModel):
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class TrainingTemplate(WireModel):
+    metadata: ObjectMeta
+    spec: TrainingTemplateSpec
+
+
+class ModelRun(WireModel):
+    metadata: ObjectMeta
+    spec: ModelRunSpec

@@ -1,0 +1,11 @@
+"""The testbed: a real local Kubernetes control plane (etcd, kube-apiserver,
+kube-controller-manager) for tests and local development, with no container runtime.
+
+There is no kubelet and no scheduler: pods created by the Job controller stay Pending until a
+fake kubelet (`lbtrain.testbed.fake_kubelet`) patches their status, as Kubernetes' own Job
+integration tests do.
+"""
+
+from lbtrain.testbed.controlplane import ControlPlane, StartError
+
+__all__ = ["ControlPlane", "StartError"]

@@ -1,0 +1,334 @@
+"""Starting and stopping etcd, kube-apiserver and kube-controller-manager on 127.0.0.1.
+
+Everything a running control plane needs (certificates, logs, etcd data, the admin kubeconfig,
+the state file with pids and ports) lives in one run folder, so `lbtrain testbed down` from
+another shell, or a pytest session, can find and stop it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lbtrain.testbed.pki import write_pki
+
+K8S_VERSION = "v1.35.4"
+# The controllers that make Jobs behave as on a real cluster; nothing that needs a kubelet.
+CONTROLLERS = (
+    "job-controller",
+    "garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+)
+ADMIN_USER = "testbed-admin"
+
+
+class StartError(RuntimeError):
+    """A component did not come up; names it and carries the tail of its log."""
+
+    def __init__(self, component: str, why: str, log: Path | None) -> None:
+        tail = ""
+        if log is not None and log.exists():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        super().__init__(
+            f"testbed: {component} failed to start: {why}"
+            + (f"\n--- last lines of {log} ---\n{tail}" if tail else "")
+        )
+        self.component = component
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class State:
+    """What a running control plane is: written to state.json in its run folder."""
+
+    run_dir: str
+    bin_dir: str
+    etcd_port: int = 0
+    etcd_peer_port: int = 0
+    apiserver_port: int = 0
+    kcm_port: int = 0
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+
+class ControlPlane:
+    """One local control plane. `start()` blocks until every component answers healthy."""
+
+    def __init__(self, bin_dir: Path, run_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.run_dir = run_dir
+        self.state = State(run_dir=str(run_dir), bin_dir=str(bin_dir))
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # --- paths ---------------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.run_dir / "admin.kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        return self.run_dir / "pki"
+
+    def log(self, component: str) -> Path:
+        return self.run_dir / "logs" / f"{component}.log"
+
+    @property
+    def server(self) -> str:
+        return self.state.server
+
+    def admin_token(self) -> str:
+        return (self.run_dir / "admin.token").read_text().strip()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: Path) -> ControlPlane:
+        data = json.loads((run_dir / "state.json").read_text())
+        plane = cls(Path(data["bin_dir"]), run_dir)
+        plane.state = State(**data)
+        return plane
+
+    def start(self, *, die_with_parent: bool = False, timeout: float = 90.0) -> None:
+        """Start etcd, then kube-apiserver, then kube-controller-manager; wait for each."""
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        write_pki(self.pki)
+        token = secrets.token_hex(24)
+        (self.run_dir / "admin.token").write_text(token)
+        (self.run_dir / "admin.token").chmod(0o600)
+        (self.run_dir / "tokens.csv").write_text(
+            f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
+        )
+        (self.run_dir / "tokens.csv").chmod(0o600)
+        st = self.state
+        st.etcd_port, st.etcd_peer_port = free_port(), free_port()
+        st.apiserver_port, st.kcm_port = free_port(), free_port()
+        self._write_kubeconfig(token)
+        try:
+            self._spawn("etcd", self._etcd_args(), die_with_parent)
+            self._wait("etcd", timeout, self._etcd_healthy)
+            self._spawn("kube-apiserver", self._apiserver_args(), die_with_parent)
+            self._wait("kube-apiserver", timeout, self._apiserver_ready)
+            self._spawn("kube-controller-manager", self._kcm_args(), die_with_parent)
+            self._wait("kube-controller-manager", timeout, self._kcm_ready)
+        except BaseException:
+            self.stop()
+            raise
+        self._save()
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every component (newest first) and wait for them to exit."""
+        for name in reversed(list(self.state.pids)):
+            pid = self.state.pids[name]
+            _signal(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while _alive(pid) and time.monotonic() < deadline:
+                self._reap(name)
+                time.sleep(0.05)
+            if _alive(pid):
+                _signal(pid, signal.SIGKILL)
+            self._reap(name, block=True)
+        self.state.pids.clear()
+        state_file = self.run_dir / "state.json"
+        if state_file.exists():
+            state_file.unlink()
+
+    def running(self) -> dict[str, bool]:
+        return {name: _alive(pid) for name, pid in self.state.pids.items()}
+
+    # --- internals -----------------------------------------------------------------------------
+    def _reap(self, name: str, block: bool = False) -> None:
+        proc = self._procs.get(name)
+        if proc is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5 if block else 0.001)
+
+    def _save(self) -> None:
+        (self.run_dir / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
+
+    def _write_kubeconfig(self, token: str) -> None:
+        ca = (self.pki / "ca.crt").read_text()
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "testbed",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": base64.b64encode(ca.encode()).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": ADMIN_USER, "user": {"token": token}}],
+            "contexts": [
+                {"name": "testbed", "context": {"cluster": "testbed", "user": ADMIN_USER}}
+            ],
+            "current-context": "testbed",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(doc))
+        self.kubeconfig.chmod(0o600)
+
+    def _spawn(self, name: str, args: list[str], die_with_parent: bool) -> None:
+        log = self.log(name).open("ab")
+        proc = subprocess.Popen(
+            [str(self.bin_dir / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
+        )
+        log.close()
+        self._procs[name] = proc
+        self.state.pids[name] = proc.pid
+
+    def _wait(self, name: str, timeout: float, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = "not ready"
+        while time.monotonic() < deadline:
+            proc = self._procs[name]
+            if proc.poll() is not None:
+                raise StartError(name, f"exited with code {proc.returncode}", self.log(name))
+            try:
+                if ready():
+                    return
+            except (OSError, urllib.error.URLError, ssl.SSLError, ValueError) as exc:
+                last_error = str(exc)
+            time.sleep(0.2)
+        raise StartError(name, f"not ready after {timeout:.0f}s ({last_error})", self.log(name))
+
+    def _etcd_args(self) -> list[str]:
+        st = self.state
+        client, peer = f"http://127.0.0.1:{st.etcd_port}", f"http://127.0.0.1:{st.etcd_peer_port}"
+        return [
+            "--name=testbed",
+            f"--data-dir={self.run_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=testbed={peer}",
+            "--listen-metrics-urls=",
+            "--unsafe-no-fsync=true",  # a throwaway store: durability costs seconds per test run
+            "--quota-backend-bytes=2147483648",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self) -> list[str]:
+        st, pki = self.state, self.pki
+        return [
+            f"--etcd-servers=http://127.0.0.1:{st.etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={st.apiserver_port}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--token-auth-file={self.run_dir / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            f"--cert-dir={pki}",
+            "--v=1",
+        ]
+
+    def _kcm_args(self) -> list[str]:
+        return [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            f"--controllers={','.join(CONTROLLERS)}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.state.kcm_port}",
+            f"--cert-dir={self.run_dir / 'kcm-certs'}",
+            f"--root-ca-file={self.pki / 'ca.crt'}",
+            f"--service-account-private-key-file={self.pki / 'sa.key'}",
+            "--use-service-account-credentials=false",
+            "--v=1",
+        ]
+
+    def _etcd_healthy(self) -> bool:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.state.etcd_port}/health", timeout=2
+        ) as r:
+            return bool(json.loads(r.read()).get("health") == "true")
+
+    def _api_get(self, path: str) -> tuple[int, bytes]:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        req = urllib.request.Request(
+            self.server + path, headers={"Authorization": f"Bearer {self.admin_token()}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=3, context=ctx) as resp:
+                return int(resp.status), resp.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
+
+    def _apiserver_ready(self) -> bool:
+        return self._api_get("/readyz")[0] == 200
+
+    def _kcm_ready(self) -> bool:
+        # Healthy controllers are not enough: the service-account controller has created the
+        # default namespace's ServiceAccount, without which the API refuses Job pods.
+        ctx = ssl._create_unverified_context()  # noqa: S323 - the KCM's self-signed loopback cert
+        url = f"https://127.0.0.1:{self.state.kcm_port}/healthz"
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+            if resp.status != 200:
+                return False
+        return self._api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
+
+
+def _die_with_parent() -> None:
+    """In the child: ask the kernel for SIGTERM when the parent (a pytest session) dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

@@ -1,0 +1,233 @@
+"""`lbtrain operator`: flags and environment in, a running kopf operator out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from lbtrain.contract import DEFAULT_LABELBOX_ENDPOINT, DEFAULT_LABELBOX_REST_ENDPOINT
+from lbtrain.kube import KubeClient, load_config
+from lbtrain.kube.config import ConfigError
+from lbtrain.resources.names import ANNOTATION_PREFIX, FINALIZER
+from lbtrain_operator import logs
+from lbtrain_operator.handlers import register
+from lbtrain_operator.heartbeat import Heartbeat
+from lbtrain_operator.labelbox import LabelboxReporter
+from lbtrain_operator.metrics import Metrics
+from lbtrain_operator.reconcile import Context
+from lbtrain_operator.settings import Settings
+
+log = logging.getLogger("lbtrain.operator")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lbtrain operator",
+        description="Run the lbtrain operator: every ModelRun becomes a GPU Job built from the "
+        "TrainingTemplate of its model type; the Job's stages are mirrored to the Labelbox model "
+        "run (EXPORTING_DATA, PREPARING_DATA, TRAINING_MODEL, COMPLETE or FAILED).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    k = p.add_argument_group("Kubernetes")
+    k.add_argument(
+        "--kubeconfig",
+        default=_env("KUBECONFIG"),
+        help="kubeconfig file; in-cluster config when unset (env KUBECONFIG)",
+    )
+    scope = k.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; env LBTRAIN_NAMESPACES, comma-separated)",
+    )
+    scope.add_argument(
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help="watch every namespace (needs cluster-wide RBAC)",
+    )
+    k.add_argument(
+        "--watch-timeout",
+        type=int,
+        default=300,
+        help="seconds before the API server ends a watch and it is re-opened",
+    )
+    lb = p.add_argument_group("Labelbox")
+    lb.add_argument(
+        "--labelbox-endpoint", default=_env("LABELBOX_ENDPOINT", DEFAULT_LABELBOX_ENDPOINT)
+    )
+    lb.add_argument(
+        "--labelbox-rest-endpoint",
+        default=_env("LABELBOX_REST_ENDPOINT", DEFAULT_LABELBOX_REST_ENDPOINT),
+    )
+    lb.add_argument(
+        "--labelbox-api-key-file",
+        type=Path,
+        default=_env("LABELBOX_API_KEY_FILE"),
+        help="file holding the API key the operator reports with (else env LABELBOX_API_KEY)",
+    )
+    lb.add_argument(
+        "--api-key-secret",
+        default=_env("LBTRAIN_API_KEY_SECRET", "lbtrain-labelbox"),
+        help="Secret (in the run's namespace, key 'api-key') that trainer pods read the "
+        "API key from, unless the template names another",
+    )
+    lb.add_argument(
+        "--report-backoff-max",
+        type=float,
+        default=300.0,
+        help="longest wait between retries of a failed Labelbox report, seconds",
+    )
+    lb.add_argument(
+        "--cancel-report-timeout",
+        type=float,
+        default=60.0,
+        help="how long deleting a ModelRun waits to tell Labelbox 'cancelled', seconds",
+    )
+    ops = p.add_argument_group("operations")
+    ops.add_argument(
+        "--resync-interval",
+        type=float,
+        default=30.0,
+        help="re-examine each unfinished run at least this often, seconds",
+    )
+    ops.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("LBTRAIN_METRICS_PORT", "9090") or 9090),
+        help="Prometheus metrics port (0 disables)",
+    )
+    ops.add_argument(
+        "--liveness-port",
+        type=int,
+        default=8081,
+        help="serves /healthz, which fails when watches stall (0 disables)",
+    )
+    ops.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=10.0,
+        help="seconds between heartbeat Lease renewals that prove watches work",
+    )
+    ops.add_argument(
+        "--no-restricted-pods",
+        action="store_true",
+        help="do not apply the restricted security context to trainer pods",
+    )
+    ops.add_argument("--log-level", default=_env("LBTRAIN_LOG_LEVEL", "INFO"))
+    ops.add_argument("--log-format", choices=["json", "text"], default="json")
+    return p
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if args.labelbox_api_key_file:
+        return str(Path(args.labelbox_api_key_file).read_text().strip())
+    return os.environ.get("LABELBOX_API_KEY")
+
+
+def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, list[str], bool]:
+    config = load_config(args.kubeconfig)
+    namespaces = list(args.namespace) or [
+        n for n in (_env("LBTRAIN_NAMESPACES") or "").split(",") if n
+    ]
+    if not namespaces and not args.all_namespaces:
+        namespaces = [config.namespace]
+    settings = Settings(
+        labelbox_endpoint=args.labelbox_endpoint,
+        labelbox_rest_endpoint=args.labelbox_rest_endpoint,
+        api_key_secret_name=args.api_key_secret,
+        report_backoff_max_s=args.report_backoff_max,
+        cancel_report_timeout_s=args.cancel_report_timeout,
+        resync_interval_s=args.resync_interval,
+        restricted_pods=not args.no_restricted_pods,
+    )
+    kube = KubeClient(config)
+    reporter = LabelboxReporter(
+        _api_key(args), settings.labelbox_endpoint, settings.labelbox_rest_endpoint
+    )
+    ctx = Context(kube=kube, reporter=reporter, settings=settings, metrics=Metrics())
+    heartbeat = Heartbeat(
+        kube, namespaces[0] if namespaces else config.namespace, args.heartbeat_interval
+    )
+    memo = kopf.Memo(ctx=ctx, wakers={}, heartbeat=heartbeat)
+    registry = kopf.OperatorRegistry()
+    register(registry)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=config.server,
+            ca_data=config.ca_data,
+            ca_path=config.ca_file,
+            insecure=config.insecure,
+            token=config.bearer_token(),
+            certificate_data=config.client_cert_data,
+            private_key_data=config.client_key_data,
+            default_namespace=config.namespace,
+        )
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=ANNOTATION_PREFIX
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        )
+        settings.watching.server_timeout = args.watch_timeout
+        settings.watching.client_timeout = args.watch_timeout + 30
+        settings.watching.connect_timeout = 10
+        settings.posting.level = logging.WARNING  # our own Events carry the transitions
+        settings.networking.request_timeout = 60
+        memo.heartbeat_task = asyncio.create_task(memo.heartbeat.renew_forever())
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(memo: Any, **_: Any) -> None:
+        memo.heartbeat_task.cancel()
+        await memo.ctx.kube.close()
+        memo.ctx.reporter.close()
+
+    return registry, memo, namespaces, bool(args.all_namespaces)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(list(argv))
+    logs.configure(args.log_level, json_lines=args.log_format == "json")
+    try:
+        registry, memo, namespaces, clusterwide = build(args)
+    except (ConfigError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=memo.ctx.metrics.registry)
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    log.info(
+        "starting",
+        extra={"namespaces": namespaces or "all", "labelbox_endpoint": args.labelbox_endpoint},
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            memo=memo,
+            namespaces=namespaces,
+            clusterwide=clusterwide,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    )
+    return 0

@@ -1,0 +1,214 @@
+"""kopf registration: thin handlers that hand each ModelRun to `reconcile`.
+
+Each ModelRun gets a daemon that runs reconcile passes until the run is finished and Labelbox
+has everything. Pod and Job events wake the run's daemon at once (there is no API call per
+event: the label on the pod names the run); a resync timer covers anything a watch missed.
+TrainingTemplates are held in a kopf index, so finding a run's template costs no API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from typing import Any
+
+import kopf
+
+from lbtrain.kube import JOBS, MODELRUNS, ApiError, ApiUnreachable, NotFound
+from lbtrain.resources.models import LabelboxStatus, ModelRun, Phase
+from lbtrain.resources.names import API_GROUP, API_VERSION, LABEL_MODEL_RUN
+from lbtrain_operator import jobspec, outbox, progress
+from lbtrain_operator import reasons as r
+from lbtrain_operator.heartbeat import HEARTBEAT_LEASE
+from lbtrain_operator.labelbox import ReportError
+from lbtrain_operator.reconcile import Context, reconcile, utcnow
+
+log = logging.getLogger("lbtrain.operator")
+RETRY_AFTER_API_ERROR_S = 5.0
+
+
+def _templates_for(index: Any, namespace: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for body in index.get(namespace, []):
+        found.setdefault(body["spec"]["modelType"], body)  # the index lists oldest first
+    return found
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register every handler on `registry` (the CLI's; tests may build their own)."""
+
+    @kopf.index(API_GROUP, API_VERSION, "trainingtemplates", id="templates", registry=registry)
+    def templates(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]]:
+        return {
+            namespace or "default": {"metadata": dict(body["metadata"]), "spec": dict(body["spec"])}
+        }
+
+    @kopf.on.event("", "v1", "pods", labels={LABEL_MODEL_RUN: kopf.PRESENT}, registry=registry)
+    def pod_changed(labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
+        waker = memo.wakers.get((namespace or "default", labels[LABEL_MODEL_RUN]))
+        if waker is not None:
+            waker.set()
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MODEL_RUN: kopf.PRESENT}, registry=registry)
+    def job_changed(labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
+        waker = memo.wakers.get((namespace or "default", labels[LABEL_MODEL_RUN]))
+        if waker is not None:
+            waker.set()
+
+    @kopf.on.event(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        field="metadata.name",
+        value=HEARTBEAT_LEASE,
+        registry=registry,
+    )
+    def heartbeat_seen(memo: Any, **_: Any) -> None:
+        memo.heartbeat.seen()
+
+    @kopf.on.probe(id="watches", registry=registry)
+    def watches_alive(memo: Any, **_: Any) -> str:
+        return str(memo.heartbeat.check())
+
+    @kopf.daemon(
+        API_GROUP,
+        API_VERSION,
+        "modelruns",
+        cancellation_timeout=10.0,
+        backoff=5.0,
+        registry=registry,
+    )
+    async def follow(
+        body: kopf.Body,
+        name: str,
+        namespace: str | None,
+        memo: Any,
+        stopped: kopf.DaemonStopped,
+        **kwargs: Any,
+    ) -> None:
+        ctx: Context = memo.ctx
+        namespace = namespace or "default"
+        key = (namespace, name)
+        wake = asyncio.Event()
+        memo.wakers[key] = wake
+        status = dict(body.get("status") or {})
+
+        def emit(type_: str, reason: str, message: str) -> None:
+            kopf.event(body, type=type_, reason=reason, message=message[:1000])
+
+        try:
+            while not stopped:
+                wake.clear()
+                try:
+                    status, delay = await reconcile(
+                        ctx, body, status, _templates_for(kwargs["templates"], namespace), emit
+                    )
+                except (ApiError, ApiUnreachable) as exc:
+                    log.warning(
+                        "reconcile failed; retrying",
+                        extra={
+                            "modelrun": f"{namespace}/{name}",
+                            "error": str(exc),
+                            "model_run_id": body["spec"].get("modelRunId"),
+                        },
+                    )
+                    delay = RETRY_AFTER_API_ERROR_S
+                if delay is None:
+                    log.info(
+                        "run finished and reported",
+                        extra={
+                            "modelrun": f"{namespace}/{name}",
+                            "model_run_id": body["spec"].get("modelRunId"),
+                            "phase": status.get("phase"),
+                        },
+                    )
+                    return
+                await _sleep_until(wake, stopped, delay)
+        finally:
+            memo.wakers.pop(key, None)
+
+    @kopf.on.delete(API_GROUP, API_VERSION, "modelruns", registry=registry)
+    async def cancel(
+        body: kopf.Body, name: str, namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any
+    ) -> None:
+        await cancel_run(memo.ctx, body, name, namespace or "default", meta)
+
+
+async def _sleep_until(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def cancel_run(
+    ctx: Context, body: kopf.Body, name: str, namespace: str, meta: kopf.Meta
+) -> None:
+    """A ModelRun is being deleted: stop its Job and make Labelbox show FAILED "cancelled".
+
+    Bounded: once `cancel_report_timeout_s` has passed since the deletion began, the finalizer
+    lets go even if Labelbox never answered, so a Labelbox outage never blocks a deletion.
+    """
+    run = ModelRun.model_validate(dict(body))
+    status = dict(body.get("status") or {})
+    finished = Phase(status["phase"]).finished if status.get("phase") else False
+    if not finished:
+        with contextlib.suppress(NotFound):
+            await ctx.kube.delete(JOBS, jobspec.job_name(name), namespace, propagation="Background")
+    box = outbox.Outbox.model_validate(status.get("labelbox") or {})
+    if not finished:
+        new = progress.to_enqueue(box.last_queued, [LabelboxStatus.FAILED])
+        box = outbox.enqueue(
+            box,
+            new,
+            {**box.metadata, "reason": r.CANCELLED},
+            progress.error_message(r.CANCELLED, r.MSG_CANCELLED),
+        )
+    deleted_at = meta.get("deletionTimestamp")
+    started = (
+        dt.datetime.fromisoformat(deleted_at.replace("Z", "+00:00")) if deleted_at else utcnow()
+    )
+    while (
+        report := outbox.due(box.model_copy(update={"next_attempt_time": None}), utcnow())
+    ) is not None:
+        try:
+            await ctx.reporter.update_status(
+                run.spec.model_run_id, report.status, report.metadata, report.error_message
+            )
+        except ReportError as exc:
+            spent = (utcnow() - started).total_seconds()
+            if spent >= ctx.settings.cancel_report_timeout_s:
+                log.error(
+                    "gave up telling Labelbox about the cancellation",
+                    extra={"model_run_id": run.spec.model_run_id, "error": str(exc)},
+                )
+                kopf.warn(
+                    body,
+                    reason="LabelboxUnreachable",
+                    message=f"deleted without telling Labelbox: {exc}"[:1000],
+                )
+                return
+            box = outbox.failed(
+                box,
+                str(exc),
+                utcnow(),
+                ctx.settings.report_backoff_initial_s,
+                ctx.settings.report_backoff_max_s,
+            )
+            remaining = ctx.settings.cancel_report_timeout_s - spent
+            raise kopf.TemporaryError(
+                f"Labelbox: {exc}", delay=max(1.0, min(remaining, 10.0))
+            ) from exc
+        box = outbox.acknowledge(box, report, utcnow())
+        # Persist each acknowledgement: a retried handler must not send it a second time.
+        await ctx.kube.patch(
+            MODELRUNS, name, {"status": {"labelbox": box.wire()}}, namespace, subresource="status"
+        )
+    log.info(
+        "cancelled",
+        extra={"model_run_id": run.spec.model_run_id, "modelrun": f"{namespace}/{name}"},
+    )

@@ -1,0 +1,234 @@
+"""The Job a ModelRun runs as: a pure function of the run, its template and the settings.
+
+Each stage is a container (`export` and `prepare` as init containers, `train` as the main one)
+sharing an emptyDir workspace, so the pod's own status says which stage runs. The
+podFailurePolicy encodes the failure taxonomy Kubernetes can enforce by itself: disruptions
+(eviction, preemption) never count against backoffLimit, and the trainer's "bad input" exit code
+fails the Job at once, since retrying cannot fix data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from lbtrain import contract
+from lbtrain.resources.models import ModelRun, TrainingTemplate
+from lbtrain.resources.names import (
+    GROUP_VERSION,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL_RUN,
+    LABEL_MODEL_TYPE,
+    MANAGED_BY,
+)
+from lbtrain_operator.settings import Settings
+
+WORKSPACE_VOLUME = "workspace"
+TMP_VOLUME = "tmp"
+ANNOTATION_MODEL_RUN_ID = "lbtrain.io/model-run-id"
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def job_name(run_name: str) -> str:
+    """Deterministic, so a restarted operator finds the Job instead of making a second one."""
+    name = f"{run_name}-train"
+    if len(name) <= 52:  # leaves room for the pod suffix within the 63-character label limit
+        return name
+    digest = hashlib.sha256(run_name.encode()).hexdigest()[:8]
+    return f"{run_name[:37].rstrip('-.')}-{digest}-train"
+
+
+def label_value(text: str) -> str:
+    """A label value (<= 63 chars of [A-Za-z0-9_.-], alphanumeric at both ends)."""
+    value = _LABEL_VALUE.sub("_", text)[:63].strip("_.-")
+    return value or "unknown"
+
+
+def selector(run_name: str) -> str:
+    return f"{LABEL_MODEL_RUN}={run_name}"
+
+
+def hyperparameters(run: ModelRun, template: TrainingTemplate) -> dict[str, Any]:
+    """Template defaults overridden by the run's own; Labelbox's config overrides both later."""
+    return {**template.spec.hyperparameters, **run.spec.hyperparameters}
+
+
+def _env(run: ModelRun, template: TrainingTemplate, settings: Settings) -> list[dict[str, Any]]:
+    spec, tspec = run.spec, template.spec
+    secret = tspec.labelbox.api_key_secret_ref
+    secret_name = secret.name if secret else settings.api_key_secret_name
+    secret_key = secret.key if secret else settings.api_key_secret_key
+    destination = (tspec.artifacts.destination or "/workspace/artifacts").replace(
+        "{modelRunId}", spec.model_run_id
+    )
+    values = {
+        contract.ENV_MODEL_RUN_ID: spec.model_run_id,
+        contract.ENV_MODEL_TYPE: spec.model_type,
+        contract.ENV_MODEL_ID: spec.model_id or "",
+        contract.ENV_ORGANIZATION_ID: spec.organization_id or "",
+        contract.ENV_LABELBOX_ENDPOINT: tspec.labelbox.endpoint or settings.labelbox_endpoint,
+        contract.ENV_LABELBOX_REST_ENDPOINT: tspec.labelbox.rest_endpoint
+        or settings.labelbox_rest_endpoint,
+        contract.ENV_WORKSPACE: contract.DEFAULT_WORKSPACE,
+        contract.ENV_ARTIFACTS: destination,
+        contract.ENV_HYPERPARAMETERS: json.dumps(hyperparameters(run, template), sort_keys=True),
+        contract.ENV_TERMINATION_MESSAGE_PATH: contract.DEFAULT_TERMINATION_MESSAGE_PATH,
+        "HF_HUB_OFFLINE": "1",
+    }
+    if tspec.pretrained:
+        values[contract.ENV_PRETRAINED] = tspec.pretrained
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
+    env.append(
+        {
+            "name": contract.ENV_LABELBOX_API_KEY,
+            "valueFrom": {"secretKeyRef": {"name": secret_name, "key": secret_key}},
+        }
+    )
+    env += [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    return env + list(tspec.env)
+
+
+def _security_context(template: TrainingTemplate, settings: Settings) -> dict[str, Any] | None:
+    if template.spec.security_context is not None:
+        return template.spec.security_context
+    if not settings.restricted_pods:
+        return None
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container(
+    stage: str, run: ModelRun, template: TrainingTemplate, settings: Settings, gpu: bool
+) -> dict[str, Any]:
+    tspec = template.spec
+    limits = dict(tspec.resources.limits)
+    requests = dict(tspec.resources.requests)
+    if gpu and tspec.gpus > 0:
+        # Extended resources need requests == limits; only the train stage holds the GPUs.
+        limits[tspec.gpu_resource_name] = tspec.gpus
+        requests[tspec.gpu_resource_name] = tspec.gpus
+    container: dict[str, Any] = {
+        "name": stage,
+        "image": tspec.image,
+        "imagePullPolicy": tspec.image_pull_policy,
+        "command": [*tspec.command, stage],
+        "env": _env(run, template, settings),
+        "resources": {k: v for k, v in (("limits", limits), ("requests", requests)) if v},
+        "volumeMounts": [
+            {"name": WORKSPACE_VOLUME, "mountPath": contract.DEFAULT_WORKSPACE},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            *tspec.volume_mounts,
+        ],
+        "terminationMessagePath": contract.DEFAULT_TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    security = _security_context(template, settings)
+    if security is not None:
+        container["securityContext"] = security
+    return container
+
+
+def _pod_security_context(template: TrainingTemplate, settings: Settings) -> dict[str, Any]:
+    if template.spec.pod_security_context is not None:
+        return template.spec.pod_security_context
+    if not settings.restricted_pods:
+        return {}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def build_job(
+    run: ModelRun, run_uid: str, template: TrainingTemplate, settings: Settings
+) -> dict[str, Any]:
+    """The complete batch/v1 Job body for `run`, owned by it."""
+    tspec, name = template.spec, run.metadata.name
+    labels = {
+        LABEL_MODEL_RUN: name,
+        LABEL_MODEL_TYPE: label_value(run.spec.model_type),
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+    annotations = {ANNOTATION_MODEL_RUN_ID: run.spec.model_run_id}
+    workspace: dict[str, Any] = {}
+    if tspec.workspace.size_limit is not None:
+        workspace["sizeLimit"] = tspec.workspace.size_limit
+    if tspec.workspace.medium:
+        workspace["medium"] = tspec.workspace.medium
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # required by podFailurePolicy; the Job retries whole pods
+        "automountServiceAccountToken": False,  # the trainer never calls the Kubernetes API
+        "initContainers": [
+            _container(contract.STAGE_EXPORT, run, template, settings, gpu=False),
+            _container(contract.STAGE_PREPARE, run, template, settings, gpu=False),
+        ],
+        "containers": [_container(contract.STAGE_TRAIN, run, template, settings, gpu=True)],
+        "volumes": [
+            {"name": WORKSPACE_VOLUME, "emptyDir": workspace},
+            {"name": TMP_VOLUME, "emptyDir": {}},
+            *tspec.volumes,
+        ],
+        "securityContext": _pod_security_context(template, settings),
+    }
+    optional = {
+        "nodeSelector": tspec.node_selector or None,
+        "tolerations": tspec.tolerations or None,
+        "affinity": tspec.affinity,
+        "priorityClassName": tspec.priority_class_name,
+        "serviceAccountName": tspec.service_account_name,
+        "imagePullSecrets": tspec.image_pull_secrets or None,
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    backoff = run.spec.backoff_limit if run.spec.backoff_limit is not None else tspec.backoff_limit
+    deadline = run.spec.active_deadline_seconds or tspec.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(name),
+            "namespace": run.metadata.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": GROUP_VERSION,
+                    "kind": "ModelRun",
+                    "name": name,
+                    "uid": run_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": backoff,
+            "activeDeadlineSeconds": deadline,
+            "ttlSecondsAfterFinished": tspec.ttl_seconds_after_finished,
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"operator": "In", "values": [contract.EXIT_BAD_INPUT]},
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }

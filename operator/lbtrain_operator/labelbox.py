@@ -1,0 +1,100 @@
+"""Telling Labelbox: the real `labelbox` SDK, kept off the event loop and bounded in time.
+
+The SDK is synchronous and retries 5xx for up to two minutes, so every call runs in a thread of
+a pool of its own (a Labelbox outage must not starve kopf's executor). A call is never abandoned
+half-way: an abandoned call could still land after a newer status and show Labelbox the statuses
+out of order. The SDK bounds each call itself (a 120 s retry deadline, 60 s request timeouts).
+`update_status` is experimental in the SDK (it needs `enable_experimental=True`) and
+silently ignores an unknown model run, so the ModelRun object is
+fetched once with `get_model_run`, which does raise, and kept for later updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lbtrain.resources.models import LabelboxStatus
+
+
+class ReportError(Exception):
+    """Labelbox did not take the update; the message is safe to log (no key, no token)."""
+
+
+class LabelboxReporter:
+    """Sends model-run status updates through one shared SDK client."""
+
+    def __init__(
+        self, api_key: str | None, endpoint: str, rest_endpoint: str, max_workers: int = 16
+    ) -> None:
+        self._api_key = api_key
+        self._endpoint = endpoint
+        self._rest_endpoint = rest_endpoint
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="labelbox")
+        self._client: Any = None
+        self._runs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _sdk_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                if not self._api_key:
+                    raise ReportError("no Labelbox API key configured (--labelbox-api-key-file)")
+                import labelbox  # lazily: half a second that pure-code tests skip
+
+                self._client = labelbox.Client(
+                    api_key=self._api_key,
+                    endpoint=self._endpoint,
+                    rest_endpoint=self._rest_endpoint,
+                    enable_experimental=True,
+                )
+            return self._client
+
+    def _model_run(self, model_run_id: str) -> Any:
+        run = self._runs.get(model_run_id)
+        if run is None:
+            run = self._sdk_client().get_model_run(model_run_id)
+            self._runs[model_run_id] = run
+        return run
+
+    def _send(
+        self,
+        model_run_id: str,
+        status: LabelboxStatus,
+        metadata: dict[str, Any],
+        error_message: str | None,
+    ) -> None:
+        run = self._model_run(model_run_id)
+        run.update_status(status.value, metadata=metadata, error_message=error_message)
+
+    async def update_status(
+        self,
+        model_run_id: str,
+        status: LabelboxStatus,
+        metadata: dict[str, Any],
+        error_message: str | None = None,
+    ) -> None:
+        """Send one update or raise ReportError with a reason fit for status.lastError."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._executor, self._send, model_run_id, status, metadata, error_message
+            )
+        except ReportError:
+            raise
+        except Exception as exc:  # the SDK raises many unrelated types; all mean "not delivered"
+            raise ReportError(_describe(exc)) from exc
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).replace("\n", " ").strip()
+    # Never echo anything that looks like a credential back into a status or a log line.
+    for marker in ("Bearer ", "api_key=", "Authorization"):
+        if marker in text:
+            text = text.split(marker)[0] + marker + "[redacted]"
+    return f"{type(exc).__name__}: {text}"[:500]

@@ -1,0 +1,295 @@
+"""What a run is doing, read from its Job and pods: a pure function, unit-tested on pod shapes.
+
+The pod's own status is the source of truth: which stage container runs, why a pod waits
+(Unschedulable, image pull errors), and why it ended (OOMKilled, the trainer's bad-input exit
+code, eviction or preemption). The Job's conditions say whether the run as a whole finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lbtrain import contract
+from lbtrain.resources.models import Phase
+from lbtrain_operator import reasons as r
+
+STAGE_PHASE = {
+    contract.STAGE_EXPORT: Phase.EXPORTING,
+    contract.STAGE_PREPARE: Phase.PREPARING,
+    contract.STAGE_TRAIN: Phase.TRAINING,
+}
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"})
+FATAL_WAITING_REASONS = frozenset({"InvalidImageName"})
+CONFIG_ERROR_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+SUMMARY_MAX_CHARS = contract.TERMINATION_MESSAGE_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The template's tolerances that the observation applies."""
+
+    image_pull_grace_s: int = 300
+    backoff_limit: int = 2
+    active_deadline_s: int = 86400
+
+
+@dataclass(frozen=True)
+class Observation:
+    phase: Phase
+    reason: str
+    message: str
+    pod_name: str | None = None
+    node_name: str | None = None
+    furthest_stage: str | None = None  # the last stage any pod of the run got to run
+    attempts: int = 0  # pods that failed (disruptions excluded)
+    running_time: str | None = None  # when the first stage of the newest pod started
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase.finished
+
+
+@dataclass(frozen=True)
+class PodFailure:
+    """Why one pod ended in phase Failed."""
+
+    reason: str
+    message: str
+    disrupted: bool = False
+    container: str | None = None
+    exit_code: int | None = None
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _true(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    cond = _conditions(obj).get(type_)
+    return cond if cond and cond.get("status") == "True" else None
+
+
+def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """Container statuses in stage order: init containers first, then the main ones."""
+    status = pod.get("status") or {}
+    return list(status.get("initContainerStatuses") or []) + list(
+        status.get("containerStatuses") or []
+    )
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def parse_summary(message: str | None) -> dict[str, Any]:
+    """The train container's termination message: JSON from the trainer, else plain text."""
+    if not message:
+        return {}
+    try:
+        doc = json.loads(message)
+    except ValueError:
+        return {"message": message[-SUMMARY_MAX_CHARS:]}
+    return doc if isinstance(doc, dict) else {"message": str(doc)[:SUMMARY_MAX_CHARS]}
+
+
+def pod_failure(pod: dict[str, Any]) -> PodFailure:
+    """Classify a Failed pod: disruption, OOM, bad input, or a plain non-zero exit."""
+    status = pod.get("status") or {}
+    disruption = _true(pod, "DisruptionTarget")
+    if disruption or status.get("reason") in ("Evicted", "Preempting"):
+        cause = (disruption or {}).get("reason") or status.get("reason") or "Evicted"
+        how = "preempted" if "Preempt" in cause else "evicted"
+        detail = (disruption or {}).get("message") or status.get("message") or cause
+        return PodFailure(how, detail, disrupted=True)
+    for cs in _statuses(pod):
+        term = (cs.get("state") or {}).get("terminated") or {}
+        code = term.get("exitCode")
+        if not term or code == 0:
+            continue
+        name, text = cs["name"], (term.get("message") or "").strip()
+        if term.get("reason") == "OOMKilled":
+            return PodFailure(
+                r.OOM_KILLED,
+                r.MSG_OOM_KILLED.format(container=name, exit_code=code),
+                container=name,
+                exit_code=code,
+            )
+        if code == contract.EXIT_BAD_INPUT:
+            detail = parse_summary(text).get("error") or parse_summary(text).get("message") or text
+            return PodFailure(
+                r.BAD_INPUT,
+                r.MSG_BAD_INPUT.format(detail=detail or "see pod logs"),
+                container=name,
+                exit_code=code,
+            )
+        detail = f"{name} exited with code {code}" + (f": {text[-400:]}" if text else "")
+        return PodFailure(r.JOB_FAILED, detail, container=name, exit_code=code)
+    return PodFailure(r.JOB_FAILED, status.get("message") or "the pod failed")
+
+
+def furthest_stage(pods: Sequence[dict[str, Any]]) -> str | None:
+    """The last stage that started in any pod (a stage counts once its container ran)."""
+    reached = -1
+    for pod in pods:
+        for cs in _statuses(pod):
+            state = cs.get("state") or {}
+            if cs["name"] in contract.STAGES and ("running" in state or "terminated" in state):
+                reached = max(reached, contract.STAGES.index(cs["name"]))
+    return contract.STAGES[reached] if reached >= 0 else None
+
+
+def _active(pod: dict[str, Any]) -> bool:
+    phase = (pod.get("status") or {}).get("phase", "Pending")
+    return phase in ("Pending", "Running", "Unknown") and not pod["metadata"].get(
+        "deletionTimestamp"
+    )
+
+
+def _started_at(pod: dict[str, Any]) -> str | None:
+    for cs in _statuses(pod):
+        state = cs.get("state") or {}
+        started = (state.get("running") or state.get("terminated") or {}).get("startedAt")
+        if started:
+            return str(started)
+    return None
+
+
+def observe_active_pod(pod: dict[str, Any], now: dt.datetime, limits: Limits) -> Observation:
+    """A pod that has not ended: which stage runs, or why it waits."""
+    meta, status = pod["metadata"], pod.get("status") or {}
+    name, node = meta["name"], pod["spec"].get("nodeName")
+    here = Observation(
+        Phase.PENDING, "", "", pod_name=name, node_name=node, running_time=_started_at(pod)
+    )
+
+    def at(phase: Phase, reason: str, message: str) -> Observation:
+        return replace(here, phase=phase, reason=reason, message=message)
+
+    scheduled = _conditions(pod).get("PodScheduled") or {}
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        detail = scheduled.get("message") or "no node fits the pod"
+        return at(
+            Phase.PENDING, r.UNSCHEDULABLE, r.MSG_UNSCHEDULABLE.format(pod=name, detail=detail)
+        )
+    started = _parse_time(status.get("startTime")) or _parse_time(meta.get("creationTimestamp"))
+    waited = (now - started).total_seconds() if started else 0.0
+    for cs in _statuses(pod):
+        state, cname = cs.get("state") or {}, cs["name"]
+        if (state.get("terminated") or {}).get("exitCode") == 0 and cname != contract.STAGE_TRAIN:
+            continue  # a finished stage; look at the next one
+        stage_phase = STAGE_PHASE.get(cname, Phase.TRAINING)
+        if "running" in state:
+            msg = r.MSG_STAGE_RUNNING.format(stage=cname, pod=name, node=node or "?")
+            return at(stage_phase, r.STAGE_RUNNING, msg)
+        waiting = state.get("waiting") or {}
+        why = waiting.get("reason", "")
+        detail = waiting.get("message") or why
+        image = cs.get("image") or ""
+        pull_expired = why in IMAGE_PULL_REASONS and waited >= limits.image_pull_grace_s
+        if why in FATAL_WAITING_REASONS or pull_expired:
+            msg = r.MSG_IMAGE_PULL_FAILED.format(
+                image=image, container=cname, seconds=int(waited), detail=detail
+            )
+            return at(Phase.FAILED, r.IMAGE_PULL_FAILED, msg)
+        if why in IMAGE_PULL_REASONS:
+            msg = r.MSG_IMAGE_PULL_BACKOFF.format(image=image, container=cname, detail=detail)
+            return at(Phase.PENDING, r.IMAGE_PULL_BACKOFF, msg)
+        if why in CONFIG_ERROR_REASONS:
+            msg = r.MSG_CONTAINER_CONFIG_ERROR.format(container=cname, detail=detail)
+            expired = waited >= limits.image_pull_grace_s
+            return at(Phase.FAILED if expired else Phase.PENDING, r.CONTAINER_CONFIG_ERROR, msg)
+        if why == "CrashLoopBackOff":
+            msg = r.MSG_CRASH_LOOP_BACKOFF.format(container=cname, detail=detail)
+            exhausted = int(cs.get("restartCount") or 0) > limits.backoff_limit
+            return at(Phase.FAILED if exhausted else stage_phase, r.CRASH_LOOP_BACKOFF, msg)
+        break
+    if not node:
+        return at(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
+    return at(
+        Phase.PENDING, r.CONTAINER_CREATING, r.MSG_CONTAINER_CREATING.format(pod=name, node=node)
+    )
+
+
+def _succeeded_summary(
+    pods: Sequence[dict[str, Any]],
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The newest Succeeded pod and its train container's termination-message summary."""
+    done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+    if not done:
+        return None, {}
+    for cs in (done[-1].get("status") or {}).get("containerStatuses") or []:
+        if cs["name"] == contract.STAGE_TRAIN:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            return done[-1], parse_summary(term.get("message"))
+    return done[-1], {}
+
+
+def observe(
+    job: dict[str, Any], pods: Sequence[dict[str, Any]], now: dt.datetime, limits: Limits
+) -> Observation:
+    """The run's phase, reason and message from its Job and all of its pods."""
+    pods = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    failures = [pod_failure(p) for p in failed]
+    attempts = sum(1 for f in failures if not f.disrupted)
+    newest = pods[-1] if pods else None
+    where = Observation(
+        Phase.PENDING,
+        "",
+        "",
+        pod_name=newest["metadata"]["name"] if newest else None,
+        node_name=newest["spec"].get("nodeName") if newest else None,
+        furthest_stage=furthest_stage(pods),
+        attempts=attempts,
+        running_time=_started_at(newest) if newest else None,
+    )
+
+    def at(phase: Phase, reason: str, message: str) -> Observation:
+        return replace(where, phase=phase, reason=reason, message=message)
+
+    if _true(job, "Complete") or _true(job, "SuccessCriteriaMet"):
+        pod, summary = _succeeded_summary(pods)
+        if pod is not None:
+            where = replace(
+                where, pod_name=pod["metadata"]["name"], node_name=pod["spec"].get("nodeName")
+            )
+        return replace(at(Phase.SUCCEEDED, r.SUCCEEDED, r.MSG_SUCCEEDED), summary=summary)
+    ended = _true(job, "Failed") or _true(job, "FailureTarget")
+    if ended:
+        last = failures[-1] if failures else None
+        job_reason = ended.get("reason") or ""
+        if job_reason == "DeadlineExceeded":
+            msg = r.MSG_DEADLINE_EXCEEDED.format(seconds=limits.active_deadline_s)
+            return at(Phase.FAILED, r.DEADLINE_EXCEEDED, msg)
+        if last and last.reason in (r.OOM_KILLED, r.BAD_INPUT):
+            return at(Phase.FAILED, last.reason, last.message)
+        if job_reason == "BackoffLimitExceeded":
+            msg = r.MSG_BACKOFF_LIMIT_EXCEEDED.format(
+                attempts=attempts,
+                limit=limits.backoff_limit,
+                detail=last.message if last else ended.get("message", ""),
+            )
+            return at(Phase.FAILED, r.BACKOFF_LIMIT_EXCEEDED, msg)
+        detail = last.message if last else (ended.get("message") or job_reason or "unknown")
+        return at(Phase.FAILED, r.JOB_FAILED, r.MSG_JOB_FAILED.format(detail=detail))
+    active = [p for p in pods if _active(p)]
+    if active:
+        obs = observe_active_pod(active[-1], now, limits)
+        return replace(obs, furthest_stage=where.furthest_stage, attempts=attempts)
+    if failed:
+        last_pod, last = failed[-1], failures[-1]
+        if last.disrupted:
+            msg = r.MSG_DISRUPTED.format(
+                pod=last_pod["metadata"]["name"], how=last.reason, detail=last.message
+            )
+            return at(Phase.PENDING, r.DISRUPTED, msg)
+        msg = r.MSG_RETRYING.format(attempt=attempts, detail=last.message)
+        return at(Phase.PENDING, r.RETRYING, msg)
+    return at(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)

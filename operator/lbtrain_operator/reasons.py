@@ -1,0 +1,67 @@
+"""Every reason the operator reports, each paired with its message template, defined once.
+
+Reasons are CamelCase (they appear in `kubectl get mr`, in Events and in conditions); messages
+are for people and may carry details with `str.format` fields. Labelbox's error_message is built
+from the same pair, so a user reads the same words in Labelbox and in `kubectl describe`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- waiting -------------------------------------------------------------------------------
+JOB_CREATED: Final = "JobCreated"
+MSG_JOB_CREATED: Final = "created Job {job} from TrainingTemplate {template}"
+WAITING_FOR_POD: Final = "WaitingForPod"
+MSG_WAITING_FOR_POD: Final = "the Job has no running pod yet"
+CONTAINER_CREATING: Final = "ContainerCreating"
+MSG_CONTAINER_CREATING: Final = "pod {pod} is scheduled on {node}; containers are starting"
+UNSCHEDULABLE: Final = "Unschedulable"
+MSG_UNSCHEDULABLE: Final = "pod {pod} cannot be scheduled: {detail}"
+IMAGE_PULL_BACKOFF: Final = "ImagePullBackOff"
+MSG_IMAGE_PULL_BACKOFF: Final = "cannot pull image {image} for {container}: {detail}"
+RETRYING: Final = "Retrying"
+MSG_RETRYING: Final = "attempt {attempt} failed ({detail}); the Job starts a new pod"
+DISRUPTED: Final = "Disrupted"
+MSG_DISRUPTED: Final = "pod {pod} was {how} ({detail}); retried without counting as a failure"
+CRASH_LOOP_BACKOFF: Final = "CrashLoopBackOff"
+MSG_CRASH_LOOP_BACKOFF: Final = "container {container} keeps crashing: {detail}"
+
+# --- running -------------------------------------------------------------------------------
+STAGE_RUNNING: Final = "StageRunning"
+MSG_STAGE_RUNNING: Final = "{stage} is running in pod {pod} on {node}"
+
+# --- finished ------------------------------------------------------------------------------
+SUCCEEDED: Final = "Succeeded"
+MSG_SUCCEEDED: Final = "training finished; predictions and metrics were uploaded"
+TEMPLATE_MISSING: Final = "TemplateMissing"
+MSG_TEMPLATE_MISSING: Final = "no TrainingTemplate serves model type {model_type!r}; known: {known}"
+INVALID_TEMPLATE: Final = "InvalidTemplate"
+MSG_INVALID_TEMPLATE: Final = "TrainingTemplate {template} cannot build a Job: {detail}"
+JOB_REJECTED: Final = "JobRejected"
+MSG_JOB_REJECTED: Final = "the API server refused the Job: {detail}"
+IMAGE_PULL_FAILED: Final = "ImagePullFailed"
+MSG_IMAGE_PULL_FAILED: Final = (
+    "cannot pull image {image} for {container} after {seconds}s: {detail}"
+)
+CONTAINER_CONFIG_ERROR: Final = "ContainerConfigError"
+MSG_CONTAINER_CONFIG_ERROR: Final = "container {container} cannot start: {detail}"
+OOM_KILLED: Final = "OOMKilled"
+MSG_OOM_KILLED: Final = (
+    "the {container} container ran out of memory (OOMKilled, exit {exit_code}); "
+    "raise the template's memory limit or lower the batch size"
+)
+BAD_INPUT: Final = "BadInput"
+MSG_BAD_INPUT: Final = "the data cannot train: {detail}"
+DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
+MSG_DEADLINE_EXCEEDED: Final = "the run exceeded its deadline of {seconds}s"
+BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
+MSG_BACKOFF_LIMIT_EXCEEDED: Final = (
+    "failed {attempts} time(s), the template allows {limit} retries: {detail}"
+)
+JOB_FAILED: Final = "JobFailed"
+MSG_JOB_FAILED: Final = "the Job failed: {detail}"
+JOB_DELETED: Final = "JobDeleted"
+MSG_JOB_DELETED: Final = "the Job {job} was deleted before it finished"
+CANCELLED: Final = "Cancelled"
+MSG_CANCELLED: Final = "cancelled: the ModelRun was deleted before training finished"

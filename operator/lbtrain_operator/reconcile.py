@@ -1,0 +1,292 @@
+"""One reconcile pass over one ModelRun: ensure its Job, observe it, queue and send Labelbox
+statuses. Decisions come from the pure modules; this module only reads, writes and sends.
+
+Only the run's own daemon (and, after it stopped, the deletion handler) writes the status, so the
+pass keeps the status it last wrote as the truth instead of a watch event that may lag behind:
+that is what stops a quick second pass from queueing the same Labelbox status twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbtrain.kube import JOBS, MODELRUNS, PODS, AlreadyExists, ApiError, KubeClient, NotFound
+from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
+from lbtrain_operator import jobspec, outbox, progress
+from lbtrain_operator import reasons as r
+from lbtrain_operator.labelbox import LabelboxReporter, ReportError
+from lbtrain_operator.metrics import Metrics
+from lbtrain_operator.podstate import Limits, Observation, observe
+from lbtrain_operator.settings import Settings
+
+log = logging.getLogger("lbtrain.operator")
+ANNOTATION_PULL_GRACE = "lbtrain.io/image-pull-grace-seconds"
+Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
+
+
+@dataclass
+class Context:
+    """What every pass needs, created once at operator start."""
+
+    kube: KubeClient
+    reporter: LabelboxReporter
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    backlog: set[tuple[str, str]] = field(default_factory=set)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _seconds_since(stamp: str | None, now: dt.datetime) -> float | None:
+    if not stamp:
+        return None
+    return (now - dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+
+
+def _conditions(status: dict[str, Any], obs: Observation, now: str) -> list[dict[str, Any]]:
+    """Two conditions a person reads in `kubectl describe`: Running and Finished."""
+    old = {c["type"]: c for c in status.get("conditions") or []}
+    wanted = {
+        "Running": ("True" if obs.phase in progress_phases() else "False", obs.reason, obs.message),
+        "Finished": ("True" if obs.finished else "False", obs.reason, obs.message),
+    }
+    out = []
+    for type_, (value, reason, message) in wanted.items():
+        prev = old.get(type_)
+        changed = not prev or prev.get("status") != value
+        out.append(
+            {
+                "type": type_,
+                "status": value,
+                "reason": reason or "Unknown",
+                "message": message[:2000],
+                "lastTransitionTime": now if changed else prev["lastTransitionTime"],  # type: ignore[index]
+            }
+        )
+    return out
+
+
+def progress_phases() -> tuple[Phase, ...]:
+    return (Phase.EXPORTING, Phase.PREPARING, Phase.TRAINING)
+
+
+class Pass:
+    """One reconcile pass. `status` starts as the last status written and ends as the new one."""
+
+    def __init__(self, ctx: Context, body: Mapping[str, Any], status: dict[str, Any], emit: Emit):
+        self.ctx, self.body, self.emit = ctx, body, emit
+        self.run = ModelRun.model_validate(dict(body))
+        self.namespace = self.run.metadata.namespace or "default"
+        self.name = self.run.metadata.name
+        self.status = dict(status)
+        self.now = utcnow()
+
+    async def ensure_job(
+        self, templates: Mapping[str, dict[str, Any]]
+    ) -> dict[str, Any] | Observation:
+        """The run's Job (created from its template when missing), or a failure observation."""
+        name = jobspec.job_name(self.name)
+        try:
+            return await self.ctx.kube.get(JOBS, name, self.namespace)
+        except NotFound:
+            pass
+        if self.status.get("jobName"):
+            return Observation(Phase.FAILED, r.JOB_DELETED, r.MSG_JOB_DELETED.format(job=name))
+        template_body = templates.get(self.run.spec.model_type)
+        if template_body is None:
+            known = ", ".join(sorted(templates)) or "none"
+            msg = r.MSG_TEMPLATE_MISSING.format(model_type=self.run.spec.model_type, known=known)
+            return Observation(Phase.FAILED, r.TEMPLATE_MISSING, msg)
+        try:
+            template = TrainingTemplate.model_validate(template_body)
+        except ValueError as exc:
+            detail = str(exc).splitlines()[0]
+            msg = r.MSG_INVALID_TEMPLATE.format(
+                template=template_body["metadata"]["name"], detail=detail
+            )
+            return Observation(Phase.FAILED, r.INVALID_TEMPLATE, msg)
+        job = jobspec.build_job(self.run, self.body["metadata"]["uid"], template, self.ctx.settings)
+        job["metadata"]["annotations"][ANNOTATION_PULL_GRACE] = str(
+            template.spec.image_pull_grace_period_seconds
+        )
+        try:
+            created = await self.ctx.kube.create(JOBS, job, self.namespace)
+        except AlreadyExists:
+            created = await self.ctx.kube.get(JOBS, name, self.namespace)
+        except ApiError as exc:
+            if exc.status in (400, 422):
+                return Observation(
+                    Phase.FAILED, r.JOB_REJECTED, r.MSG_JOB_REJECTED.format(detail=exc.message)
+                )
+            raise
+        self.status.update(
+            jobName=name,
+            templateName=template.metadata.name,
+            image=template.spec.image,
+            gpus=template.spec.gpus,
+            startTime=self.status.get("startTime") or outbox.iso(self.now),
+        )
+        waited = _seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
+        if waited is not None:
+            self.ctx.metrics.time_to_job.observe(waited)
+        self.emit(
+            "Normal",
+            r.JOB_CREATED,
+            r.MSG_JOB_CREATED.format(job=name, template=template.metadata.name),
+        )
+        return created
+
+    async def observe(self, templates: Mapping[str, dict[str, Any]]) -> Observation:
+        got = await self.ensure_job(templates)
+        if isinstance(got, Observation):
+            return got
+        job = got
+        pods = (
+            await self.ctx.kube.list(
+                PODS, self.namespace, label_selector=jobspec.selector(self.name)
+            )
+        )["items"]
+        spec = job.get("spec") or {}
+        limits = Limits(
+            image_pull_grace_s=int(
+                job["metadata"].get("annotations", {}).get(ANNOTATION_PULL_GRACE, 300)
+            ),
+            backoff_limit=int(spec.get("backoffLimit", 6)),
+            active_deadline_s=int(spec.get("activeDeadlineSeconds") or 0),
+        )
+        obs = observe(job, pods, self.now, limits)
+        if obs.phase is Phase.FAILED and not _job_finished(job):
+            # Failures Kubernetes does not end by itself (an image that never pulls, a crash
+            # loop): suspend the Job, which stops its pods and keeps it for inspection.
+            await self.ctx.kube.patch(
+                JOBS, job["metadata"]["name"], {"spec": {"suspend": True}}, self.namespace
+            )
+        return obs
+
+    def apply(self, obs: Observation) -> None:
+        """Fold an observation into the status and the outbox (pure, in memory)."""
+        st, old_phase = self.status, self.status.get("phase")
+        if obs.phase.value != old_phase or obs.reason != st.get("reason"):
+            self.ctx.metrics.transitions.labels(obs.phase.value, obs.reason).inc()
+            self.emit("Warning" if obs.phase is Phase.FAILED else "Normal", obs.reason, obs.message)
+            if obs.finished:
+                self.ctx.metrics.finished.labels(obs.phase.value, obs.reason).inc()
+        if obs.phase in progress_phases() and not st.get("runningTime"):
+            st["runningTime"] = obs.running_time or outbox.iso(self.now)
+            waited = _seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
+            if waited is not None:
+                self.ctx.metrics.time_to_running.observe(waited)
+        st.update(
+            phase=obs.phase.value,
+            reason=obs.reason,
+            message=obs.message[:4000],
+            attempts=obs.attempts,
+            observedGeneration=self.body["metadata"].get("generation"),
+        )
+        for key, value in (("podName", obs.pod_name), ("nodeName", obs.node_name)):
+            if value:
+                st[key] = value
+        if obs.summary:
+            st["summary"] = obs.summary
+        if obs.finished and not st.get("completionTime"):
+            st["completionTime"] = outbox.iso(self.now)
+        st["conditions"] = _conditions(st, obs, outbox.iso(self.now))
+        box = outbox.Outbox.model_validate(st.get("labelbox") or {})
+        new = progress.to_enqueue(box.last_queued, progress.statuses_for(obs))
+        error = (
+            progress.error_message(obs.reason, obs.message) if obs.phase is Phase.FAILED else None
+        )
+        box = outbox.enqueue(box, new, progress.metadata(st, obs), error, progress.notice(obs))
+        st["labelbox"] = box.wire()
+
+    async def write(self, previous: dict[str, Any]) -> None:
+        if self.status != previous:
+            patched = await self.ctx.kube.patch(
+                MODELRUNS, self.name, {"status": self.status}, self.namespace, subresource="status"
+            )
+            self.status = dict(patched.get("status") or self.status)
+
+    async def send(self) -> float | None:
+        """Send what the outbox has due; answer seconds until the next report is due."""
+        box = outbox.Outbox.model_validate(self.status.get("labelbox") or {})
+        report = outbox.due(box, self.now)
+        key = (self.namespace, self.name)
+        if report is not None:
+            started = utcnow()
+            try:
+                await self.ctx.reporter.update_status(
+                    self.run.spec.model_run_id, report.status, report.metadata, report.error_message
+                )
+            except ReportError as exc:
+                spent = (utcnow() - started).total_seconds()
+                self.ctx.metrics.report_latency.labels("error").observe(spent)
+                self.ctx.metrics.report_failures.inc()
+                s = self.ctx.settings
+                box = outbox.failed(
+                    box, str(exc), utcnow(), s.report_backoff_initial_s, s.report_backoff_max_s
+                )
+                log.warning(
+                    "labelbox report failed",
+                    extra={
+                        "model_run_id": self.run.spec.model_run_id,
+                        "status": report.status.value,
+                        "attempts": box.attempts,
+                        "error": str(exc),
+                    },
+                )
+            else:
+                self.ctx.metrics.report_latency.labels("ok").observe(
+                    (utcnow() - started).total_seconds()
+                )
+                box = outbox.acknowledge(box, report, utcnow())
+                log.info(
+                    "labelbox status sent",
+                    extra={
+                        "model_run_id": self.run.spec.model_run_id,
+                        "status": report.status.value,
+                    },
+                )
+            previous = dict(self.status)
+            self.status["labelbox"] = box.wire()
+            await self.write(previous)
+        if box.drained:
+            self.ctx.backlog.discard(key)
+        else:
+            self.ctx.backlog.add(key)
+        self.ctx.metrics.backlog.set(len(self.ctx.backlog))
+        return outbox.next_wakeup(box, utcnow())
+
+
+def _job_finished(job: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+async def reconcile(
+    ctx: Context,
+    body: Mapping[str, Any],
+    status: dict[str, Any],
+    templates: Mapping[str, dict[str, Any]],
+    emit: Emit,
+) -> tuple[dict[str, Any], float | None]:
+    """One pass; answers the status now stored and the seconds until a pass is needed again
+    (None: the run is finished and Labelbox has everything)."""
+    step = Pass(ctx, body, status, emit)
+    finished = Phase(status["phase"]).finished if status.get("phase") else False
+    if not finished:
+        previous = dict(step.status)
+        step.apply(await step.observe(templates))
+        await step.write(previous)
+    wake = await step.send()
+    if Phase(step.status["phase"]).finished:
+        return step.status, wake
+    resync = ctx.settings.resync_interval_s
+    return step.status, resync if wake is None else min(wake, resync)

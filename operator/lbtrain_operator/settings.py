@@ -1,0 +1,27 @@
+"""The operator's configuration: one frozen object, built from flags and environment by cli."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lbtrain.contract import DEFAULT_LABELBOX_ENDPOINT, DEFAULT_LABELBOX_REST_ENDPOINT
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Labelbox, as the operator reports to it and as trainer pods reach it.
+    labelbox_endpoint: str = DEFAULT_LABELBOX_ENDPOINT
+    labelbox_rest_endpoint: str = DEFAULT_LABELBOX_REST_ENDPOINT
+    # The Secret (in the run's namespace) holding the API key trainer pods use, unless the
+    # template names its own.
+    api_key_secret_name: str = "lbtrain-labelbox"
+    api_key_secret_key: str = "api-key"
+    # Outbox: capped exponential backoff between failed reports.
+    report_backoff_initial_s: float = 2.0
+    report_backoff_max_s: float = 300.0
+    # Deleting a running ModelRun: how long the finalizer tries to tell Labelbox "cancelled".
+    cancel_report_timeout_s: float = 60.0
+    # How often a run is re-examined when no pod or Job event arrives.
+    resync_interval_s: float = 30.0
+    # Security context applied to trainer pods when the template sets none.
+    restricted_pods: bool = True

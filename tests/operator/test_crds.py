@@ -1,0 +1,87 @@
+"""The CRDs as the API server enforces them: schemas, CEL rules, printer columns, short names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lbtrain.kube import MODELRUNS, TRAININGTEMPLATES, Invalid, KubeClient
+from lbtrain.testbed.binaries import repo_root
+
+pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds")]
+
+
+def run_body(name: str = "r1", **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"modelRunId": "cl-1", "modelType": "ner", "modelId": "m-1", **spec},
+    }
+
+
+def test_examples_apply_and_show_in_kubectl(kubectl, namespace) -> None:
+    result = kubectl("apply", "-n", namespace, "-f", str(repo_root() / "examples" / "templates"))
+    assert result.returncode == 0, result.stderr
+    result = kubectl(
+        "apply", "-n", namespace, "-f", str(repo_root() / "examples" / "modelrun.yaml")
+    )
+    assert result.returncode == 0, result.stderr
+    table = kubectl("get", "tt", "-n", namespace)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.split("\n")[0].split() == ["NAME", "MODEL", "TYPE", "IMAGE", "GPUS", "AGE"]
+    assert len(table.stdout.strip().splitlines()) == 7
+    runs = kubectl("get", "mr", "-n", namespace)
+    assert runs.stdout.split("\n")[0].split() == [
+        "NAME",
+        "PHASE",
+        "REASON",
+        "LABELBOX",
+        "MODEL",
+        "TYPE",
+        "AGE",
+    ]
+    explained = kubectl("explain", "modelrun.spec.modelRunId")
+    assert "Labelbox model run id" in explained.stdout
+
+
+async def test_missing_required_fields_are_refused(kube: KubeClient, namespace: str) -> None:
+    with pytest.raises(Invalid) as info:
+        await kube.create(
+            MODELRUNS, {"metadata": {"name": "x"}, "spec": {"modelType": "ner"}}, namespace
+        )
+    assert "spec.modelRunId: Required value" in info.value.message
+
+
+async def test_identity_is_immutable(kube: KubeClient, namespace: str) -> None:
+    await kube.create(MODELRUNS, run_body(), namespace)
+    for field, value in (("modelRunId", "cl-2"), ("modelType", "bounding_box"), ("modelId", "m-2")):
+        with pytest.raises(Invalid) as info:
+            await kube.patch(MODELRUNS, "r1", {"spec": {field: value}}, namespace)
+        assert f"{field} is immutable" in info.value.message
+    with pytest.raises(Invalid, match="modelId cannot be added or removed"):
+        await kube.patch(MODELRUNS, "r1", {"spec": {"modelId": None}}, namespace)
+    # Overrides that are not identity can still change.
+    await kube.patch(MODELRUNS, "r1", {"spec": {"hyperparameters": {"epochs": 2}}}, namespace)
+
+
+async def test_status_enums_and_template_validation(kube: KubeClient, namespace: str) -> None:
+    await kube.create(MODELRUNS, run_body("r2"), namespace)
+    with pytest.raises(Invalid, match="Unsupported value"):
+        await kube.patch(
+            MODELRUNS, "r2", {"status": {"phase": "Dancing"}}, namespace, subresource="status"
+        )
+    bad = {"metadata": {"name": "t"}, "spec": {"modelType": "ner", "image": "x", "gpus": -1}}
+    with pytest.raises(Invalid, match=r"spec\.gpus"):
+        await kube.create(TRAININGTEMPLATES, bad, namespace)
+    created = await kube.create(
+        TRAININGTEMPLATES,
+        {
+            "metadata": {"name": "t2"},
+            "spec": {"modelType": "Text_multi_classification", "image": "x"},
+        },
+        namespace,
+    )
+    # Defaults are applied by the API server, so kubectl get shows what a run will use.
+    assert created["spec"]["modelType"] == "Text_multi_classification"
+    assert (created["spec"]["gpus"], created["spec"]["backoffLimit"]) == (1, 2)
+    assert created["spec"]["command"] == ["lbtrain", "trainer"]

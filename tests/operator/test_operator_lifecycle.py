@@ -1,0 +1,315 @@
+"""The operator end to end on the testbed: real API server, real Job controller, the fake
+kubelet driving pods, the real Labelbox SDK talking to the fake Labelbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from lbtrain.kube import EVENTS, JOBS, MODELRUNS, PODS, KubeClient, NotFound
+from lbtrain.resources.names import FINALIZER, LABEL_MODEL_RUN
+from lbtrain.testbed.fake_kubelet import FakeKubelet
+
+pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds", "lbsecret")]
+FULL = ["EXPORTING_DATA", "PREPARING_DATA", "TRAINING_MODEL", "COMPLETE"]
+
+
+async def until(
+    kube: KubeClient, ns: str, name: str, pred: Any, timeout: float = 30
+) -> dict[str, Any]:
+    """Wait until the ModelRun's status satisfies `pred`; answer the status."""
+    mr = await kube.wait_for(
+        MODELRUNS, name, ns, lambda mr: pred(mr.get("status") or {}), timeout=timeout
+    )
+    return dict(mr["status"])
+
+
+async def statuses_settle(fake: Any, run_id: str, expected: list[str], timeout: float = 30) -> None:
+    for _ in range(int(timeout * 10)):
+        if fake.statuses(run_id) == expected:
+            return
+        await asyncio.sleep(0.1)
+    assert fake.statuses(run_id) == expected
+
+
+async def test_happy_path_job_stages_and_labelbox_timeline(
+    kube, namespace, kubelet: FakeKubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template(gpus=1)
+    op = start_operator()
+    await make_run("happy")
+    job = await kube.wait_for(JOBS, "happy-train", namespace, lambda j: True, timeout=30)
+    assert job["metadata"]["ownerReferences"][0]["name"] == "happy"
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=happy")
+    await kubelet.schedule(pod)
+    for stage, phase in (("export", "Exporting"), ("prepare", "Preparing"), ("train", "Training")):
+        await kubelet.run_stage(pod, stage)
+        st = await until(kube, namespace, "happy", lambda s, p=phase: s.get("phase") == p)
+        assert st["podName"] == pod["metadata"]["name"] and st["nodeName"] == "testbed-node-1"
+    summary = {"accuracy": 0.91, "artifacts": "/workspace/artifacts/model.pt"}
+    await kubelet.succeed(pod, message=json.dumps(summary))
+    st = await until(
+        kube, namespace, "happy", lambda s: s.get("labelbox", {}).get("acknowledged") == "COMPLETE"
+    )
+    assert (st["phase"], st["reason"]) == ("Succeeded", "Succeeded")
+    assert st["summary"] == summary and st["completionTime"]
+    assert fake_labelbox.statuses("cl-happy") == FULL
+    final = fake_labelbox.status_updates("cl-happy")[-1]
+    assert final.metadata["job"] == "happy-train" and final.metadata["node"] == "testbed-node-1"
+    assert final.metadata["summary"] == summary and final.metadata["gpus"] == 1
+    assert final.error_message is None
+    # Events tell the story in `kubectl describe`.
+    events = (await kube.list(EVENTS, namespace, field_selector="involvedObject.name=happy"))[
+        "items"
+    ]
+    assert {"JobCreated", "StageRunning", "Succeeded"} <= {e["reason"] for e in events}
+    code, body = await op.get(op.liveness_port, "/healthz")
+    assert code == 200, body
+    code, metrics = await op.get(op.metrics_port, "/metrics")
+    assert 'lbtrain_modelruns_finished_total{phase="Succeeded",reason="Succeeded"} 1.0' in metrics
+
+
+async def test_missing_template_fails_with_known_types(
+    kube, namespace, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template("ner")
+    start_operator()
+    await make_run("nope", model_type="Text_multi_classification")
+    st = await until(
+        kube, namespace, "nope", lambda s: s.get("labelbox", {}).get("acknowledged") == "FAILED"
+    )
+    assert (st["phase"], st["reason"]) == ("Failed", "TemplateMissing")
+    assert "'Text_multi_classification'" in st["message"] and "ner" in st["message"]
+    [update] = fake_labelbox.status_updates("cl-nope")
+    assert update.status == "FAILED" and update.error_message.startswith("TemplateMissing: ")
+    assert len(update.error_message) <= 255
+
+
+async def test_unschedulable_is_visible_and_keeps_the_message(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    start_operator()
+    await make_run("queued")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=queued")
+    msg = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    await kubelet.unschedulable(pod, msg)
+    st = await until(kube, namespace, "queued", lambda s: s.get("reason") == "Unschedulable")
+    assert st["phase"] == "Pending" and msg in st["message"]
+    await statuses_settle(fake_labelbox, "cl-queued", ["EXPORTING_DATA"])
+    assert msg in fake_labelbox.status_updates("cl-queued")[0].metadata["message"]
+
+
+async def test_image_pull_failure_fails_after_grace_and_stops_the_job(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template(imagePullGracePeriodSeconds=1)
+    start_operator()
+    await make_run("pull")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=pull")
+    await kubelet.schedule(pod)
+    await kubelet.wait_in(
+        pod, "export", "ImagePullBackOff", 'Back-off pulling image "ghcr.io/lbtrain/trainer:test"'
+    )
+    st = await until(kube, namespace, "pull", lambda s: s.get("phase") == "Failed", timeout=40)
+    assert st["reason"] == "ImagePullFailed" and "ghcr.io/lbtrain/trainer:test" in st["message"]
+    job = await kube.wait_for(
+        JOBS, "pull-train", namespace, lambda j: j["spec"].get("suspend") is True
+    )
+    assert job["spec"]["suspend"] is True
+    await statuses_settle(fake_labelbox, "cl-pull", ["EXPORTING_DATA", "FAILED"])
+
+
+@pytest.mark.parametrize(
+    ("stage", "exit_code", "reason", "expected"),
+    [
+        ("train", 137, "OOMKilled", "OOMKilled"),
+        ("prepare", 65, "Error", "BadInput"),
+    ],
+)
+async def test_failures_that_end_the_run_at_once(
+    kube,
+    namespace,
+    kubelet,
+    fake_labelbox,
+    start_operator,
+    make_template,
+    make_run,
+    stage,
+    exit_code,
+    reason,
+    expected,
+) -> None:
+    # backoffLimit 3: OOM with 0 retries left is the template's choice; bad input never retries.
+    await make_template(backoffLimit=0 if expected == "OOMKilled" else 3)
+    start_operator()
+    await make_run("boom")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=boom")
+    await kubelet.schedule(pod)
+    await kubelet.run_stage(pod, stage)
+    message = (
+        json.dumps({"error": "class 'cat' has 1 example; rows: ck1"}) if exit_code == 65 else ""
+    )
+    await kubelet.fail(pod, stage, exit_code=exit_code, reason=reason, message=message)
+    st = await until(kube, namespace, "boom", lambda s: s.get("phase") == "Failed")
+    assert st["reason"] == expected
+    if expected == "BadInput":
+        assert "rows: ck1" in st["message"]
+    stages = {"prepare": ["EXPORTING_DATA", "PREPARING_DATA"], "train": FULL[:3]}[stage]
+    await statuses_settle(fake_labelbox, "cl-boom", [*stages, "FAILED"])
+    assert fake_labelbox.status_updates("cl-boom")[-1].error_message.startswith(expected)
+    assert len(await kubelet.pods(f"{LABEL_MODEL_RUN}=boom")) == 1  # not retried
+
+
+async def test_eviction_is_retried_without_counting(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template(backoffLimit=0)
+    start_operator()
+    await make_run("evict")
+    [first] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=evict")
+    await kubelet.schedule(first)
+    await kubelet.run_stage(first, "train")
+    await until(kube, namespace, "evict", lambda s: s.get("phase") == "Training")
+    await kubelet.evict(first)
+    pods = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=evict", count=2, timeout=30)
+    second = pods[-1]
+    await kubelet.schedule(second)
+    await kubelet.run_stage(second, "train")
+    await kubelet.succeed(second)
+    st = await until(
+        kube, namespace, "evict", lambda s: s.get("labelbox", {}).get("acknowledged") == "COMPLETE"
+    )
+    assert st["phase"] == "Succeeded" and st["attempts"] == 0
+    # Never backwards on the retry; TRAINING_MODEL is re-sent to say why it waits, and again
+    # when the new pod runs.
+    updates = fake_labelbox.status_updates("cl-evict")
+    assert [u.status for u in updates] == [
+        *FULL[:3],
+        "TRAINING_MODEL",
+        "TRAINING_MODEL",
+        "COMPLETE",
+    ]
+    assert "evicted" in updates[3].metadata["message"]
+    assert "message" not in updates[4].metadata
+
+
+async def test_backoff_limit_exceeded(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template(backoffLimit=1)
+    start_operator()
+    await make_run("flaky")
+    for attempt in (1, 2):
+        pods = await kubelet.wait_for_pods(
+            f"{LABEL_MODEL_RUN}=flaky", count=attempt, pending_only=False
+        )
+        pod = pods[-1]
+        await kubelet.schedule(pod)
+        await kubelet.run_stage(pod, "train")
+        await kubelet.fail(
+            pod, exit_code=1, message="RuntimeError: CUDA error: an illegal memory access"
+        )
+        if attempt == 1:
+            st = await until(kube, namespace, "flaky", lambda s: s.get("reason") == "Retrying")
+            assert st["attempts"] == 1
+    st = await until(kube, namespace, "flaky", lambda s: s.get("phase") == "Failed")
+    assert st["reason"] == "BackoffLimitExceeded" and "illegal memory access" in st["message"]
+
+
+async def test_deadline_exceeded(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template(activeDeadlineSeconds=2)
+    start_operator()
+    await make_run("slow")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=slow")
+    await kubelet.schedule(pod)
+    await kubelet.run_stage(pod, "export")
+    st = await until(kube, namespace, "slow", lambda s: s.get("phase") == "Failed", timeout=40)
+    assert st["reason"] == "DeadlineExceeded"
+    await statuses_settle(fake_labelbox, "cl-slow", ["EXPORTING_DATA", "FAILED"])
+
+
+async def test_crash_loop_backoff(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template(backoffLimit=1)
+    start_operator()
+    await make_run("crash")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=crash")
+    await kubelet.schedule(pod)
+    await kubelet.run_stage(pod, "train")
+    status = {
+        "containerStatuses": [
+            {
+                "name": "train",
+                "image": "x",
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 4,
+                "state": {
+                    "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting"}
+                },
+            }
+        ]
+    }
+    await kube.patch(
+        PODS, pod["metadata"]["name"], {"status": status}, namespace, subresource="status"
+    )
+    st = await until(kube, namespace, "crash", lambda s: s.get("phase") == "Failed")
+    assert st["reason"] == "CrashLoopBackOff" and "back-off 5m0s" in st["message"]
+
+
+async def test_deleting_a_running_run_cancels_it(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    start_operator()
+    await make_run("cancel")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=cancel")
+    await kubelet.schedule(pod)
+    await kubelet.run_stage(pod, "train")
+    await until(
+        kube,
+        namespace,
+        "cancel",
+        lambda s: s.get("labelbox", {}).get("acknowledged") == "TRAINING_MODEL",
+    )
+    mr = await kube.get(MODELRUNS, "cancel", namespace)
+    assert FINALIZER in mr["metadata"]["finalizers"]
+    await kube.delete(MODELRUNS, "cancel", namespace)
+    for _ in range(200):
+        try:
+            await kube.get(MODELRUNS, "cancel", namespace)
+        except NotFound:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("ModelRun still exists")
+    with pytest.raises(NotFound):
+        await kube.get(JOBS, "cancel-train", namespace)
+    assert fake_labelbox.statuses("cl-cancel") == [*FULL[:3], "FAILED"]
+    assert fake_labelbox.status_updates("cl-cancel")[-1].error_message.startswith("Cancelled")
+
+
+async def test_deletion_is_not_blocked_forever_when_labelbox_is_down(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    start_operator()
+    await make_run("stuck")
+    await kube.wait_for(JOBS, "stuck-train", namespace, lambda j: True)
+    fake_labelbox.fail("conn_reset")
+    await kube.delete(MODELRUNS, "stuck", namespace)
+    for _ in range(300):  # cancel-report-timeout is 5 s in these tests
+        try:
+            await kube.get(MODELRUNS, "stuck", namespace)
+        except NotFound:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("deletion blocked by an unreachable Labelbox")

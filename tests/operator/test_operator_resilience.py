@@ -1,0 +1,99 @@
+"""Restarts and outages: the operator may die at any point, Labelbox may be down for any time;
+neither makes a second Job, loses a status, or shows Labelbox statuses out of order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lbtrain.kube import JOBS, MODELRUNS
+from lbtrain.resources.names import LABEL_MODEL_RUN
+
+from .test_operator_lifecycle import FULL, statuses_settle, until
+
+pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds", "lbsecret")]
+
+
+async def test_restart_at_every_stage_makes_one_job_and_one_timeline(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    op = start_operator()
+    await make_run("phoenix")
+    await kube.wait_for(JOBS, "phoenix-train", namespace, lambda j: True)
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=phoenix")
+    await kubelet.schedule(pod)
+    for stage in ("export", "prepare", "train"):
+        op.kill()  # SIGKILL between observations: nothing is flushed
+        await kubelet.run_stage(pod, stage)
+        op = start_operator()
+        phase = {"export": "Exporting", "prepare": "Preparing", "train": "Training"}[stage]
+        await until(kube, namespace, "phoenix", lambda s, p=phase: s.get("phase") == p)
+    op.kill()
+    await kubelet.succeed(pod)
+    start_operator()
+    await until(
+        kube,
+        namespace,
+        "phoenix",
+        lambda s: s.get("labelbox", {}).get("acknowledged") == "COMPLETE",
+    )
+    jobs = (await kube.list(JOBS, namespace, label_selector=f"{LABEL_MODEL_RUN}=phoenix"))["items"]
+    assert len(jobs) == 1
+    assert fake_labelbox.statuses("cl-phoenix") == FULL
+
+
+async def test_restart_right_after_job_creation_does_not_create_a_second_job(
+    kube, namespace, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    op = start_operator()
+    await make_run("twice")
+    await kube.wait_for(JOBS, "twice-train", namespace, lambda j: True)
+    op.kill()
+    start_operator()
+    await asyncio.sleep(3)  # more than one resync interval of the new operator
+    jobs = (await kube.list(JOBS, namespace, label_selector=f"{LABEL_MODEL_RUN}=twice"))["items"]
+    assert len(jobs) == 1
+
+
+async def test_labelbox_outage_never_blocks_training_and_the_final_status_arrives(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    start_operator()
+    fake_labelbox.fail("conn_reset")  # Labelbox unreachable from the start
+    await make_run("outage")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=outage")
+    await kubelet.schedule(pod)
+    for stage in ("export", "prepare", "train"):
+        await kubelet.run_stage(pod, stage)
+    await kubelet.succeed(pod)
+    st = await until(kube, namespace, "outage", lambda s: s.get("phase") == "Succeeded")
+    box = st["labelbox"]
+    assert box["desired"] == "COMPLETE" and box.get("acknowledged") is None
+    assert box["pending"] == FULL
+    await until(kube, namespace, "outage", lambda s: s["labelbox"].get("attempts", 0) >= 2)
+    st = (await kube.get(MODELRUNS, "outage", namespace))["status"]
+    assert st["labelbox"]["lastError"] and "test-key" not in st["labelbox"]["lastError"]
+    assert fake_labelbox.statuses("cl-outage") == []
+    fake_labelbox.heal()
+    await statuses_settle(fake_labelbox, "cl-outage", FULL, timeout=30)
+    st = await until(
+        kube, namespace, "outage", lambda s: s["labelbox"].get("acknowledged") == "COMPLETE"
+    )
+    assert st["labelbox"]["pending"] == [] and st["labelbox"]["attempts"] == 0
+
+
+async def test_labelbox_5xx_burst_is_absorbed(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    start_operator()
+    fake_labelbox.fail("5xx", times=2)
+    await make_run("burst")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=burst")
+    await kubelet.schedule(pod)
+    await kubelet.run_stage(pod, "export")
+    await statuses_settle(fake_labelbox, "cl-burst", ["EXPORTING_DATA"], timeout=40)

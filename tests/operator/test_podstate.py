@@ -1,0 +1,148 @@
+"""Phase and reason from Job and pod state: the failure taxonomy, case by case."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from lbtrain_operator import reasons as r
+from lbtrain_operator.podstate import Limits, observe
+
+from lbtrain.resources.models import Phase
+from lbtrain.testbed import fake_kubelet as fk
+
+from .builders import IMAGE, done, job, pod, running
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+LIMITS = Limits(image_pull_grace_s=300, backoff_limit=2, active_deadline_s=600)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def test_no_pod_yet_is_pending() -> None:
+    obs = observe(job(), [], at(1), LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.PENDING, r.WAITING_FOR_POD)
+
+
+def test_unschedulable_keeps_scheduler_message() -> None:
+    msg = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+    p = pod(node=None, conditions=[fk.condition("PodScheduled", "False", "Unschedulable", msg)])
+    obs = observe(job(), [p], at(5), LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.PENDING, r.UNSCHEDULABLE)
+    assert msg in obs.message
+
+
+def test_each_stage_maps_to_its_phase() -> None:
+    assert observe(job(), [pod(export=running("export"))], at(1), LIMITS).phase is Phase.EXPORTING
+    prep = pod(export=done("export"), prepare=running("prepare"))
+    assert observe(job(), [prep], at(1), LIMITS).phase is Phase.PREPARING
+    train = pod(
+        phase="Running", export=done("export"), prepare=done("prepare"), train=running("train")
+    )
+    obs = observe(job(), [train], at(1), LIMITS)
+    assert (obs.phase, obs.reason, obs.furthest_stage) == (Phase.TRAINING, r.STAGE_RUNNING, "train")
+    assert obs.node_name == "gpu-node-1"
+
+
+def test_image_pull_backoff_waits_then_fails_after_grace() -> None:
+    waiting = fk.waiting("export", IMAGE, "ImagePullBackOff", 'Back-off pulling image "x"')
+    p = pod(export=waiting)
+    early = observe(job(), [p], at(60), LIMITS)
+    assert (early.phase, early.reason) == (Phase.PENDING, r.IMAGE_PULL_BACKOFF)
+    late = observe(job(), [p], at(301), LIMITS)
+    assert (late.phase, late.reason) == (Phase.FAILED, r.IMAGE_PULL_FAILED)
+    assert IMAGE in late.message and "Back-off" in late.message
+
+
+def test_invalid_image_name_fails_at_once() -> None:
+    p = pod(export=fk.waiting("export", "UPPER:bad", "InvalidImageName", "bad name"))
+    assert observe(job(), [p], at(1), LIMITS).reason == r.IMAGE_PULL_FAILED
+
+
+def test_crash_loop_backoff_reports_then_fails_past_the_retry_limit() -> None:
+    crash = fk.waiting(
+        "train", IMAGE, "CrashLoopBackOff", "back-off 40s restarting failed container"
+    )
+    p = pod(export=done("export"), prepare=done("prepare"), train={**crash, "restartCount": 1})
+    obs = observe(job(), [p], at(1), LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.TRAINING, r.CRASH_LOOP_BACKOFF)
+    p = pod(export=done("export"), prepare=done("prepare"), train={**crash, "restartCount": 3})
+    assert observe(job(), [p], at(1), LIMITS).phase is Phase.FAILED
+
+
+def test_oom_killed_is_named_when_the_job_fails() -> None:
+    oom = fk.terminated("train", IMAGE, 137, "OOMKilled")
+    p = pod(phase="Failed", export=done("export"), prepare=done("prepare"), train=oom)
+    obs = observe(job(("Failed", "BackoffLimitExceeded")), [p], at(1), LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.FAILED, r.OOM_KILLED)
+    assert "memory" in obs.message
+
+
+def test_bad_input_carries_the_trainer_message() -> None:
+    bad = fk.terminated(
+        "prepare", IMAGE, 65, message='{"error": "class cat has 1 example (rows: r1)"}'
+    )
+    p = pod(phase="Failed", export=done("export"), prepare=bad)
+    obs = observe(job(("Failed", "PodFailurePolicy")), [p], at(1), LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.FAILED, r.BAD_INPUT)
+    assert "class cat has 1 example (rows: r1)" in obs.message
+    assert obs.furthest_stage == "prepare"
+
+
+def test_evicted_pod_is_retried_not_failed() -> None:
+    evicted = pod(
+        "p1",
+        phase="Failed",
+        created="2026-01-01T00:00:00Z",
+        conditions=[fk.condition("DisruptionTarget", "True", "EvictionByEvictionAPI", "evicted")],
+    )
+    obs = observe(job(), [evicted], at(1), LIMITS)
+    assert (obs.phase, obs.reason, obs.attempts) == (Phase.PENDING, r.DISRUPTED, 0)
+    preempted = pod(
+        "p1",
+        phase="Failed",
+        conditions=[
+            fk.condition("DisruptionTarget", "True", "PreemptionByScheduler", "preempted by high")
+        ],
+    )
+    assert "preempted" in observe(job(), [preempted], at(1), LIMITS).message
+    newer = pod("p2", created="2026-01-01T00:01:00Z", export=running("export"))
+    obs = observe(job(), [evicted, newer], at(70), LIMITS)
+    assert (obs.phase, obs.pod_name) == (Phase.EXPORTING, "p2")
+
+
+def test_failed_attempt_is_retrying_until_the_job_gives_up() -> None:
+    crashed = fk.terminated("train", IMAGE, 1, message="CUDA error")
+    p = pod(phase="Failed", export=done("export"), prepare=done("prepare"), train=crashed)
+    obs = observe(job(), [p], at(1), LIMITS)
+    assert (obs.phase, obs.reason, obs.attempts) == (Phase.PENDING, r.RETRYING, 1)
+    final = observe(job(("Failed", "BackoffLimitExceeded")), [p], at(2), LIMITS)
+    assert (final.phase, final.reason) == (Phase.FAILED, r.BACKOFF_LIMIT_EXCEEDED)
+    assert "CUDA error" in final.message
+
+
+def test_deadline_exceeded() -> None:
+    obs = observe(job(("Failed", "DeadlineExceeded")), [pod(phase="Failed")], at(700), LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.FAILED, r.DEADLINE_EXCEEDED)
+    assert "600" in obs.message
+
+
+def test_success_parses_the_termination_summary() -> None:
+    summary = '{"accuracy": 0.93, "artifacts": "s3://bucket/run"}'
+    p = pod(
+        phase="Succeeded",
+        export=done("export"),
+        prepare=done("prepare"),
+        train=fk.terminated("train", IMAGE, 0, message=summary),
+    )
+    obs = observe(job(("Complete", "")), [p], at(1), LIMITS)
+    assert obs.phase is Phase.SUCCEEDED
+    assert obs.summary == {"accuracy": 0.93, "artifacts": "s3://bucket/run"}
+
+
+def test_plain_text_summary_is_kept_as_message() -> None:
+    p = pod(phase="Succeeded", train=fk.terminated("train", IMAGE, 0, message="done, no json"))
+    assert observe(job(("Complete", "")), [p], at(1), LIMITS).summary == {
+        "message": "done, no json"
+    }
