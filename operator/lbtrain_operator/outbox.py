@@ -38,6 +38,11 @@ class Outbox(WireModel):
     next_attempt_time: str | None = None
     acknowledged_time: str | None = None
 
+    def wire(self) -> dict[str, Any]:
+        """For a merge patch: unset fields are sent as null, which removes them from the
+        stored status (a cleared notice or a healed error must not linger)."""
+        return self.model_dump(by_alias=True, mode="json")
+
     @property
     def last_queued(self) -> LabelboxStatus | None:
         return self.pending[-1] if self.pending else self.acknowledged

@@ -282,7 +282,11 @@ def observe(
     active = [p for p in pods if _active(p)]
     if active:
         obs = observe_active_pod(active[-1], now, limits)
-        return replace(obs, furthest_stage=where.furthest_stage, attempts=attempts)
+        obs = replace(obs, furthest_stage=where.furthest_stage, attempts=attempts)
+        if not failed or obs.reason not in (r.WAITING_FOR_POD, r.CONTAINER_CREATING):
+            return obs
+        # A replacement pod that has not started yet: why it exists says more than "waiting".
+        where = replace(where, pod_name=obs.pod_name, node_name=obs.node_name)
     if failed:
         last_pod, last = failed[-1], failures[-1]
         if last.disrupted:

@@ -206,7 +206,7 @@ class Pass:
         st["labelbox"] = box.wire()
 
     async def write(self, previous: dict[str, Any]) -> None:
-        if self.status != previous:
+        if _without_nulls(self.status) != _without_nulls(previous):
             patched = await self.ctx.kube.patch(
                 MODELRUNS, self.name, {"status": self.status}, self.namespace, subresource="status"
             )
@@ -261,6 +261,15 @@ class Pass:
             self.ctx.backlog.add(key)
         self.ctx.metrics.backlog.set(len(self.ctx.backlog))
         return outbox.next_wakeup(box, utcnow())
+
+
+def _without_nulls(value: Any) -> Any:
+    """Nulls in a merge patch delete fields; compare what the server will store."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _job_finished(job: dict[str, Any]) -> bool:

@@ -107,6 +107,9 @@ def test_evicted_pod_is_retried_not_failed() -> None:
         ],
     )
     assert "preempted" in observe(job(), [preempted], at(1), LIMITS).message
+    waiting = pod("p2", created="2026-01-01T00:01:00Z", node=None, start=None)
+    obs = observe(job(), [evicted, waiting], at(61), LIMITS)
+    assert (obs.reason, obs.pod_name) == (r.DISRUPTED, "p2")  # the replacement says why it exists
     newer = pod("p2", created="2026-01-01T00:01:00Z", export=running("export"))
     obs = observe(job(), [evicted, newer], at(70), LIMITS)
     assert (obs.phase, obs.pod_name) == (Phase.EXPORTING, "p2")
