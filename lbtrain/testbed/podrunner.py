@@ -73,11 +73,14 @@ class LocalPodRunner:
         node_name: str = "local-node",
         image_map: Callable[[str, list[str]], list[str] | None] = map_trainer_image,
         extra_env: dict[str, str] | None = None,
+        max_parallel: int = 4,
     ) -> None:
         self.kube, self.namespace, self.work_root = kube, namespace, work_root
         self.node_name, self.image_map = node_name, image_map
         self.extra_env = extra_env or {}
         self.runs: dict[str, PodRun] = {}
+        # Pods beyond this wait unscheduled, like pods on a full node.
+        self._slots = asyncio.Semaphore(max_parallel)
 
     # --- watching ------------------------------------------------------------------------------
     async def run_forever(self) -> None:
@@ -143,9 +146,12 @@ class LocalPodRunner:
     async def _run_pod(self, pod: dict[str, Any], run: PodRun) -> None:
         name = pod["metadata"]["name"]
         try:
-            await fk.FakeKubelet(self.kube, self.namespace, self.node_name).schedule(pod)
-            pod = await self.kube.get(PODS, name, self.namespace)
-            await self._run_containers(pod, run)
+            async with self._slots:
+                if run.deleted:
+                    return
+                await fk.FakeKubelet(self.kube, self.namespace, self.node_name).schedule(pod)
+                pod = await self.kube.get(PODS, name, self.namespace)
+                await self._run_containers(pod, run)
         except NotFound:
             pass
         except Exception:

@@ -287,6 +287,9 @@ def observe(
             return obs
         # A replacement pod that has not started yet: why it exists says more than "waiting".
         where = replace(where, pod_name=obs.pod_name, node_name=obs.node_name)
+    if any((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
+        # The trainer is done; the Job controller has not marked the Job Complete yet.
+        return at(Phase.TRAINING, r.COMPLETING, r.MSG_COMPLETING)
     if failed:
         last_pod, last = failed[-1], failures[-1]
         if last.disrupted:

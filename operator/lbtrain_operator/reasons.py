@@ -31,6 +31,9 @@ MSG_CRASH_LOOP_BACKOFF: Final = "container {container} keeps crashing: {detail}"
 STAGE_RUNNING: Final = "StageRunning"
 MSG_STAGE_RUNNING: Final = "{stage} is running in pod {pod} on {node}"
 
+COMPLETING: Final = "Completing"
+MSG_COMPLETING: Final = "the trainer finished; waiting for the Job to be marked Complete"
+
 # --- finished ------------------------------------------------------------------------------
 SUCCEEDED: Final = "Succeeded"
 MSG_SUCCEEDED: Final = "training finished; predictions and metrics were uploaded"

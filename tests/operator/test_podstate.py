@@ -149,3 +149,9 @@ def test_plain_text_summary_is_kept_as_message() -> None:
     assert observe(job(("Complete", "")), [p], at(1), LIMITS).summary == {
         "message": "done, no json"
     }
+
+
+def test_finished_pod_before_job_completion_is_not_waiting() -> None:
+    p = pod(phase="Succeeded", export=done("export"), prepare=done("prepare"), train=done("train"))
+    obs = observe(job(), [p], at(1), LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.TRAINING, r.COMPLETING)
