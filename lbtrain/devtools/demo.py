@@ -45,6 +45,7 @@ from lbtrain.testbed.controlplane import free_port
 from lbtrain.testbed.podrunner import LocalPodRunner
 
 NAMESPACE = "lbtrain-demo"
+DEMO_MODEL_ID = "demo-model"
 HEADLINE_KEYS = ("headline", "macro_f1", "accuracy", "map", "mAP", "f1", "micro_f1")
 
 
@@ -180,7 +181,13 @@ async def run_demo(args: argparse.Namespace, plane: ControlPlane, work: Path) ->
             from lbtrain_trainer.synthetic import make_dataset
 
             for t, run_id in run_ids.items():
-                data = make_dataset(t, args.rows, media_url_for=fake.add_media, model_run_id=run_id)
+                data = make_dataset(
+                    t,
+                    args.rows,
+                    media_url_for=fake.add_media,
+                    model_id=DEMO_MODEL_ID,
+                    model_run_id=run_id,
+                )
                 fake.add_model_run(run_id, rows=data.rows, name=f"demo {t}")
             say(
                 f"fake Labelbox at {fake.base_url}: "
@@ -265,7 +272,7 @@ async def drive(
                 {
                     "modelRunId": run_id,
                     "modelType": model_type,
-                    "modelId": "demo-model",
+                    "modelId": DEMO_MODEL_ID,
                     "organizationId": "demo-org",
                 }
             ).encode()

@@ -238,7 +238,9 @@ def observe(
     pods = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
     failures = [pod_failure(p) for p in failed]
-    attempts = sum(1 for f in failures if not f.disrupted)
+    # The Job's own count outlives deleted pods; pods seen failed cover a count not yet updated.
+    counted = int((job.get("status") or {}).get("failed") or 0)
+    attempts = max(counted, sum(1 for f in failures if not f.disrupted))
     newest = pods[-1] if pods else None
     where = Observation(
         Phase.PENDING,
@@ -292,6 +294,9 @@ def observe(
         return at(Phase.TRAINING, r.COMPLETING, r.MSG_COMPLETING)
     if failed:
         last_pod, last = failed[-1], failures[-1]
+        if last.reason == r.BAD_INPUT:
+            # The podFailurePolicy fails the Job on this exit code; say so before it does.
+            return at(Phase.FAILED, last.reason, last.message)
         if last.disrupted:
             msg = r.MSG_DISRUPTED.format(
                 pod=last_pod["metadata"]["name"], how=last.reason, detail=last.message

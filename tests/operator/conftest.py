@@ -141,10 +141,12 @@ def make_run(kube: KubeClient, namespace: str, fake_labelbox: FakeLabelbox) -> C
         name: str = "run-1",
         model_type: str = "image_single_classification",
         model_run_id: str | None = None,
+        register: bool = True,
         **spec: Any,
     ) -> dict[str, Any]:
         run_id = model_run_id or f"cl-{name}"
-        fake_labelbox.add_model_run(run_id)
+        if register:  # else the test registered the run with its own data
+            fake_labelbox.add_model_run(run_id)
         body = {
             "metadata": {"name": name},
             "spec": {"modelRunId": run_id, "modelType": model_type, "modelId": "m-1", **spec},

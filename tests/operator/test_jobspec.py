@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from lbtrain_operator.jobspec import build_job, job_name, label_value
-from lbtrain_operator.settings import Settings
-
 from lbtrain import contract
 from lbtrain.resources.names import LABEL_MODEL_RUN
+from lbtrain_operator.jobspec import build_job, job_name, label_value
+from lbtrain_operator.settings import Settings
 
 from .builders import run, template
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from lbtrain_operator import reasons as r
-from lbtrain_operator.podstate import Limits, observe
-
 from lbtrain.resources.models import Phase
 from lbtrain.testbed import fake_kubelet as fk
+from lbtrain_operator import reasons as r
+from lbtrain_operator.podstate import Limits, observe
 
 from .builders import IMAGE, done, job, pod, running
 
@@ -155,3 +154,10 @@ def test_finished_pod_before_job_completion_is_not_waiting() -> None:
     p = pod(phase="Succeeded", export=done("export"), prepare=done("prepare"), train=done("train"))
     obs = observe(job(), [p], at(1), LIMITS)
     assert (obs.phase, obs.reason) == (Phase.TRAINING, r.COMPLETING)
+
+
+def test_bad_input_is_final_before_the_job_says_so() -> None:
+    bad = fk.terminated("prepare", IMAGE, 65, message='{"error": "no labels"}')
+    p = pod(phase="Failed", export=done("export"), prepare=bad)
+    obs = observe(job(), [p], at(1), LIMITS)  # the Job has not applied its podFailurePolicy yet
+    assert (obs.phase, obs.reason) == (Phase.FAILED, r.BAD_INPUT)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from lbtrain.resources.models import LabelboxStatus as S
+from lbtrain.resources.models import Phase
 from lbtrain_operator import outbox, progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Observation
-
-from lbtrain.resources.models import LabelboxStatus as S
-from lbtrain.resources.models import Phase
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

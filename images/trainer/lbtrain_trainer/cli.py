@@ -1,0 +1,178 @@
+"""``lbtrain trainer export|prepare|train|run``: the trainer's command line.
+
+The operator runs each stage as a container with the environment contract of
+:mod:`lbtrain.contract`; every variable can also be given as a flag (flags win). The exit code
+is the contract: 0 done, 65 the data cannot train (the operator fails the run without retry),
+anything else is retried. Every stage, failed or not, leaves a JSON summary of at most 4096
+bytes at the termination message path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lbtrain import contract
+from lbtrain_trainer import summary
+from lbtrain_trainer.errors import BadInputError, TrainerError
+from lbtrain_trainer.settings import Settings, resolve
+
+log = logging.getLogger("lbtrain_trainer")
+
+STAGE_HELP = {
+    "export": "export the model run's rows and media from Labelbox, resolve hyperparameters",
+    "prepare": "build train/validation/test datasets; exit 65 if the data cannot train",
+    "train": "train, evaluate, upload predictions and metrics, save weights",
+    "run": "export, prepare and train in one process (a laptop, a debugger)",
+}
+EPILOG = f"""\
+environment (each also a flag; flags win):
+  {contract.ENV_MODEL_RUN_ID:34} --model-run-id       Labelbox model run id (required)
+  {contract.ENV_MODEL_TYPE:34} --model-type         one of {", ".join(contract.MODEL_TYPES)}
+  {contract.ENV_MODEL_ID:34} --model-id           Labelbox model id
+  {contract.ENV_ORGANIZATION_ID:34} --organization-id    Labelbox organization id
+  {contract.ENV_LABELBOX_API_KEY:34} --api-key            API key (prefer the env var)
+  {contract.ENV_LABELBOX_ENDPOINT:34} --endpoint           GraphQL endpoint
+  {contract.ENV_LABELBOX_REST_ENDPOINT:34} --rest-endpoint      REST endpoint
+  {contract.ENV_WORKSPACE:34} --workspace          workspace ({contract.DEFAULT_WORKSPACE})
+  {contract.ENV_ARTIFACTS:34} --artifacts          weights and checkpoints: path or fsspec URI
+  {contract.ENV_HYPERPARAMETERS:34} --hyperparameters    JSON object of template defaults
+  {contract.ENV_TERMINATION_MESSAGE_PATH:34} --termination-message-path
+  {contract.ENV_PRETRAINED:34} --pretrained         directory of pretrained weights
+  {contract.ENV_ALLOW_HUB_DOWNLOAD:34} --allow-hub-download allow downloading weights from a hub
+
+exit codes: {contract.EXIT_OK} done; {contract.EXIT_BAD_INPUT} the data cannot train (no retry); \
+2 bad settings; 1 other (retried)
+"""
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("settings")
+    for flag in (
+        "model-run-id",
+        "model-type",
+        "model-id",
+        "organization-id",
+        "api-key",
+        "endpoint",
+        "rest-endpoint",
+        "workspace",
+        "artifacts",
+        "hyperparameters",
+        "termination-message-path",
+        "pretrained",
+    ):
+        group.add_argument(f"--{flag}", default=None, metavar=flag.split("-")[-1].upper())
+    group.add_argument("--allow-hub-download", action="store_const", const="true", default=None)
+    parent.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lbtrain trainer",
+        description="Train a Labelbox model run (the trainer image).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    parent = _common()
+    for stage, text in STAGE_HELP.items():
+        sub.add_parser(
+            stage,
+            parents=[parent],
+            help=text,
+            description=text,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    return parser
+
+
+def _stages(name: str) -> list[tuple[str, Callable[[Settings], dict[str, Any]]]]:
+    from lbtrain_trainer.export import run_export
+    from lbtrain_trainer.prepare import run_prepare
+
+    def train(settings: Settings) -> dict[str, Any]:
+        from lbtrain_trainer.train import run_train  # imports torch
+
+        return run_train(settings)
+
+    table: dict[str, Callable[[Settings], dict[str, Any]]] = {
+        "export": run_export,
+        "prepare": run_prepare,
+        "train": train,
+    }
+    names = list(contract.STAGES) if name == "run" else [name]
+    return [(n, table[n]) for n in names]
+
+
+def _failure(stage: str, exc: BaseException, code: int) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "stage": stage,
+        "status": "failed",
+        "exit_code": code,
+        "error": str(exc) or type(exc).__name__,
+    }
+    if isinstance(exc, BadInputError):
+        result["row_ids"] = exc.row_ids[:20]
+    return result
+
+
+def _report(result: dict[str, Any], path: Path | None) -> None:
+    """Write the termination message, once per container: under torchrun with several
+    processes per pod, local rank 0 speaks for the container."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        summary.write(result, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    flags = {k: v for k, v in vars(args).items() if k not in ("stage", "log_level")}
+    stage = args.stage
+    settings: Settings | None = None
+    try:
+        settings = resolve(flags)
+        results: dict[str, Any] = {}
+        for stage, run in _stages(args.stage):
+            started = time.perf_counter()
+            results = run(settings)
+            log.info("stage %s done in %.1fs", stage, time.perf_counter() - started)
+        _report(
+            {"model_run_id": settings.model_run_id, **results}, settings.termination_message_path
+        )
+        return contract.EXIT_OK
+    except TrainerError as exc:
+        log.error("%s failed: %s", stage, exc)
+        code = exc.exit_code
+        failure = _failure(stage, exc, code)
+    except KeyboardInterrupt as exc:
+        code = 130
+        failure = _failure(stage, exc, code)
+    except Exception as exc:  # anything else is retriable
+        log.error("%s failed:\n%s", stage, traceback.format_exc())
+        code = 1
+        failure = _failure(stage, exc, code)
+    path = settings.termination_message_path if settings else None
+    fallback = flags.get("termination_message_path") or os.environ.get(
+        contract.ENV_TERMINATION_MESSAGE_PATH
+    )
+    if path is None and fallback:
+        path = Path(fallback)
+    _report(failure, path)
+    return code

@@ -1,0 +1,55 @@
+"""Errors that decide the trainer's exit code.
+
+The operator fails a run without retry on :data:`lbtrain.contract.EXIT_BAD_INPUT` and retries
+every other non-zero exit. So the one thing an error must say is whether retrying can help:
+:class:`BadInputError` means the data of the model run cannot train (the Labelbox user has to fix
+labels or media), and it names the offending data rows so they can find them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from lbtrain.contract import EXIT_BAD_INPUT
+
+# How many row ids an error message lists before it says "and N more".
+MAX_LISTED_ROWS = 10
+
+
+def format_row_ids(row_ids: Iterable[str], limit: int = MAX_LISTED_ROWS) -> str:
+    """Render row ids for a human: the first ``limit`` ids, then a count of the rest."""
+    ids = list(dict.fromkeys(row_ids))
+    shown = ", ".join(ids[:limit])
+    if len(ids) > limit:
+        shown += f" and {len(ids) - limit} more"
+    return shown
+
+
+class TrainerError(Exception):
+    """Base class of the errors the CLI turns into an exit code and a termination message."""
+
+    exit_code = 1
+
+
+class BadInputError(TrainerError):
+    """The model run's data cannot train; retrying will not help (exit 65)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, row_ids: Iterable[str] = ()) -> None:
+        self.row_ids = list(dict.fromkeys(row_ids))
+        if self.row_ids:
+            message = f"{message} (data rows: {format_row_ids(self.row_ids)})"
+        super().__init__(message)
+
+
+class ConfigError(TrainerError):
+    """The trainer was started with a missing or invalid setting (exit 2, like a usage error)."""
+
+    exit_code = 2
+
+
+class UploadError(TrainerError):
+    """Labelbox rejected predictions or metrics: a trainer bug or an outage, retriable (exit 1)."""
+
+    exit_code = 1

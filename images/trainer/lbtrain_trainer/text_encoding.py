@@ -1,0 +1,98 @@
+"""Text to token ids, with character offsets, through one fast-tokenizer code path.
+
+Small text models train their own WordPiece vocabulary on the model run's data (nothing is
+downloaded); production models use the fast tokenizer saved next to their pretrained weights.
+Both are a ``tokenizers.Tokenizer`` underneath (a transformers fast tokenizer exposes its
+``backend_tokenizer``), so encoding, padding, truncation and the offset mapping NER needs are
+the same code for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int, path: Path) -> None:
+    """Train a lower-casing BERT-style WordPiece tokenizer on ``texts`` and save it."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tokenizer.train_from_iterator(list(texts), trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+
+
+@dataclass
+class Encoded:
+    ids: list[list[int]]
+    attention_mask: list[list[int]]
+    offsets: list[list[tuple[int, int]]]  # half-open character spans; (0, 0) for specials
+    special: list[list[int]]  # 1 for special and padding tokens
+
+
+class TextEncoder:
+    """A fast tokenizer set up to pad and truncate to ``max_length``."""
+
+    def __init__(self, tokenizer: Any, max_length: int, pad_id: int | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        if pad_id is None:
+            pad_id = next(
+                (i for t in ("[PAD]", "<pad>") if (i := tokenizer.token_to_id(t)) is not None), 0
+            )
+        self.pad_id = pad_id
+        tokenizer.enable_truncation(max_length=max_length)
+        tokenizer.enable_padding(pad_id=self.pad_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size())
+
+    @staticmethod
+    def from_file(path: Path, max_length: int) -> TextEncoder:
+        from tokenizers import Tokenizer
+
+        return TextEncoder(Tokenizer.from_file(str(path)), max_length)
+
+    @staticmethod
+    def from_pretrained(directory: Path, max_length: int, allow_download: bool) -> TextEncoder:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(str(directory), local_files_only=not allow_download)
+        backend = getattr(hf, "backend_tokenizer", None)
+        if backend is None:
+            raise ValueError(f"{directory} has no fast tokenizer (tokenizer.json)")
+        return TextEncoder(backend, max_length, hf.pad_token_id)
+
+    def save(self, path: Path) -> None:
+        self.tokenizer.save(str(path))
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return Encoded(
+            ids=[e.ids for e in encodings],
+            attention_mask=[e.attention_mask for e in encodings],
+            offsets=[[(int(s), int(t)) for s, t in e.offsets] for e in encodings],
+            special=[[int(m) for m in e.special_tokens_mask] for e in encodings],
+        )

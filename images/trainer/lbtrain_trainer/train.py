@@ -1,0 +1,282 @@
+"""The ``train`` stage (Labelbox status TRAINING_MODEL): train, evaluate, upload, save.
+
+One loop serves every model type (the task supplies batching, loss and prediction). After
+each epoch rank 0 checkpoints to the artifact destination, so a restarted pod resumes at the
+next epoch. Then rank 0 alone evaluates on the test split, uploads predictions and per-row
+metrics to the model run (failing on any import error), writes the run-level results into the
+model run config, and saves weights with a model card; other ranks only train.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lbtrain_trainer import hyperparams, labelbox_io
+from lbtrain_trainer.artifacts import Destination
+from lbtrain_trainer.checkpoint import Checkpointer, State, fingerprint
+from lbtrain_trainer.evaluation import Evaluation, evaluate
+from lbtrain_trainer.hyperparams import RESULTS_KEY, Hyperparameters
+from lbtrain_trainer.manifest import Example, PreparedDataset
+from lbtrain_trainer.outputs import RowOutput
+from lbtrain_trainer.runtime import (
+    Runtime,
+    eval_mode,
+    make_optimizer,
+    make_scheduler,
+    prepare_model,
+    seed_everything,
+    setup,
+    teardown,
+    unwrap,
+)
+from lbtrain_trainer.settings import Settings
+from lbtrain_trainer.splits import Split
+from lbtrain_trainer.tasks import make_task
+from lbtrain_trainer.tasks.base import Task, TaskContext
+from lbtrain_trainer.workspace import Workspace
+
+log = logging.getLogger(__name__)
+MAX_GRAD_NORM = 5.0
+
+
+class ExampleList(Dataset[Example]):
+    """The examples of a split as a map-style dataset (the task's collate loads the media)."""
+
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[index]
+
+
+def _loader(
+    task: Task, examples: Sequence[Example], hp: Hyperparameters, runtime: Runtime, train: bool
+) -> DataLoader[Any]:
+    dataset = ExampleList(examples)
+    sampler: DistributedSampler[Example] | None = None
+    if train and runtime.distributed:
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=runtime.world_size,
+            rank=runtime.rank,
+            shuffle=True,
+            seed=hp.seed,
+        )
+    generator = torch.Generator().manual_seed(hp.seed)
+    return DataLoader(
+        dataset,
+        batch_size=hp.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        collate_fn=functools.partial(task.collate, train=train),
+        num_workers=hp.num_workers,
+        pin_memory=runtime.cuda,
+        generator=generator,
+        persistent_workers=train and hp.num_workers > 0,
+    )
+
+
+def predict_all(
+    task: Task, model: nn.Module, examples: Sequence[Example], hp: Hyperparameters, runtime: Runtime
+) -> list[RowOutput]:
+    outputs: list[RowOutput] = []
+    loader = _loader(task, examples, hp, runtime, train=False)
+    size = hp.batch_size
+    # The plain module: a DDP wrapper would broadcast buffers to ranks that are not predicting.
+    plain = unwrap(model)
+    with eval_mode(plain):
+        for i, batch in enumerate(loader):
+            outputs += task.predict(plain, batch, examples[i * size : (i + 1) * size], runtime)
+    return outputs
+
+
+def train_epochs(
+    task: Task,
+    model: nn.Module,
+    train_examples: Sequence[Example],
+    hp: Hyperparameters,
+    runtime: Runtime,
+    checkpointer: Checkpointer,
+) -> tuple[State, int, float]:
+    """Train from the checkpoint (if any) to ``hp.epochs``; return the state, the epoch the
+    run resumed from, and training throughput in examples per second."""
+    loader = _loader(task, train_examples, hp, runtime, train=True)
+    optimizer = make_optimizer(model.parameters(), hp, runtime)
+    scheduler = make_scheduler(optimizer, max(1, hp.epochs * len(loader)), hp.warmup_fraction)
+    state = checkpointer.load() or State()
+    resumed_from = state.epoch
+    if state.model:
+        unwrap(model).load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        log.info("resuming after epoch %d of %d", state.epoch, hp.epochs)
+    seen, seconds = 0, 0.0
+    model.train()
+    for epoch in range(state.epoch, hp.epochs):
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        torch.manual_seed(hp.seed + epoch)  # augmentation draws repeat on resume
+        started, total, batches = time.perf_counter(), 0.0, 0
+        for batch in loader:
+            loss = task.loss(model, batch, runtime)
+            optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            total, batches = total + float(loss.detach()), batches + 1
+        elapsed = time.perf_counter() - started
+        seen, seconds = seen + len(train_examples), seconds + elapsed
+        state.epoch = epoch + 1
+        state.history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": round(total / max(1, batches), 5),
+                "seconds": round(elapsed, 3),
+            }
+        )
+        log.info(
+            "epoch %d/%d: loss %.4f (%.1fs)", epoch + 1, hp.epochs, total / max(1, batches), elapsed
+        )
+        if runtime.is_main:
+            state.model = unwrap(model).state_dict()
+            state.optimizer = optimizer.state_dict()
+            state.scheduler = scheduler.state_dict()
+            checkpointer.save(state)
+        runtime.barrier()
+    return state, resumed_from, seen / seconds if seconds else 0.0
+
+
+def save_model(task: Task, model: nn.Module, destination: Destination, card: dict[str, Any]) -> str:
+    buffer = io.BytesIO()
+    torch.save(unwrap(model).state_dict(), buffer)
+    weights = destination.write_bytes("model/weights.pt", buffer.getvalue())
+    destination.write_bytes("model/model.json", json.dumps(card, indent=2, default=str).encode())
+    scratch = Workspace(task.ctx.workspace).scratch_dir
+    scratch.mkdir(parents=True, exist_ok=True)
+    task.save_extras(scratch)
+    for extra in scratch.iterdir():
+        destination.write_bytes(f"model/{extra.name}", extra.read_bytes())
+    return weights
+
+
+def _results(
+    evaluation: Evaluation,
+    dataset: PreparedDataset,
+    hp: Hyperparameters,
+    state: State,
+    throughput: dict[str, Any],
+    weights: str,
+) -> dict[str, Any]:
+    return {
+        "model_type": dataset.model_type,
+        "model_size": hp.model_size,
+        "headline_metric": evaluation.headline_name,
+        evaluation.headline_name: evaluation.headline,
+        "metrics": evaluation.metrics,
+        "evaluated_on": dataset.eval_split.value,
+        "splits": dataset.counts(),
+        "dropped_rows": {k: len(v) for k, v in dataset.dropped.items()},
+        "hyperparameters": hp.to_dict(),
+        "epochs_completed": state.epoch,
+        "loss_history": state.history[-20:],
+        "throughput": throughput,
+        "weights": weights,
+    }
+
+
+def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    ws = Workspace(settings.workspace)
+    hp = hyperparams.load(ws.require(ws.hyperparameters_file, "export"))
+    dataset = PreparedDataset.load(ws.require(ws.dataset_file, "prepare"))
+    runtime = setup(hp)
+    try:
+        seed_everything(hp.seed)
+        task = make_task(
+            TaskContext(dataset, hp, ws.root, settings.pretrained, settings.allow_hub_download)
+        )
+        model = prepare_model(task.build_model(), runtime, task.channels_last, hp.compile)
+        destination = Destination(settings.artifact_destination)
+        checkpointer = Checkpointer(destination, fingerprint(task.describe(), hp))
+        state, resumed_from, train_rate = train_epochs(
+            task, model, dataset.split(Split.TRAIN), hp, runtime, checkpointer
+        )
+        if not runtime.is_main:
+            return {"stage": "train", "status": "ok", "rank": runtime.rank}
+        eval_examples = dataset.split(dataset.eval_split)
+        t0 = time.perf_counter()
+        eval_outputs = predict_all(task, model, eval_examples, hp, runtime)
+        eval_rate = len(eval_examples) / max(1e-9, time.perf_counter() - t0)
+        tune_examples: list[Example] = []
+        tune_outputs: list[RowOutput] = []
+        if dataset.model_type.endswith("multi_classification"):
+            tune_examples = dataset.split(dataset.tune_split)
+            tune_outputs = predict_all(task, model, tune_examples, hp, runtime)
+        evaluation = evaluate(
+            dataset,
+            hp,
+            settings.model_run_id,
+            eval_examples,
+            eval_outputs,
+            tune_examples,
+            tune_outputs,
+        )
+        throughput = {
+            "train_examples_per_s": round(train_rate, 2),
+            "eval_examples_per_s": round(eval_rate, 2),
+            "device": str(runtime.device),
+            "world_size": runtime.world_size,
+        }
+        card = {
+            **task.describe(),
+            "hyperparameters": hp.to_dict(),
+            "thresholds": evaluation.thresholds,
+            "headline": {evaluation.headline_name: evaluation.headline},
+        }
+        weights = save_model(task, model, destination, card)
+        results = _results(evaluation, dataset, hp, state, throughput, weights)
+        model_run = model_run or labelbox_io.get_model_run(settings)
+        imports = checkpointer.upload_done(state.epoch)
+        if imports is None:
+            imports = labelbox_io.upload_predictions(
+                model_run, evaluation.rows, f"lbtrain-{settings.model_run_id}"
+            )
+            checkpointer.mark_uploaded(imports, state.epoch)
+        else:
+            log.info("predictions were uploaded by an earlier attempt: %s", imports)
+        labelbox_io.update_config(model_run, {**results, "imports": imports}, RESULTS_KEY)
+        return {
+            "stage": "train",
+            "status": "ok",
+            "model_run_id": settings.model_run_id,
+            "model_type": dataset.model_type,
+            "model_size": hp.model_size,
+            "headline_metric": evaluation.headline_name,
+            "metrics": {k: v for k, v in evaluation.metrics.items() if isinstance(v, int | float)},
+            "per_class": evaluation.metrics.get("per_class", {}),
+            "predictions": evaluation.prediction_count,
+            "metric_rows": len(evaluation.rows) - evaluation.prediction_count,
+            "imports": imports,
+            "artifacts": {"weights": weights, "checkpoint": checkpointer.uri},
+            "epochs_completed": state.epoch,
+            "resumed_from_epoch": resumed_from,
+            "throughput": throughput,
+            "duration_s": round(time.perf_counter() - started, 2),
+            "dropped_rows": {k: len(v) for k, v in dataset.dropped.items()},
+        }
+    finally:
+        teardown(runtime)

@@ -1,0 +1,50 @@
+"""The layout of the workspace volume the three stage containers share.
+
+One place names every file a stage leaves for the next, so a stage can tell whether its
+predecessor ran (and say so clearly) and a restarted container can reuse finished work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lbtrain_trainer.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def export_file(self) -> Path:
+        return self.root / "export.ndjson"
+
+    @property
+    def hyperparameters_file(self) -> Path:
+        return self.root / "hyperparameters.json"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.root / "media"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def dataset_file(self) -> Path:
+        return self.prepared_dir / "dataset.json"
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.prepared_dir / "tokenizer.json"
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.root / "scratch"
+
+    def require(self, path: Path, stage: str) -> Path:
+        if not path.exists():
+            raise ConfigError(f"{path} is missing: run the {stage} stage first")
+        return path
