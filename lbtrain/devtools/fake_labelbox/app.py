@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from lbtrain.devtools.fake_labelbox import export, imports, model_runs
+from lbtrain.devtools.fake_labelbox import export, imports, model_runs, timeline
 from lbtrain.devtools.fake_labelbox.graphql import (
     AUTHENTICATION_ERROR,
     GRAPHQL_PARSE_FAILED,
@@ -193,6 +193,11 @@ async def _swallow_resets(request: web.Request, handler: Any) -> web.StreamRespo
     return response
 
 
+async def _timeline(request: web.Request) -> web.Response:
+    """What the fake received, as text, for a person (no auth: it holds no secrets)."""
+    return web.Response(text=timeline.render(timeline.events(request.app[STATE])))
+
+
 def create_app(state: FakeState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_swallow_resets])
     app[STATE] = state
@@ -200,6 +205,7 @@ def create_app(state: FakeState) -> web.Application:
     app.router.add_post("/graphql", _graphql)
     app.router.add_post("/_gql", _graphql)
     app.router.add_get("/media/{path:.+}", _media)
+    app.router.add_get("/timeline", _timeline)
     app.router.add_get("/files/export/{task}/{stream}/{offset}", _export_chunk)
     app.router.add_get("/files/imports/{import_id}/{kind}", _import_file)
     return app

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lbtrain.devtools.fake_labelbox import timeline
 from lbtrain.devtools.fake_labelbox.app import STOPPING, create_app
 from lbtrain.devtools.fake_labelbox.state import (
     FailureMode,
@@ -176,6 +177,10 @@ class FakeLabelbox:
         """The run's current training config (``{}`` when it has none); KeyError if unknown."""
         with self._state.lock:
             return copy.deepcopy(self._state.model_runs[model_run_id].config or {})
+
+    def timeline(self) -> str:
+        """Everything received so far, one line per status update or import, oldest first."""
+        return timeline.render(timeline.events(self._state))
 
     @property
     def requests(self) -> list[RecordedRequest]:
