@@ -23,6 +23,11 @@ class ReportError(Exception):
     """Labelbox did not take the update; the message is safe to log (no key, no token)."""
 
 
+class ModelRunNotFound(ReportError):
+    """Labelbox does not know the model run (or the API key cannot see it). `update_status`
+    alone would swallow this and report success, so the reporter checks the id first."""
+
+
 class LabelboxReporter:
     """Sends model-run status updates through one shared SDK client."""
 
@@ -55,7 +60,14 @@ class LabelboxReporter:
     def _model_run(self, model_run_id: str) -> Any:
         run = self._runs.get(model_run_id)
         if run is None:
-            run = self._sdk_client().get_model_run(model_run_id)
+            from lbox.exceptions import ResourceNotFoundError
+
+            try:
+                run = self._sdk_client().get_model_run(model_run_id)
+            except ResourceNotFoundError as exc:
+                raise ModelRunNotFound(
+                    f"Labelbox has no model run {model_run_id!r}, or the API key cannot see it"
+                ) from exc
             self._runs[model_run_id] = run
         return run
 

@@ -68,3 +68,9 @@ JOB_DELETED: Final = "JobDeleted"
 MSG_JOB_DELETED: Final = "the Job {job} was deleted before it finished"
 CANCELLED: Final = "Cancelled"
 MSG_CANCELLED: Final = "cancelled: the ModelRun was deleted before training finished"
+
+# --- Labelbox reporting -----------------------------------------------------------------------
+LABELBOX_MODEL_RUN_NOT_FOUND: Final = "LabelboxModelRunNotFound"
+MSG_LABELBOX_MODEL_RUN_NOT_FOUND: Final = (
+    "{detail}; training goes on, and the report is retried with backoff"
+)

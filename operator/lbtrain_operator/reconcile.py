@@ -18,7 +18,7 @@ from lbtrain.kube import JOBS, MODELRUNS, PODS, AlreadyExists, ApiError, KubeCli
 from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
 from lbtrain_operator import jobspec, outbox, progress
 from lbtrain_operator import reasons as r
-from lbtrain_operator.labelbox import LabelboxReporter, ReportError
+from lbtrain_operator.labelbox import LabelboxReporter, ModelRunNotFound, ReportError
 from lbtrain_operator.metrics import Metrics
 from lbtrain_operator.podstate import Limits, Observation, observe
 from lbtrain_operator.settings import Settings
@@ -224,6 +224,9 @@ class Pass:
                     self.run.spec.model_run_id, report.status, report.metadata, report.error_message
                 )
             except ReportError as exc:
+                if isinstance(exc, ModelRunNotFound) and box.attempts == 0:
+                    detail = r.MSG_LABELBOX_MODEL_RUN_NOT_FOUND.format(detail=exc)
+                    self.emit("Warning", r.LABELBOX_MODEL_RUN_NOT_FOUND, detail)
                 spent = (utcnow() - started).total_seconds()
                 self.ctx.metrics.report_latency.labels("error").observe(spent)
                 self.ctx.metrics.report_failures.inc()

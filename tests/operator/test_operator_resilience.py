@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from lbtrain.kube import JOBS, MODELRUNS
+from lbtrain.kube import EVENTS, JOBS, MODELRUNS
 from lbtrain.resources.names import LABEL_MODEL_RUN
 
 from .test_operator_lifecycle import FULL, statuses_settle, until
@@ -91,9 +91,32 @@ async def test_labelbox_5xx_burst_is_absorbed(
 ) -> None:
     await make_template()
     start_operator()
-    fake_labelbox.fail("5xx", times=2)
+    fake_labelbox.fail("5xx", times=4)  # the SDK's own retries (1, 2, 4, 8 s) ride it out
     await make_run("burst")
     [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=burst")
     await kubelet.schedule(pod)
     await kubelet.run_stage(pod, "export")
-    await statuses_settle(fake_labelbox, "cl-burst", ["EXPORTING_DATA"], timeout=40)
+    await kubelet.run_stage(pod, "prepare")
+    await statuses_settle(
+        fake_labelbox, "cl-burst", ["EXPORTING_DATA", "PREPARING_DATA"], timeout=60
+    )
+
+
+async def test_unknown_model_run_at_labelbox_is_detected_not_swallowed(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    start_operator()
+    await make_run("ghost", model_run_id="cl-not-in-labelbox", register=False)
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=ghost")
+    await kubelet.schedule(pod)
+    await kubelet.run_stage(pod, "export")
+    st = await until(kube, namespace, "ghost", lambda s: (s.get("labelbox") or {}).get("lastError"))
+    assert "no model run 'cl-not-in-labelbox'" in st["labelbox"]["lastError"]
+    assert st["phase"] == "Exporting"  # training is not blocked by it
+    events = (await kube.list(EVENTS, namespace, field_selector="involvedObject.name=ghost"))[
+        "items"
+    ]
+    warning = [e for e in events if e["reason"] == "LabelboxModelRunNotFound"]
+    assert warning and warning[0]["type"] == "Warning"
+    assert fake_labelbox.statuses("cl-not-in-labelbox") == []
