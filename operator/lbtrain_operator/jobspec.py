@@ -143,11 +143,11 @@ def _pod_security_context(template: TrainingTemplate, settings: Settings) -> dic
         return template.spec.pod_security_context
     if not settings.restricted_pods:
         return {}
-    return {
+    return {  # the trainer image's own user (images/trainer/Dockerfile)
         "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "runAsGroup": 1000,
-        "fsGroup": 1000,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
