@@ -136,14 +136,16 @@ def process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subproc
 
 
 def headline(summary: dict[str, Any]) -> str:
-    sources = [summary, summary.get("metrics") or {}]
+    """The trainer names its headline metric (`headline_metric`); older summaries did not."""
+    metrics = summary.get("metrics") or {}
+    named = summary.get("headline_metric")
+    if isinstance(named, str) and isinstance(metrics.get(named), int | float):
+        return f"{named} {metrics[named]:.3f}"
     for key in HEADLINE_KEYS:
-        for source in sources:
+        for source in (summary, metrics):
             value = source.get(key)
             if isinstance(value, int | float):
                 return f"{key} {value:.3f}"
-            if isinstance(value, dict) and isinstance(value.get("value"), int | float):
-                return f"{value.get('name', key)} {value['value']:.3f}"
     return "-"
 
 
