@@ -100,7 +100,7 @@ def run_baseline(port: int) -> None:
 
 # --- lbtrain's webhook ---------------------------------------------------------------------------
 def run_lbtrain(port: int, kubeconfig: str) -> None:
-    from lbtrain_webhook.logs import configure_logging
+    from lbtrain.logs import configure_logging
     from lbtrain_webhook.server import serve
     from lbtrain_webhook.settings import Settings
 

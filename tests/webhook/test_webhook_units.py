@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from lbtrain.kube import ApiError, ApiUnreachable, WatchEvent
+from lbtrain.logs import JsonFormatter, get_logger, log_context
 from lbtrain_webhook.cli import build_parser, settings_from
-from lbtrain_webhook.logs import JsonFormatter, get_logger, log_context
 from lbtrain_webhook.modelruns import build_model_run, differences
 from lbtrain_webhook.payload import ModelRunRequest
 from lbtrain_webhook.secret_store import SecretError, SecretStore

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from lbtrain.kube import KubeClient, load_config
+from lbtrain.logs import get_logger, log_context
 from lbtrain_webhook.errors import (
     WebhookError,
     error_response,
@@ -26,7 +27,6 @@ from lbtrain_webhook.errors import (
     unauthorized,
 )
 from lbtrain_webhook.inflight import InFlight
-from lbtrain_webhook.logs import get_logger, log_context
 from lbtrain_webhook.metrics import Metrics
 from lbtrain_webhook.modelruns import create_model_run
 from lbtrain_webhook.payload import check_model_type, is_json_content_type, parse_model_run

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lbtrain.kube.config import ConfigError
+from lbtrain.logs import configure_logging, get_logger
 from lbtrain_webhook import settings as s
-from lbtrain_webhook.logs import configure_logging, get_logger
 from lbtrain_webhook.secret_store import SecretError
 from lbtrain_webhook.server import serve
 from lbtrain_webhook.settings import Settings, SettingsError, split_secrets

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lbtrain_webhook.logs import get_logger
+from lbtrain.logs import get_logger
 from lbtrain_webhook.settings import Settings, split_secrets
 
 log = get_logger("lbtrain.webhook.secrets")

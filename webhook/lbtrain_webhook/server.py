@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from lbtrain.logs import get_logger
 from lbtrain_webhook.app import CACHE, INFLIGHT, METRICS, NAMESPACE, SECRETS, make_app
-from lbtrain_webhook.logs import get_logger
 from lbtrain_webhook.metrics import make_metrics_app
 from lbtrain_webhook.settings import Settings
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbtrain.kube import TRAININGTEMPLATES, ApiError, ApiUnreachable, KubeClient
-from lbtrain_webhook.logs import get_logger
+from lbtrain.logs import get_logger
 
 log = get_logger("lbtrain.webhook.templates")
 

@@ -1,9 +1,10 @@
-"""Structured JSON logs. Every line written while handling a model run carries its id.
+"""Structured JSON logs for every lbtrain process. Every line about a model run carries its id.
 
 Handlers set the context once (`with log_context(model_run_id=...)`); every logger made with
 `get_logger` adds it to each record, so both the JSON output and pytest's `caplog` see it.
-Records never carry a stack trace (only the exception's type and message), and anything shaped
-like a signature is masked before it is written.
+Anything shaped like a signature is masked before it is written. The webhook writes no stack
+traces (only the exception's type and message); the operator keeps them for its handler
+failures, which are bugs to read at 3 a.m.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
 
-_CONTEXT: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("lbtrain_webhook_log", default=())
+_CONTEXT: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("lbtrain_log", default=())
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
 )
@@ -60,11 +61,20 @@ def mask(text: str) -> str:
     return _SIGNATURE_LIKE.sub("sha1=<redacted>", text) if "sha1=" in text else text
 
 
+def _noise(key: str) -> bool:
+    """Extras never worth a field: private ones, and kopf's settings and object references."""
+    return key[0] == "_" or key == "settings" or key.startswith("k8s_")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the record's extra fields."""
 
     _second = -1
     _prefix = ""
+
+    def __init__(self, tracebacks: bool = False) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
 
     def _time(self, created: float) -> str:
         second = int(created)
@@ -81,18 +91,22 @@ class JsonFormatter(logging.Formatter):
             "message": mask(record.getMessage()),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key[0] != "_":
+            if key not in _STANDARD and not _noise(key):
                 doc[key] = mask(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             doc["exception"] = mask(f"{type(exc).__name__}: {exc}")[:500]
+            if self.tracebacks:
+                doc["traceback"] = mask(self.formatException(record.exc_info))
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", stream: TextIO | None = None, *, tracebacks: bool = False
+) -> None:
     """Send every logger's records, as JSON lines, to `stream` (stderr by default)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(tracebacks=tracebacks))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
