@@ -23,7 +23,7 @@ from lbtrain_operator import jobspec, outbox, progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.heartbeat import HEARTBEAT_LEASE
 from lbtrain_operator.labelbox import ReportError
-from lbtrain_operator.reconcile import Context, reconcile, utcnow
+from lbtrain_operator.reconcile import Context, RunState, reconcile, utcnow
 
 log = logging.getLogger("lbtrain.operator")
 RETRY_AFTER_API_ERROR_S = 5.0
@@ -93,7 +93,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         key = (namespace, name)
         wake = asyncio.Event()
         memo.wakers[key] = wake
-        status = dict(body.get("status") or {})
+        state = RunState.from_body(body)
 
         def emit(type_: str, reason: str, message: str) -> None:
             kopf.event(body, type=type_, reason=reason, message=message[:1000])
@@ -102,8 +102,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
             while not stopped:
                 wake.clear()
                 try:
-                    status, delay = await reconcile(
-                        ctx, body, status, _templates_for(kwargs["templates"], namespace), emit
+                    delay = await reconcile(
+                        ctx, body, state, _templates_for(kwargs["templates"], namespace), emit
                     )
                 except (ApiError, ApiUnreachable) as exc:
                     log.warning(
@@ -121,7 +121,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
                         extra={
                             "modelrun": f"{namespace}/{name}",
                             "model_run_id": body["spec"].get("modelRunId"),
-                            "phase": status.get("phase"),
+                            "phase": state.status.get("phase"),
                         },
                     )
                     return

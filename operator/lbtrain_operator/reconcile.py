@@ -14,7 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lbtrain.kube import JOBS, MODELRUNS, PODS, AlreadyExists, ApiError, KubeClient, NotFound
+from lbtrain.kube import (
+    JOBS,
+    MODELRUNS,
+    PODS,
+    AlreadyExists,
+    ApiError,
+    Conflict,
+    KubeClient,
+    NotFound,
+)
 from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
 from lbtrain_operator import jobspec, outbox, progress
 from lbtrain_operator import reasons as r
@@ -26,6 +35,20 @@ from lbtrain_operator.settings import Settings
 log = logging.getLogger("lbtrain.operator")
 ANNOTATION_PULL_GRACE = "lbtrain.io/image-pull-grace-seconds"
 Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
+
+
+@dataclass
+class RunState:
+    """A run's status as its daemon holds it: `status` is the truth (it may be ahead of the
+    server when a write failed), `stored` what the server last confirmed."""
+
+    status: dict[str, Any]
+    stored: dict[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RunState:
+        status = dict(body.get("status") or {})
+        return cls(status=status, stored=dict(status))
 
 
 @dataclass
@@ -86,18 +109,20 @@ class Pass:
         self.name = self.run.metadata.name
         self.status = dict(status)
         self.now = utcnow()
+        self.created = False  # this pass created the Job
 
     async def ensure_job(
         self, templates: Mapping[str, dict[str, Any]]
     ) -> dict[str, Any] | Observation:
         """The run's Job (created from its template when missing), or a failure observation."""
         name = jobspec.job_name(self.name)
-        try:
-            return await self.ctx.kube.get(JOBS, name, self.namespace)
-        except NotFound:
-            pass
         if self.status.get("jobName"):
-            return Observation(Phase.FAILED, r.JOB_DELETED, r.MSG_JOB_DELETED.format(job=name))
+            try:
+                return await self.ctx.kube.get(JOBS, name, self.namespace)
+            except NotFound:
+                return Observation(Phase.FAILED, r.JOB_DELETED, r.MSG_JOB_DELETED.format(job=name))
+        # No Job recorded yet: create it straight away (one request, not a GET first). If an
+        # earlier operator created it and died before recording it, the create says so.
         template_body = templates.get(self.run.spec.model_type)
         if template_body is None:
             known = ", ".join(sorted(templates)) or "none"
@@ -117,8 +142,18 @@ class Pass:
         )
         try:
             created = await self.ctx.kube.create(JOBS, job, self.namespace)
+            self.created = True
         except AlreadyExists:
             created = await self.ctx.kube.get(JOBS, name, self.namespace)
+            owners = {o.get("uid") for o in created["metadata"].get("ownerReferences") or []}
+            if self.body["metadata"]["uid"] not in owners:
+                # A Job of a deleted ModelRun of the same name, not yet garbage-collected.
+                raise Conflict(
+                    409,
+                    "Conflict",
+                    f"Job {name} belongs to another ModelRun; waiting "
+                    "for the garbage collector to remove it",
+                ) from None
         except ApiError as exc:
             if exc.status in (400, 422):
                 return Observation(
@@ -147,6 +182,9 @@ class Pass:
         if isinstance(got, Observation):
             return got
         job = got
+        if self.created:
+            # Its pods are created after the Job: their events wake the next pass.
+            return Observation(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
         pods = (
             await self.ctx.kube.list(
                 PODS, self.namespace, label_selector=jobspec.selector(self.name)
@@ -174,7 +212,9 @@ class Pass:
         st, old_phase = self.status, self.status.get("phase")
         if obs.phase.value != old_phase or obs.reason != st.get("reason"):
             self.ctx.metrics.transitions.labels(obs.phase.value, obs.reason).inc()
-            self.emit("Warning" if obs.phase is Phase.FAILED else "Normal", obs.reason, obs.message)
+            if obs.reason != r.WAITING_FOR_POD:  # JobCreated already said it
+                kind = "Warning" if obs.phase is Phase.FAILED else "Normal"
+                self.emit(kind, obs.reason, obs.message)
             if obs.finished:
                 self.ctx.metrics.finished.labels(obs.phase.value, obs.reason).inc()
         if obs.phase in progress_phases() and not st.get("runningTime"):
@@ -205,14 +245,16 @@ class Pass:
         box = outbox.enqueue(box, new, progress.metadata(st, obs), error, progress.notice(obs))
         st["labelbox"] = box.wire()
 
-    async def write(self, previous: dict[str, Any]) -> None:
-        if _without_nulls(self.status) != _without_nulls(previous):
+    async def write(self, state: RunState) -> None:
+        """Store the status when it differs from what the server last confirmed."""
+        if _without_nulls(self.status) != _without_nulls(state.stored):
             patched = await self.ctx.kube.patch(
                 MODELRUNS, self.name, {"status": self.status}, self.namespace, subresource="status"
             )
             self.status = dict(patched.get("status") or self.status)
+            state.stored = dict(self.status)
 
-    async def send(self) -> float | None:
+    async def send(self, state: RunState) -> float | None:
         """Send what the outbox has due; answer seconds until the next report is due."""
         box = outbox.Outbox.model_validate(self.status.get("labelbox") or {})
         report = outbox.due(box, self.now)
@@ -255,9 +297,8 @@ class Pass:
                         "status": report.status.value,
                     },
                 )
-            previous = dict(self.status)
             self.status["labelbox"] = box.wire()
-            await self.write(previous)
+            await self.write(state)
         if box.drained:
             self.ctx.backlog.discard(key)
         else:
@@ -285,20 +326,22 @@ def _job_finished(job: dict[str, Any]) -> bool:
 async def reconcile(
     ctx: Context,
     body: Mapping[str, Any],
-    status: dict[str, Any],
+    state: RunState,
     templates: Mapping[str, dict[str, Any]],
     emit: Emit,
-) -> tuple[dict[str, Any], float | None]:
-    """One pass; answers the status now stored and the seconds until a pass is needed again
-    (None: the run is finished and Labelbox has everything)."""
-    step = Pass(ctx, body, status, emit)
-    finished = Phase(status["phase"]).finished if status.get("phase") else False
-    if not finished:
-        previous = dict(step.status)
-        step.apply(await step.observe(templates))
-        await step.write(previous)
-    wake = await step.send()
+) -> float | None:
+    """One pass; answers the seconds until a pass is needed again (None: the run is finished
+    and Labelbox has everything). `state` is updated even when the pass fails half-way, so a
+    report Labelbox acknowledged is never sent again because storing the fact failed."""
+    step = Pass(ctx, body, state.status, emit)
+    try:
+        if not (Phase(state.status["phase"]).finished if state.status.get("phase") else False):
+            step.apply(await step.observe(templates))
+            await step.write(state)
+        wake = await step.send(state)
+    finally:
+        state.status = step.status
     if Phase(step.status["phase"]).finished:
-        return step.status, wake
+        return wake
     resync = ctx.settings.resync_interval_s
-    return step.status, resync if wake is None else min(wake, resync)
+    return resync if wake is None else min(wake, resync)
