@@ -4,6 +4,7 @@ offsets, prediction and metric rows, metrics, the termination message, media, se
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,39 @@ def test_ner_offsets_round_trip_through_a_trained_wordpiece_tokenizer(tmp_path):
         assert sorted((s.name, s.start, s.end) for s in decoded) == sorted(spans)
         for span in decoded:  # Labelbox's inclusive end covers exactly the entity text
             assert row.row_data[span.start : span.end + 1] in (synthetic.PEOPLE + synthetic.CITIES)
+
+
+def test_wordpiece_vocabulary_is_deterministic_and_spells_every_word(tmp_path):
+    """Each torchrun rank and each retry builds its own tokenizer: it must be the same one (the
+    tokenizers trainer numbered and merged in hash-map order, different in every process)."""
+    pytest.importorskip("tokenizers")
+    import subprocess
+    import sys
+
+    from lbtrain_trainer.text_encoding import TextEncoder, train_wordpiece
+
+    texts = [
+        parse_row(r, "mr-1", "model-1").row_data
+        for r in synthetic.make_dataset("text_multi_classification", 60).rows
+    ]
+    train_wordpiece(texts, 120, tmp_path / "a.json")
+    code = (
+        "import json, sys; from pathlib import Path; "
+        "from lbtrain_trainer.text_encoding import train_wordpiece; "
+        "train_wordpiece(json.loads(sys.argv[1]), 120, Path(sys.argv[2]))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, json.dumps(texts), str(tmp_path / "b.json")],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        check=True,
+        timeout=120,
+    )
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    encoder = TextEncoder.from_file(tmp_path / "a.json", 64)
+    assert encoder.vocab_size <= 120  # every word fits: fewer tokens than the budget
+    unk = encoder.tokenizer.token_to_id("[UNK]")
+    assert all(unk not in ids for ids in encoder.encode(texts).ids)
+    assert encoder.tokenizer.token_to_id("the") is not None  # frequent words are whole tokens
 
 
 def test_tags_to_spans_is_lenient_and_averages_confidence():

@@ -153,8 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.perf_counter()
             results = run(settings)
             log.info("stage %s done in %.1fs", stage, time.perf_counter() - started)
+        # Every successful stage says "status": "ok", as a failed one says "failed".
         _report(
-            {"model_run_id": settings.model_run_id, **results}, settings.termination_message_path
+            {"status": "ok", "model_run_id": settings.model_run_id, **results},
+            settings.termination_message_path,
         )
         return contract.EXIT_OK
     except TrainerError as exc:

@@ -1,6 +1,6 @@
 """Text to token ids, with character offsets, through one fast-tokenizer code path.
 
-Small text models train their own WordPiece vocabulary on the model run's data (nothing is
+Small text models build their own WordPiece vocabulary from the model run's data (nothing is
 downloaded); production models use the fast tokenizer saved next to their pretrained weights.
 Both are a ``tokenizers.Tokenizer`` underneath (a transformers fast tokenizer exposes its
 ``backend_tokenizer``), so encoding, padding, truncation and the offset mapping NER needs are
@@ -9,6 +9,7 @@ the same code for both.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,24 +18,51 @@ from typing import Any
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def train_wordpiece(texts: Sequence[str], vocab_size: int, path: Path) -> None:
-    """Train a lower-casing BERT-style WordPiece tokenizer on ``texts`` and save it."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+def wordpiece_vocabulary(words: Counter[str], vocab_size: int) -> dict[str, int]:
+    """A WordPiece vocabulary for ``words`` (normalised, pre-tokenised), in a fixed order.
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    The special tokens, then every character as a word start and as a ``##`` continuation
+    (so that any word of these characters can be spelled), then the most frequent whole
+    words, up to ``vocab_size``; ties go by spelling. Unlike the ``tokenizers`` trainer, whose
+    merges and numbering follow hash-map order and change from process to process, the same
+    texts always give the same vocabulary: every torchrun rank prepares its own copy, and a
+    seeded run must train the same model twice.
+    """
+    starts: Counter[str] = Counter()
+    continuations: Counter[str] = Counter()
+    for word, count in words.items():
+        starts[word[0]] += count
+        for char in word[1:]:
+            continuations["##" + char] += count
+    budget = max(0, vocab_size - len(SPECIAL_TOKENS))
+    pieces = sorted((starts + continuations).items(), key=lambda kv: (-kv[1], kv[0]))[:budget]
+    vocab = [*SPECIAL_TOKENS, *sorted(token for token, _ in pieces)]
+    known = set(vocab)
+    for word, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    return {token: i for i, token in enumerate(vocab)}
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int, path: Path) -> None:
+    """Build a lower-casing BERT-style WordPiece tokenizer for ``texts`` and save it."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            words[word] += 1
+    tokenizer = Tokenizer(
+        models.WordPiece(wordpiece_vocabulary(words, vocab_size), unk_token="[UNK]")
+    )
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    tokenizer.train_from_iterator(list(texts), trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

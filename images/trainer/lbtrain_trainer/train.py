@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -89,6 +89,12 @@ def _loader(
     )
 
 
+def _epoch_batches(loader: DataLoader[Any], epoch: int) -> Iterator[Any]:
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    return iter(loader)
+
+
 def predict_all(
     task: Task, model: nn.Module, examples: Sequence[Example], hp: Hyperparameters, runtime: Runtime
 ) -> list[RowOutput]:
@@ -101,6 +107,24 @@ def predict_all(
         for i, batch in enumerate(loader):
             outputs += task.predict(plain, batch, examples[i * size : (i + 1) * size], runtime)
     return outputs
+
+
+def train_step(
+    task: Task,
+    model: nn.Module,
+    batch: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    runtime: Runtime,
+) -> torch.Tensor:
+    """One optimisation step on ``batch``; returns the detached loss (still on the device)."""
+    loss = task.loss(model, batch, runtime)
+    optimizer.zero_grad(set_to_none=True)
+    torch.autograd.backward(loss)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+    optimizer.step()
+    scheduler.step()
+    return loss.detach()
 
 
 def train_epochs(
@@ -125,20 +149,25 @@ def train_epochs(
         log.info("resuming after epoch %d of %d", state.epoch, hp.epochs)
     seen, seconds = 0, 0.0
     model.train()
+    upcoming: Iterator[Any] | None = None
     for epoch in range(state.epoch, hp.epochs):
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
         torch.manual_seed(hp.seed + epoch)  # augmentation draws repeat on resume
-        started, total, batches = time.perf_counter(), 0.0, 0
-        for batch in loader:
-            loss = task.loss(model, batch, runtime)
-            optimizer.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            total, batches = total + float(loss.detach()), batches + 1
+        batches_of_epoch = upcoming if upcoming is not None else _epoch_batches(loader, epoch)
+        upcoming = None
+        started, batches = time.perf_counter(), 0
+        # The loss is summed on the device and read once per epoch: reading it every step
+        # would make the host wait for the GPU, and the next batch's copy and kernel launches
+        # could no longer overlap the current step.
+        summed = torch.zeros((), device=runtime.device)
+        for batch in batches_of_epoch:
+            summed += train_step(task, model, batch, optimizer, scheduler, runtime)
+            batches += 1
+        total = float(summed)
         elapsed = time.perf_counter() - started
+        if hp.num_workers > 0 and epoch + 1 < hp.epochs:
+            # Start the next epoch's loading now: the workers fill their queues while rank 0
+            # writes the checkpoint, instead of the next epoch waiting for its first batches.
+            upcoming = _epoch_batches(loader, epoch + 1)
         seen, seconds = seen + len(train_examples), seconds + elapsed
         state.epoch = epoch + 1
         state.history.append(

@@ -19,7 +19,7 @@ from torch import nn
 from lbtrain_trainer.manifest import Example
 from lbtrain_trainer.outputs import RowOutput
 from lbtrain_trainer.runtime import Runtime
-from lbtrain_trainer.tasks.base import Task, TaskContext, load_image, normalize, to_device
+from lbtrain_trainer.tasks.base import Task, TaskContext, load_image_uint8, normalize, to_device
 
 
 class _Classification(Task):
@@ -73,17 +73,15 @@ class ImageClassificationTask(_Classification):
         )
 
     def collate(self, examples: Sequence[Example], train: bool) -> dict[str, torch.Tensor]:
+        """A uint8 batch [N, 3, S, S]; the model side converts and normalises on the device."""
         size = self.hp.image_size
         images = []
         for example in examples:
-            image = load_image(self.media_path(example)).unsqueeze(0)
-            image = F.interpolate(
-                image, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )
+            image = load_image_uint8(self.media_path(example), size)
             if train and torch.rand(()) < 0.5:
                 image = image.flip(-1)
             images.append(image)
-        return {"images": torch.cat(images), "target": self.targets(examples)}
+        return {"images": torch.stack(images), "target": self.targets(examples)}
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         images = normalize(batch["images"])
