@@ -475,6 +475,14 @@ class OperatorRun:
     cpu_api_jobs: float = float("nan")  # apiserver + etcd CPU until every Job exists
     cpu_bench_jobs: float = float("nan")  # this process (creates, watches, fake Labelbox)
     retries: int = 0  # "reconcile failed; retrying" lines in the operator's log
+    acked: int = 0  # runs whose status shows acknowledged COMPLETE
+    stale_status: int = 0  # Labelbox has COMPLETE, the ModelRun's status never said so
+
+    def done_s(self, value: float) -> str:
+        if self.acked < self.n:
+            return f"not reached ({self.acked}/{self.n})"
+        return f"{value:.1f}"
+
     kubelet_errors: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -604,10 +612,24 @@ async def operator_phase(
         t_go = time.monotonic()
         go.set()
         complete = acks.setdefault("COMPLETE", {})
-        if not await until(lambda: names <= complete.keys(), timeout_done, interval=0.2):
+
+        def stalled() -> bool:
+            """Every Job is Complete and no run was acknowledged for `--stall` seconds."""
+            if not names <= jobs_done.keys():
+                return False
+            last = max([*complete.values(), *jobs_done.values()])
+            return time.monotonic() - last > float(args.stall)
+
+        if not await until(
+            lambda: names <= complete.keys() or stalled(), timeout_done, interval=0.2
+        ):
+            res.problems.append(f"gave up after {timeout_done:.0f}s")
+        res.acked = len(names & complete.keys())
+        if res.acked < n:
             res.problems.append(
-                f"only {len(names & complete.keys())}/{n} COMPLETE after {timeout_done:.0f}s; "
-                f"{len(jobs_done)} Jobs Complete"
+                f"only {res.acked}/{n} runs show `acknowledged: COMPLETE` in their status "
+                f"({len(jobs_done)} Jobs Complete; waited until nothing moved for "
+                f"{args.stall:.0f}s)"
             )
         done_stamps = [complete[r] for r in names if r in complete]
         res.complete_s = max(done_stamps) - t0 if done_stamps else float("nan")
@@ -623,8 +645,14 @@ async def operator_phase(
         res.rss_end_mib = mem.get("VmRSS", 0) / 1024
         res.peak_rss_mib = max(mem.get("VmHWM", 0), peak_sampled) / 1024
         res.cpu_total = cpu_seconds(op.pid)
-        for run_id in run_ids:
+        for i, run_id in enumerate(run_ids):
             got = fake.statuses(run_id)
+            if (
+                got
+                and got[-1] == "COMPLETE"
+                and run_body(i, run_id)["metadata"]["name"] not in complete
+            ):
+                res.stale_status += 1
             res.status_updates += len(got)
             if got == FULL:
                 res.full_timelines += 1
@@ -691,7 +719,8 @@ def report(rows: list[tuple[Ceiling, OperatorRun]], concurrency: int, kubelet: i
             f"| {op.n} | {ceil.rate(op.n):,.0f} | {op.n / op.create_s:,.0f} | {op.jobs_s:.1f} "
             f"| {op.rate():,.1f} | {op.rate() / ceil.rate(op.n):.2f} "
             f"| {quantile(op.job_latency, 0.5):.1f} / {quantile(op.job_latency, 0.99):.1f} "
-            f"| {op.complete_s:.1f} | {op.peak_rss_mib:.0f} | {op.peak_rss_mib / GOAL_RSS_MIB:.2f} "
+            f"| {op.done_s(op.complete_s)} | {op.peak_rss_mib:.0f} "
+            f"| {op.peak_rss_mib / GOAL_RSS_MIB:.2f} "
             f"| {op.cpu_total:.1f} |"
         )
     lines += [
@@ -730,7 +759,8 @@ def report(rows: list[tuple[Ceiling, OperatorRun]], concurrency: int, kubelet: i
         ms_per_run = (op.cpu_total - op.cpu_startup) / op.n * 1000
         lines.append(
             f"| {op.n} | {op.pods_s:.1f} | {op.drive_s:.1f} | {op.jobs_complete_s:.1f} "
-            f"| {op.after_go_s:.1f} | {quantile(op.lag, 0.5):.2f} / {quantile(op.lag, 0.99):.2f} / "
+            f"| {op.done_s(op.after_go_s)} "
+            f"| {quantile(op.lag, 0.5):.2f} / {quantile(op.lag, 0.99):.2f} / "
             f"{max(op.lag, default=float('nan')):.2f} | {op.status_updates:,} "
             f"| {op.full_timelines}/{op.n} "
             f"| {op.rss_idle_mib:.0f} / {op.rss_jobs_mib:.0f} / {op.rss_end_mib:.0f} "
@@ -769,6 +799,12 @@ def report(rows: list[tuple[Ceiling, OperatorRun]], concurrency: int, kubelet: i
         f"the fake kubelet drives {kubelet} pods at a time.",
     ]
     problems = [f"N = {op.n}: {p}" for _, op in rows for p in op.problems + op.bad_samples]
+    problems += [
+        f"N = {op.n}: {op.stale_status} runs reached COMPLETE in Labelbox but their ModelRun "
+        "status never showed it acknowledged"
+        for _, op in rows
+        if op.stale_status
+    ]
     problems += [f"N = {op.n} kubelet: {e}" for _, op in rows for e in op.kubelet_errors[:3]]
     if problems:
         lines += ["", "Problems seen:", *[f"- {p}" for p in problems]]
@@ -796,23 +832,25 @@ SDK. For each N, in fresh namespaces:
 
 - **ceiling**: N Jobs of exactly the operator's shape (`jobspec.build_job`, each owned by a
   ModelRun created beforehand, untimed, in a namespace no operator watches) created by a plain
-  `KubeClient` with 32 requests in flight: how fast this API server creates Jobs. That namespace
-  is deleted and gone before the operator phase starts.
+  `KubeClient` with {concurrency} requests in flight: how fast this API server creates Jobs.
+  That namespace is deleted and gone before the operator phase starts.
 - **operator**: `python -m lbtrain operator` as a subprocess with its default settings (resync
   30 s, JSON logs at INFO to a file) watches a new namespace with one TrainingTemplate and the
   `lbtrain-labelbox` Secret. After a canary run proves it is up, N ModelRuns are created with
-  32 in flight. *Every Job exists* runs from the first create to the last Job seen on a watch;
-  the operator's Jobs/s is N over that, so it includes the N ModelRun creates it cannot run
-  ahead of. Then a fake kubelet in its own process binds every pod and walks it through export,
-  prepare, train and success (`FakeKubelet`), and the clock stops when every ModelRun's
-  `status.labelbox.acknowledged` is COMPLETE; the fake Labelbox must hold exactly
-  EXPORTING_DATA, PREPARING_DATA, TRAINING_MODEL, COMPLETE for each run (*full timelines*).
+  {concurrency} in flight. *Every Job exists* runs from the first create to the last Job seen on
+  a watch; the operator's Jobs/s is N over that, so it includes the N ModelRun creates it cannot
+  run ahead of. Then a fake kubelet in its own process binds every pod and walks it through
+  export, prepare, train and success (`FakeKubelet`), and the clock stops when every ModelRun's
+  `status.labelbox.acknowledged` is COMPLETE (or when every Job is Complete and no run was
+  acknowledged for `--stall` seconds); the fake Labelbox must hold exactly EXPORTING_DATA,
+  PREPARING_DATA, TRAINING_MODEL, COMPLETE for each run (*full timelines*).
 - Peak RSS is the operator's VmHWM from `/proc`; CPU seconds from `/proc` too.
 
 Everything (control plane, operator, load generator, fake Labelbox and kubelet) shares the
 machine, so wall times are pessimistic and drift with other people's jobs; the ratio to the
 ceiling measured in the same run is the steadier figure. Rerun:
-`.venv/bin/python bench/operator_bench.py` (`--sizes`, `--concurrency`, `--profile`).
+`.venv/bin/python bench/operator_bench.py` (`--sizes`, `--concurrency`, `--jobs-only`,
+`--profile`).
 """
 
 
@@ -855,6 +893,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--timeout-scale", type=float, default=1.0, help="multiply every phase's timeout"
+    )
+    parser.add_argument(
+        "--stall",
+        type=float,
+        default=120.0,
+        help="stop waiting for COMPLETE once every Job is Complete and nothing moved this long",
     )
     parser.add_argument(
         "--profile", action="store_true", help="run the operator under cProfile (no README)"
@@ -928,7 +972,8 @@ def main() -> int:
     if args.profile or args.no_write or args.jobs_only:
         return 0
     generated = (
-        f"{SECTION_INTRO}\nMachine: {machine()}. Load average (1/5/15 min) before: "
+        f"{SECTION_INTRO.format(concurrency=args.concurrency)}\nMachine: {machine()}. "
+        "Load average (1/5/15 min) before: "
         f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after: "
         f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} (the machine is shared). "
         f"Whole run: {(time.monotonic() - wall) / 60:.0f} min.\n\n{table}\n"
