@@ -104,6 +104,28 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
+def operator_version() -> str:
+    """The last commit that touched operator/ (and whether the tree differs from it)."""
+    try:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", "operator"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "operator"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}{' + uncommitted changes' if dirty else ''}"
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     with contextlib.suppress(OSError):
@@ -976,7 +998,8 @@ def main() -> int:
         "Load average (1/5/15 min) before: "
         f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after: "
         f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} (the machine is shared). "
-        f"Whole run: {(time.monotonic() - wall) / 60:.0f} min.\n\n{table}\n"
+        f"Whole run: {(time.monotonic() - wall) / 60:.0f} min; operator code at "
+        f"{operator_version()}.\n\n{table}\n"
     )
     write_section(generated)
     print("\nwritten to bench/README.md")

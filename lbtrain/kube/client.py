@@ -37,7 +37,9 @@ class KubeClient:
 
     def __init__(self, config: KubeConfig, *, request_timeout: float = 30.0) -> None:
         self.config = config
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout, connect=5.0)
+        # sock_connect, not connect: aiohttp's `connect` also counts the wait for a pooled
+        # connection, which under a burst of requests is queueing, not an unreachable server.
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=5.0)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeClient:

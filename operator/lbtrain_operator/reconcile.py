@@ -339,6 +339,7 @@ async def reconcile(
             step.apply(await step.observe(templates))
             await step.write(state)
         wake = await step.send(state)
+        await step.write(state)  # an acknowledgement whose first write failed is stored now
     finally:
         state.status = step.status
     if Phase(step.status["phase"]).finished:
