@@ -14,12 +14,14 @@ import kopf
 from prometheus_client import start_http_server
 
 from lbtrain.contract import DEFAULT_LABELBOX_ENDPOINT, DEFAULT_LABELBOX_REST_ENDPOINT
-from lbtrain.kube import KubeClient, load_config
+from lbtrain.kube import JOBS, PODS, KubeClient, load_config
 from lbtrain.kube.config import ConfigError
 from lbtrain.resources.names import ANNOTATION_PREFIX, FINALIZER
 from lbtrain_operator import logs
+from lbtrain_operator.diffbase import NoDiffBase
 from lbtrain_operator.handlers import register
 from lbtrain_operator.heartbeat import Heartbeat
+from lbtrain_operator.informer import Informer, RunKey, RunObjects
 from lbtrain_operator.labelbox import LabelboxReporter
 from lbtrain_operator.metrics import Metrics
 from lbtrain_operator.reconcile import Context
@@ -106,6 +108,13 @@ def parser() -> argparse.ArgumentParser:
         help="re-examine each unfinished run at least this often, seconds",
     )
     ops.add_argument(
+        "--max-concurrent-passes",
+        type=_positive_int,
+        default=32,
+        help="how many reconcile passes may talk to the API server at once; a burst of new "
+        "runs waits its turn instead of piling requests (and memory) on the API server",
+    )
+    ops.add_argument(
         "--metrics-port",
         type=int,
         default=int(_env("LBTRAIN_METRICS_PORT", "9090") or 9090),
@@ -133,6 +142,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _api_key(args: argparse.Namespace) -> str | None:
     if args.labelbox_api_key_file:
         return str(Path(args.labelbox_api_key_file).read_text().strip())
@@ -153,17 +169,45 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         report_backoff_max_s=args.report_backoff_max,
         cancel_report_timeout_s=args.cancel_report_timeout,
         resync_interval_s=args.resync_interval,
+        max_concurrent_passes=args.max_concurrent_passes,
         restricted_pods=not args.no_restricted_pods,
     )
     kube = KubeClient(config)
     reporter = LabelboxReporter(
         _api_key(args), settings.labelbox_endpoint, settings.labelbox_rest_endpoint
     )
-    ctx = Context(kube=kube, reporter=reporter, settings=settings, metrics=Metrics())
+    wakers: dict[RunKey, asyncio.Event] = {}
+
+    def wake(key: RunKey) -> None:
+        waker = wakers.get(key)
+        if waker is not None:
+            waker.set()
+
+    objects = RunObjects(on_change=wake)
+    ctx = Context(
+        kube=kube,
+        reporter=reporter,
+        settings=settings,
+        metrics=Metrics(),
+        objects=objects,
+        kube_slots=asyncio.Semaphore(settings.max_concurrent_passes),
+    )
     heartbeat = Heartbeat(
         kube, namespaces[0] if namespaces else config.namespace, args.heartbeat_interval
     )
-    memo = kopf.Memo(ctx=ctx, wakers={}, heartbeat=heartbeat)
+    informers = [
+        Informer(kube, resource, namespace, objects, watch_timeout_s=args.watch_timeout)
+        for namespace in (namespaces or [None])
+        for resource in (JOBS, PODS)
+    ]
+    memo = kopf.Memo(
+        ctx=ctx,
+        wakers=wakers,
+        heartbeat=heartbeat,
+        informers=informers,
+        # A silent watch is re-opened every --watch-timeout seconds, plus the read timeout.
+        informer_stale_after_s=args.watch_timeout + 60,
+    )
     registry = kopf.OperatorRegistry()
     register(registry)
 
@@ -186,19 +230,20 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix=ANNOTATION_PREFIX
         )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.server_timeout = args.watch_timeout
         settings.watching.client_timeout = args.watch_timeout + 30
         settings.watching.connect_timeout = 10
         settings.posting.level = logging.WARNING  # our own Events carry the transitions
         settings.networking.request_timeout = 60
         memo.heartbeat_task = asyncio.create_task(memo.heartbeat.renew_forever())
+        memo.informer_tasks = [asyncio.create_task(i.run()) for i in memo.informers]
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: Any, **_: Any) -> None:
         memo.heartbeat_task.cancel()
+        for task in memo.informer_tasks:
+            task.cancel()
         await memo.ctx.kube.close()
         memo.ctx.reporter.close()
 

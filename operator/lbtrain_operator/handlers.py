@@ -1,9 +1,10 @@
 """kopf registration: thin handlers that hand each ModelRun to `reconcile`.
 
 Each ModelRun gets a daemon that runs reconcile passes until the run is finished and Labelbox
-has everything. Pod and Job events wake the run's daemon at once (there is no API call per
-event: the label on the pod names the run); a resync timer covers anything a watch missed.
-TrainingTemplates are held in a kopf index, so finding a run's template costs no API call.
+has everything. Pod and Job changes wake the run's daemon at once (through `informer`, whose
+store the passes read instead of asking the API server); a resync timer covers anything a
+watch missed. TrainingTemplates are held in a kopf index, so finding a run's template costs no
+API call.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import kopf
 
 from lbtrain.kube import JOBS, MODELRUNS, ApiError, ApiUnreachable, NotFound
 from lbtrain.resources.models import LabelboxStatus, ModelRun, Phase
-from lbtrain.resources.names import API_GROUP, API_VERSION, LABEL_MODEL_RUN
+from lbtrain.resources.names import API_GROUP, API_VERSION
 from lbtrain_operator import jobspec, outbox, progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.heartbeat import HEARTBEAT_LEASE
@@ -45,18 +46,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
             namespace or "default": {"metadata": dict(body["metadata"]), "spec": dict(body["spec"])}
         }
 
-    @kopf.on.event("", "v1", "pods", labels={LABEL_MODEL_RUN: kopf.PRESENT}, registry=registry)
-    def pod_changed(labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
-        waker = memo.wakers.get((namespace or "default", labels[LABEL_MODEL_RUN]))
-        if waker is not None:
-            waker.set()
-
-    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MODEL_RUN: kopf.PRESENT}, registry=registry)
-    def job_changed(labels: kopf.Labels, namespace: str | None, memo: Any, **_: Any) -> None:
-        waker = memo.wakers.get((namespace or "default", labels[LABEL_MODEL_RUN]))
-        if waker is not None:
-            waker.set()
-
     @kopf.on.event(
         "coordination.k8s.io",
         "v1",
@@ -70,6 +59,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.probe(id="watches", registry=registry)
     def watches_alive(memo: Any, **_: Any) -> str:
+        for informer in memo.informers:
+            informer.check(memo.informer_stale_after_s)
         return str(memo.heartbeat.check())
 
     @kopf.daemon(

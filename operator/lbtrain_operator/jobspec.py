@@ -46,10 +46,6 @@ def label_value(text: str) -> str:
     return value or "unknown"
 
 
-def selector(run_name: str) -> str:
-    return f"{LABEL_MODEL_RUN}={run_name}"
-
-
 def hyperparameters(run: ModelRun, template: TrainingTemplate) -> dict[str, Any]:
     """Template defaults overridden by the run's own; Labelbox's config overrides both later."""
     return {**template.spec.hyperparameters, **run.spec.hyperparameters}

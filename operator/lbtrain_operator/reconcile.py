@@ -8,6 +8,7 @@ that is what stops a quick second pass from queueing the same Labelbox status tw
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -17,9 +18,9 @@ from typing import Any
 from lbtrain.kube import (
     JOBS,
     MODELRUNS,
-    PODS,
     AlreadyExists,
     ApiError,
+    ApiUnreachable,
     Conflict,
     KubeClient,
     NotFound,
@@ -27,6 +28,7 @@ from lbtrain.kube import (
 from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
 from lbtrain_operator import jobspec, outbox, progress
 from lbtrain_operator import reasons as r
+from lbtrain_operator.informer import RunObjects
 from lbtrain_operator.labelbox import LabelboxReporter, ModelRunNotFound, ReportError
 from lbtrain_operator.metrics import Metrics
 from lbtrain_operator.podstate import Limits, Observation, observe
@@ -34,6 +36,7 @@ from lbtrain_operator.settings import Settings
 
 log = logging.getLogger("lbtrain.operator")
 ANNOTATION_PULL_GRACE = "lbtrain.io/image-pull-grace-seconds"
+SYNC_WAIT_S = 30.0
 Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
 
 
@@ -53,13 +56,20 @@ class RunState:
 
 @dataclass
 class Context:
-    """What every pass needs, created once at operator start."""
+    """What every pass needs, created once at operator start.
+
+    `kube_slots` bounds how many passes talk to the API server at once: a burst of new runs
+    then queues here, in order, instead of as hundreds of requests and bodies in flight (which
+    is what the operator's peak memory followed). Labelbox reports are not held by it.
+    """
 
     kube: KubeClient
     reporter: LabelboxReporter
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     backlog: set[tuple[str, str]] = field(default_factory=set)
+    objects: RunObjects = field(default_factory=RunObjects)
+    kube_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
 
 def utcnow() -> dt.datetime:
@@ -107,6 +117,7 @@ class Pass:
         self.run = ModelRun.model_validate(dict(body))
         self.namespace = self.run.metadata.namespace or "default"
         self.name = self.run.metadata.name
+        self.key = (self.namespace, self.name)
         self.status = dict(status)
         self.now = utcnow()
         self.created = False  # this pass created the Job
@@ -117,7 +128,10 @@ class Pass:
         """The run's Job (created from its template when missing), or a failure observation."""
         name = jobspec.job_name(self.name)
         if self.status.get("jobName"):
-            try:
+            cached = self.ctx.objects.job(self.key)
+            if cached is not None and _owned_by(cached, self.body["metadata"]["uid"]):
+                return cached
+            try:  # not in the watch's store (yet): ask the server, which has the last word
                 return await self.ctx.kube.get(JOBS, name, self.namespace)
             except NotFound:
                 return Observation(Phase.FAILED, r.JOB_DELETED, r.MSG_JOB_DELETED.format(job=name))
@@ -145,8 +159,7 @@ class Pass:
             self.created = True
         except AlreadyExists:
             created = await self.ctx.kube.get(JOBS, name, self.namespace)
-            owners = {o.get("uid") for o in created["metadata"].get("ownerReferences") or []}
-            if self.body["metadata"]["uid"] not in owners:
+            if not _owned_by(created, self.body["metadata"]["uid"]):
                 # A Job of a deleted ModelRun of the same name, not yet garbage-collected.
                 raise Conflict(
                     409,
@@ -178,6 +191,11 @@ class Pass:
         return created
 
     async def observe(self, templates: Mapping[str, dict[str, Any]]) -> Observation:
+        if not self.ctx.objects.synced.is_set():
+            try:
+                await asyncio.wait_for(self.ctx.objects.synced.wait(), SYNC_WAIT_S)
+            except TimeoutError:
+                raise ApiUnreachable("the pod and Job watches have not listed yet") from None
         got = await self.ensure_job(templates)
         if isinstance(got, Observation):
             return got
@@ -185,11 +203,7 @@ class Pass:
         if self.created:
             # Its pods are created after the Job: their events wake the next pass.
             return Observation(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
-        pods = (
-            await self.ctx.kube.list(
-                PODS, self.namespace, label_selector=jobspec.selector(self.name)
-            )
-        )["items"]
+        pods = self.ctx.objects.pods(self.key)
         spec = job.get("spec") or {}
         limits = Limits(
             image_pull_grace_s=int(
@@ -298,7 +312,6 @@ class Pass:
                     },
                 )
             self.status["labelbox"] = box.wire()
-            await self.write(state)
         if box.drained:
             self.ctx.backlog.discard(key)
         else:
@@ -314,6 +327,11 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(v) for v in value]
     return value
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether `obj` belongs to the ModelRun `uid` (not to a deleted one of the same name)."""
+    return any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or [])
 
 
 def _job_finished(job: dict[str, Any]) -> bool:
@@ -336,10 +354,14 @@ async def reconcile(
     step = Pass(ctx, body, state.status, emit)
     try:
         if not (Phase(state.status["phase"]).finished if state.status.get("phase") else False):
-            step.apply(await step.observe(templates))
-            await step.write(state)
+            async with ctx.kube_slots:
+                step.apply(await step.observe(templates))
+                await step.write(state)
         wake = await step.send(state)
-        await step.write(state)  # an acknowledgement whose first write failed is stored now
+        if _without_nulls(step.status) != _without_nulls(state.stored):
+            # The acknowledgement just received, or one whose earlier write failed.
+            async with ctx.kube_slots:
+                await step.write(state)
     finally:
         state.status = step.status
     if Phase(step.status["phase"]).finished:

@@ -23,5 +23,7 @@ class Settings:
     cancel_report_timeout_s: float = 60.0
     # How often a run is re-examined when no pod or Job event arrives.
     resync_interval_s: float = 30.0
+    # How many reconcile passes may talk to the API server at once.
+    max_concurrent_passes: int = 32
     # Security context applied to trainer pods when the template sets none.
     restricted_pods: bool = True
