@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -173,7 +172,7 @@ async def test_informer_follows_the_api_server(kube: KubeClient, namespace: str)
 
 
 @pytest.fixture
-async def compacting_server(aiohttp_server: Any) -> AsyncIterator[tuple[str, list[str]]]:
+async def compacting_server(aiohttp_server: Any) -> tuple[str, list[str]]:
     """An HTTP server speaking list+watch for pods whose first watch says 410 Gone, as an API
     server does after etcd compacted the watch's resourceVersion away."""
     calls: list[str] = []
@@ -197,7 +196,7 @@ async def compacting_server(aiohttp_server: Any) -> AsyncIterator[tuple[str, lis
     app = web.Application()
     app.router.add_get("/api/v1/namespaces/ns/pods", pods)
     server = await aiohttp_server(app)
-    yield f"http://127.0.0.1:{server.port}", calls
+    return f"http://127.0.0.1:{server.port}", calls
 
 
 async def test_a_compacted_watch_lists_again(compacting_server: tuple[str, list[str]]) -> None:
