@@ -147,6 +147,12 @@ def test_labelbox_config_overrides_template_and_small_defaults_apply():
     assert ignored == ["colour"]
     production, _ = hyperparams.resolve_hyperparameters("bounding_box", {}, None)
     assert production.model_size == "production" and production.image_size == 800
+    text, _ = hyperparams.resolve_hyperparameters("text_multi_classification", {}, None)
+    assert (text.batch_size, text.learning_rate) == (32, 3e-5)  # production text defaults
+    small_text, _ = hyperparams.resolve_hyperparameters(
+        "text_multi_classification", {"model_size": "small"}
+    )
+    assert small_text.batch_size == hyperparams.SMALL_DEFAULTS["batch_size"]
 
 
 @pytest.mark.parametrize(

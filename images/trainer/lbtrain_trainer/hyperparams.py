@@ -75,7 +75,14 @@ SMALL_DEFAULTS: dict[str, Any] = {
     "num_workers": 0,
     "download_concurrency": 4,
 }
-TEXT_PRODUCTION_DEFAULTS: dict[str, Any] = {"learning_rate": 3e-5, "weight_decay": 0.01}
+# A BERT-base step on a GPU is bound by the host (Python and kernel launches) at 32 rows of 128
+# tokens (bench/README.md, "## trainer"), so 16 rows would take about as long: 32 rows (BERT
+# fine-tuning's usual batch) spread that fixed cost per step over twice the rows.
+TEXT_PRODUCTION_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 3e-5,
+    "weight_decay": 0.01,
+    "batch_size": 32,
+}
 # Detection: image_size is the shorter side the detector resizes to (torchvision's default).
 DETECTION_PRODUCTION_DEFAULTS: dict[str, Any] = {
     "image_size": 800,

@@ -75,6 +75,7 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int, path: Path) -> None:
 class Encoded:
     ids: list[list[int]]
     attention_mask: list[list[int]]
+    # Both empty unless ``encode`` was asked for offsets:
     offsets: list[list[tuple[int, int]]]  # half-open character spans; (0, 0) for specials
     special: list[list[int]]  # 1 for special and padding tokens
 
@@ -116,11 +117,19 @@ class TextEncoder:
     def save(self, path: Path) -> None:
         self.tokenizer.save(str(path))
 
-    def encode(self, texts: Sequence[str]) -> Encoded:
+    def encode(self, texts: Sequence[str], offsets: bool = True) -> Encoded:
+        """Token ids and attention masks; with ``offsets``, also the character offsets and
+        special-token masks (as Python lists: a DataLoader worker spends a few milliseconds a
+        batch of 32 x 128 tokens building them, so classification, which never reads them,
+        asks for none and gets empty lists)."""
         encodings = self.tokenizer.encode_batch(list(texts))
-        return Encoded(
+        encoded = Encoded(
             ids=[e.ids for e in encodings],
             attention_mask=[e.attention_mask for e in encodings],
-            offsets=[[(int(s), int(t)) for s, t in e.offsets] for e in encodings],
-            special=[[int(m) for m in e.special_tokens_mask] for e in encodings],
+            offsets=[],
+            special=[],
         )
+        if offsets:
+            encoded.offsets = [[(int(s), int(t)) for s, t in e.offsets] for e in encodings]
+            encoded.special = [[int(m) for m in e.special_tokens_mask] for e in encodings]
+        return encoded

@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -62,6 +63,13 @@ class ExampleList(Dataset[Example]):
         return self.examples[index]
 
 
+def _init_worker(worker_id: int) -> None:
+    """A DataLoader worker tokenizes one batch at a time: the ``tokenizers`` thread pool
+    (on by default, as many threads as cores, in every worker) would only compete for the
+    cores with the main process, whose Python thread launches the training step."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def _loader(
     task: Task, examples: Sequence[Example], hp: Hyperparameters, runtime: Runtime, train: bool
 ) -> DataLoader[Any]:
@@ -83,6 +91,7 @@ def _loader(
         sampler=sampler,
         collate_fn=functools.partial(task.collate, train=train),
         num_workers=hp.num_workers,
+        worker_init_fn=_init_worker if hp.num_workers > 0 else None,
         pin_memory=runtime.cuda,
         generator=generator,
         persistent_workers=train and hp.num_workers > 0,

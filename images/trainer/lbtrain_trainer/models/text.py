@@ -53,11 +53,15 @@ class MeanPooledClassifier(nn.Module):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Any:
+        """Without ``attention_mask`` every token counts (as with a mask of ones)."""
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         states = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        if attention_mask is None:
+            mask = torch.ones((*states.shape[:2], 1), dtype=states.dtype, device=states.device)
+        else:
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         return SequenceClassifierOutput(logits=self.classifier(pooled))
 

@@ -30,11 +30,13 @@ class _Classification(Task):
 
     def targets(self, examples: Sequence[Example]) -> torch.Tensor:
         if self.multi:
-            target = torch.zeros(len(examples), len(self.classes))
-            for row, example in enumerate(examples):
+            # Filled as Python lists, then one tensor: indexing a tensor element by element
+            # costs the worker microseconds a label.
+            rows = [[0.0] * len(self.classes) for _ in examples]
+            for row, example in zip(rows, examples, strict=True):
                 for label in example.labels:
-                    target[row, self.index[label]] = 1.0
-            return target
+                    row[self.index[label]] = 1.0
+            return torch.tensor(rows, dtype=torch.float32)
         return torch.tensor([self.index[e.labels[0]] for e in examples], dtype=torch.long)
 
     @abc.abstractmethod
@@ -113,16 +115,16 @@ class TextClassificationTask(_Classification):
         )
 
     def collate(self, examples: Sequence[Example], train: bool) -> dict[str, torch.Tensor]:
-        encoded = self.encoder.encode([self.read_text(e) for e in examples])
-        return {
-            "input_ids": torch.tensor(encoded.ids, dtype=torch.long),
-            "attention_mask": torch.tensor(encoded.attention_mask, dtype=torch.long),
-            "target": self.targets(examples),
-        }
+        """``input_ids``, ``attention_mask`` (only when a row is padded, see
+        :func:`~lbtrain_trainer.tasks.text_common.token_tensors`) and ``target``."""
+        from lbtrain_trainer.tasks.text_common import token_tensors
+
+        encoded = self.encoder.encode([self.read_text(e) for e in examples], offsets=False)
+        return {**token_tensors(encoded), "target": self.targets(examples)}
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out: torch.Tensor = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")
         ).logits
         return out
 

@@ -21,7 +21,7 @@ from lbtrain_trainer.ner_tags import IGNORE, num_tags, spans_to_tags, tags_to_sp
 from lbtrain_trainer.outputs import RowOutput
 from lbtrain_trainer.runtime import Runtime
 from lbtrain_trainer.tasks.base import Task, TaskContext, to_device
-from lbtrain_trainer.tasks.text_common import load_encoder
+from lbtrain_trainer.tasks.text_common import load_encoder, token_tensors
 
 
 class NerTask(Task):
@@ -52,8 +52,7 @@ class NerTask(Task):
             for e, offsets, special in zip(examples, encoded.offsets, encoded.special, strict=True)
         ]
         batch: dict[str, Any] = {
-            "input_ids": torch.tensor(encoded.ids, dtype=torch.long),
-            "attention_mask": torch.tensor(encoded.attention_mask, dtype=torch.long),
+            **token_tensors(encoded),  # attention_mask only when a row is padded
             "tags": torch.tensor(tags, dtype=torch.long),
         }
         if not train:
@@ -65,11 +64,12 @@ class NerTask(Task):
         return batch
 
     def _logits(self, model: nn.Module, batch: dict[str, Any], runtime: Runtime) -> torch.Tensor:
-        tensors = to_device({k: batch[k] for k in ("input_ids", "attention_mask", "tags")}, runtime)
+        keys = ("input_ids", "attention_mask", "tags")
+        tensors = to_device({k: batch[k] for k in keys if k in batch}, runtime)
         batch.update(tensors)
         with runtime.autocast():
             out: torch.Tensor = model(
-                input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]
+                input_ids=tensors["input_ids"], attention_mask=tensors.get("attention_mask")
             ).logits
         return out.float()
 
