@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -43,6 +41,7 @@ from lbtrain.testbed import ControlPlane
 from lbtrain.testbed.binaries import ensure_binaries, repo_root
 from lbtrain.testbed.controlplane import free_port
 from lbtrain.testbed.podrunner import LocalPodRunner
+from lbtrain_webhook.signature import sign
 
 NAMESPACE = "lbtrain-demo"
 DEMO_MODEL_ID = "demo-model"
@@ -91,10 +90,6 @@ def parser() -> argparse.ArgumentParser:
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def sign(secret: str, body: bytes) -> str:
-    return "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
 
 
 def demo_templates(endpoint: str, rest: str, epochs: int | None) -> list[dict[str, Any]]:
@@ -281,7 +276,10 @@ async def drive(
             async with session.post(
                 f"http://127.0.0.1:{port}/model_run",
                 data=body,
-                headers={"X-Hub-Signature": sign(secret, body), "Content-Type": "application/json"},
+                headers={
+                    "X-Hub-Signature": sign(secret.encode(), body),
+                    "Content-Type": "application/json",
+                },
             ) as resp:
                 answer = await resp.json()
                 if resp.status >= 300:

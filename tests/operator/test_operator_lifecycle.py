@@ -279,6 +279,8 @@ async def test_deleting_a_running_run_cancels_it(
     )
     mr = await kube.get(MODELRUNS, "cancel", namespace)
     assert FINALIZER in mr["metadata"]["finalizers"]
+    # kopf's diff-base annotation is not written: the operator has no change handlers for it.
+    assert not [a for a in mr["metadata"].get("annotations") or {} if "last-handled" in a]
     await kube.delete(MODELRUNS, "cancel", namespace)
     for _ in range(200):
         try:
@@ -292,6 +294,37 @@ async def test_deleting_a_running_run_cancels_it(
         await kube.get(JOBS, "cancel-train", namespace)
     assert fake_labelbox.statuses("cl-cancel") == [*FULL[:3], "FAILED"]
     assert fake_labelbox.status_updates("cl-cancel")[-1].error_message.startswith("Cancelled")
+
+
+async def test_a_run_deleted_before_the_operator_saw_it_is_cancelled_in_labelbox(
+    kube, namespace, fake_labelbox, start_operator, make_template
+) -> None:
+    """The webhook creates ModelRuns with the operator's finalizer, so a run deleted while the
+    operator is down (or before it got to the run) still tells Labelbox."""
+    from lbtrain_webhook.modelruns import build_model_run
+    from lbtrain_webhook.payload import ModelRunRequest
+
+    await make_template()
+    fake_labelbox.add_model_run("cl-early")
+    body = build_model_run(ModelRunRequest("cl-early", "image_single_classification", "m-1"))
+    await kube.create(MODELRUNS, body, namespace)
+    await kube.delete(MODELRUNS, "cl-early", namespace)
+    held = await kube.get(MODELRUNS, "cl-early", namespace)
+    assert held["metadata"].get("deletionTimestamp"), "the finalizer holds it for the operator"
+
+    start_operator()
+    for _ in range(300):
+        try:
+            await kube.get(MODELRUNS, "cl-early", namespace)
+        except NotFound:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the operator did not release the deleted ModelRun")
+    await statuses_settle(fake_labelbox, "cl-early", ["FAILED"])
+    assert fake_labelbox.status_updates("cl-early")[-1].error_message.startswith("Cancelled")
+    with pytest.raises(NotFound):
+        await kube.get(JOBS, "cl-early-train", namespace)
 
 
 async def test_deletion_is_not_blocked_forever_when_labelbox_is_down(

@@ -31,6 +31,7 @@ def test_model_run_object_for_a_plain_id():
     assert meta["labels"]["lbtrain.io/model-run-id"] == "clr8x6y0a0001"
     assert meta["labels"]["lbtrain.io/model-type"] == "Text_multi_classification"
     assert meta["annotations"]["lbtrain.io/model-run-id"] == "clr8x6y0a0001"
+    assert meta["finalizers"] == ["lbtrain.io/labelbox-final-status"]  # the operator's
     assert obj["spec"] == {
         "modelRunId": "clr8x6y0a0001",
         "modelType": "Text_multi_classification",
