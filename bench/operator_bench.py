@@ -742,9 +742,9 @@ async def operator_phase(
         res.retries = op.tail(10**9).count("reconcile failed; retrying")
         if res.problems:
             print("  operator log (tail):\n" + op.tail(), flush=True)
+        if profile is not None:  # here, so that --jobs-only (which returns early) shows it too
+            show_profile(profile)
         await delete_namespace(kube, ns)
-    if profile is not None:
-        show_profile(profile)
     return res
 
 
@@ -902,13 +902,14 @@ SDK. For each N, in fresh namespaces:
   30 s, JSON logs at INFO to a file) watches a new namespace with one TrainingTemplate and the
   `lbtrain-labelbox` Secret. After a canary run proves it is up, N ModelRuns, built as the
   webhook builds them (`build_model_run`: labels, annotations and the operator's finalizer),
-  are created with {concurrency} in flight. *Every Job exists* runs from the first create to the last Job seen on
-  a watch; the operator's Jobs/s is N over that, so it includes the N ModelRun creates it cannot
-  run ahead of. Then a fake kubelet in its own process binds every pod and walks it through
-  export, prepare, train and success (`FakeKubelet`), and the clock stops when every ModelRun's
-  `status.labelbox.acknowledged` is COMPLETE (or when every Job is Complete and no run was
-  acknowledged for `--stall` seconds); the fake Labelbox must hold exactly EXPORTING_DATA,
-  PREPARING_DATA, TRAINING_MODEL, COMPLETE for each run (*full timelines*).
+  are created with {concurrency} in flight. *Every Job exists* runs from the first create to
+  the last Job seen on a watch; the operator's Jobs/s is N over that, so it includes the N
+  ModelRun creates it cannot run ahead of. Then a fake kubelet in its own process binds every
+  pod and walks it through export, prepare, train and success (`FakeKubelet`), and the clock
+  stops when every ModelRun's `status.labelbox.acknowledged` is COMPLETE (or when every Job is
+  Complete and no run was acknowledged for `--stall` seconds); the fake Labelbox must hold
+  exactly EXPORTING_DATA, PREPARING_DATA, TRAINING_MODEL, COMPLETE for each run (*full
+  timelines*).
 - Peak RSS is the operator's VmHWM from `/proc`; CPU seconds from `/proc` too.
 
 Everything (control plane, operator, load generator, fake Labelbox and kubelet) shares the
