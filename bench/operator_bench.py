@@ -104,18 +104,22 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
+CODE_UNDER_TEST = ("operator", "lbtrain", "webhook")
+
+
 def operator_version() -> str:
-    """The last commit that touched operator/ (and whether the tree differs from it)."""
+    """The last commit that touched the code under test (the operator, the shared library and
+    the webhook, which builds the ModelRuns), and whether the tree differs from it."""
     try:
         commit = subprocess.run(
-            ["git", "log", "-1", "--format=%h", "--", "operator"],
+            ["git", "log", "-1", "--format=%h", "--", *CODE_UNDER_TEST],
             cwd=REPO,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "operator"],
+            ["git", "status", "--porcelain", "--", *CODE_UNDER_TEST],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -1043,8 +1047,8 @@ def main() -> int:
         "Load average (1/5/15 min) before: "
         f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after: "
         f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} (the machine is shared). "
-        f"Whole run: {(time.monotonic() - wall) / 60:.0f} min; operator code at "
-        f"{operator_version()}.\n\n{table}\n"
+        f"Whole run: {(time.monotonic() - wall) / 60:.0f} min; operator, library and webhook "
+        f"code at {operator_version()}.\n\n{table}\n"
     )
     write_section(generated)
     print("\nwritten to bench/README.md")
