@@ -27,6 +27,17 @@ async def until(
     return dict(mr["status"])
 
 
+async def until_gone(kube: KubeClient, ns: str, name: str, why: str, timeout: float = 30) -> None:
+    """Wait until the ModelRun is deleted for good (its finalizer released); else fail with `why`."""
+    for _ in range(int(timeout * 10)):
+        try:
+            await kube.get(MODELRUNS, name, ns)
+        except NotFound:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(why)
+
+
 async def statuses_settle(fake: Any, run_id: str, expected: list[str], timeout: float = 30) -> None:
     for _ in range(int(timeout * 10)):
         if fake.statuses(run_id) == expected:
@@ -282,14 +293,7 @@ async def test_deleting_a_running_run_cancels_it(
     # kopf's diff-base annotation is not written: the operator has no change handlers for it.
     assert not [a for a in mr["metadata"].get("annotations") or {} if "last-handled" in a]
     await kube.delete(MODELRUNS, "cancel", namespace)
-    for _ in range(200):
-        try:
-            await kube.get(MODELRUNS, "cancel", namespace)
-        except NotFound:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("ModelRun still exists")
+    await until_gone(kube, namespace, "cancel", "ModelRun still exists", timeout=20)
     with pytest.raises(NotFound):
         await kube.get(JOBS, "cancel-train", namespace)
     assert fake_labelbox.statuses("cl-cancel") == [*FULL[:3], "FAILED"]
@@ -313,14 +317,7 @@ async def test_a_run_deleted_before_the_operator_saw_it_is_cancelled_in_labelbox
     assert held["metadata"].get("deletionTimestamp"), "the finalizer holds it for the operator"
 
     start_operator()
-    for _ in range(300):
-        try:
-            await kube.get(MODELRUNS, "cl-early", namespace)
-        except NotFound:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the operator did not release the deleted ModelRun")
+    await until_gone(kube, namespace, "cl-early", "the operator did not release the deleted run")
     await statuses_settle(fake_labelbox, "cl-early", ["FAILED"])
     assert fake_labelbox.status_updates("cl-early")[-1].error_message.startswith("Cancelled")
     with pytest.raises(NotFound):
@@ -336,10 +333,5 @@ async def test_deletion_is_not_blocked_forever_when_labelbox_is_down(
     await kube.wait_for(JOBS, "stuck-train", namespace, lambda j: True)
     fake_labelbox.fail("conn_reset")
     await kube.delete(MODELRUNS, "stuck", namespace)
-    for _ in range(300):  # cancel-report-timeout is 5 s in these tests
-        try:
-            await kube.get(MODELRUNS, "stuck", namespace)
-        except NotFound:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("deletion blocked by an unreachable Labelbox")
+    # cancel-report-timeout is 5 s in these tests
+    await until_gone(kube, namespace, "stuck", "deletion blocked by an unreachable Labelbox")
