@@ -191,11 +191,6 @@ class Pass:
         return created
 
     async def observe(self, templates: Mapping[str, dict[str, Any]]) -> Observation:
-        if not self.ctx.objects.synced.is_set():
-            try:
-                await asyncio.wait_for(self.ctx.objects.synced.wait(), SYNC_WAIT_S)
-            except TimeoutError:
-                raise ApiUnreachable("the pod and Job watches have not listed yet") from None
         got = await self.ensure_job(templates)
         if isinstance(got, Observation):
             return got
@@ -259,9 +254,13 @@ class Pass:
         box = outbox.enqueue(box, new, progress.metadata(st, obs), error, progress.notice(obs))
         st["labelbox"] = box.wire()
 
+    def unsaved(self, state: RunState) -> bool:
+        """Whether the status differs from what the server last confirmed."""
+        return bool(_without_nulls(self.status) != _without_nulls(state.stored))
+
     async def write(self, state: RunState) -> None:
         """Store the status when it differs from what the server last confirmed."""
-        if _without_nulls(self.status) != _without_nulls(state.stored):
+        if self.unsaved(state):
             patched = await self.ctx.kube.patch(
                 MODELRUNS, self.name, {"status": self.status}, self.namespace, subresource="status"
             )
@@ -329,6 +328,15 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
+async def _store_synced(objects: RunObjects) -> None:
+    """Passes read Jobs and pods from the informers' store: wait until it has listed once."""
+    if not objects.synced.is_set():
+        try:
+            await asyncio.wait_for(objects.synced.wait(), SYNC_WAIT_S)
+        except TimeoutError:
+            raise ApiUnreachable("the pod and Job watches have not listed yet") from None
+
+
 def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     """Whether `obj` belongs to the ModelRun `uid` (not to a deleted one of the same name)."""
     return any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or [])
@@ -354,11 +362,12 @@ async def reconcile(
     step = Pass(ctx, body, state.status, emit)
     try:
         if not (Phase(state.status["phase"]).finished if state.status.get("phase") else False):
+            await _store_synced(ctx.objects)  # before taking a slot: waiting here holds none
             async with ctx.kube_slots:
                 step.apply(await step.observe(templates))
                 await step.write(state)
         wake = await step.send(state)
-        if _without_nulls(step.status) != _without_nulls(state.stored):
+        if step.unsaved(state):
             # The acknowledgement just received, or one whose earlier write failed.
             async with ctx.kube_slots:
                 await step.write(state)
