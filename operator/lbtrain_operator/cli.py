@@ -190,7 +190,6 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         settings=settings,
         metrics=Metrics(),
         objects=objects,
-        kube_slots=asyncio.Semaphore(settings.max_concurrent_passes),
     )
     heartbeat = Heartbeat(
         kube, namespaces[0] if namespaces else config.namespace, args.heartbeat_interval

@@ -69,7 +69,10 @@ class Context:
     metrics: Metrics = field(default_factory=Metrics)
     backlog: set[tuple[str, str]] = field(default_factory=set)
     objects: RunObjects = field(default_factory=RunObjects)
-    kube_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    kube_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kube_slots = asyncio.Semaphore(self.settings.max_concurrent_passes)
 
 
 def utcnow() -> dt.datetime:
