@@ -165,31 +165,21 @@ def make_pretrained(root: Path, types: list[str], texts: list[str], tiny: bool) 
         detector = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None)
         torch.save(detector.state_dict(), root / DETECTOR_FILE)
     if any(t.startswith("text") or t == "ner" for t in types):
-        from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+        from lbtrain_trainer.synthetic import save_random_text_encoder
 
-        from lbtrain_trainer.text_encoding import train_wordpiece
-
-        train_wordpiece(texts, 2000, root / "wordpiece.json")
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_file=str(root / "wordpiece.json"),
-            unk_token="[UNK]",
-            pad_token="[PAD]",
-            cls_token="[CLS]",
-            sep_token="[SEP]",
-            mask_token="[MASK]",
-        )
-        tokenizer.save_pretrained(root / TEXT_DIR)
         if tiny:
-            config = BertConfig(
-                vocab_size=max(1000, tokenizer.vocab_size),
+            save_random_text_encoder(
+                root / TEXT_DIR,
+                texts,
+                2000,
+                min_model_vocab=1000,
                 hidden_size=128,
                 num_hidden_layers=2,
                 num_attention_heads=2,
                 intermediate_size=256,
             )
         else:  # bert-base-uncased's shape
-            config = BertConfig(vocab_size=max(30522, tokenizer.vocab_size))
-        BertModel(config).save_pretrained(root / TEXT_DIR)
+            save_random_text_encoder(root / TEXT_DIR, texts, 2000, min_model_vocab=30522)
 
 
 # --- synthetic data through the trainer's export media step and prepare stage -------------------

@@ -7,38 +7,11 @@ networks in the layout a deployment bakes into the image; what is tested is the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from lbtrain import contract
 
 pytestmark = pytest.mark.trainer
-
-
-def _tiny_text_encoder(directory: Path, texts: list[str]) -> None:
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    from lbtrain_trainer.text_encoding import train_wordpiece
-
-    train_wordpiece(texts, 300, directory / "wordpiece.json")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(directory / "wordpiece.json"),
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    tokenizer.save_pretrained(directory / "text-encoder")
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    BertModel(config).save_pretrained(directory / "text-encoder")
 
 
 def test_production_without_weights_refuses_to_download(seed):
@@ -50,6 +23,7 @@ def test_production_without_weights_refuses_to_download(seed):
 
 def test_production_text_model_trains_from_a_local_pretrained_directory(seed, tmp_path):
     from lbtrain_trainer import synthetic
+    from lbtrain_trainer.models.pretrained import TEXT_DIR
     from lbtrain_trainer.rows import parse_row
 
     run = seed(
@@ -57,7 +31,15 @@ def test_production_text_model_trains_from_a_local_pretrained_directory(seed, tm
     )
     inline = synthetic.make_dataset("ner", 40)  # the same sentences, text inline
     texts = [parse_row(r, "mr-1").row_data for r in inline.rows]
-    _tiny_text_encoder(tmp_path / "pretrained", texts)
+    synthetic.save_random_text_encoder(
+        tmp_path / "pretrained" / TEXT_DIR,
+        texts,
+        300,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     run.pretrained = tmp_path / "pretrained"
     assert run.main("run") == 0, run.termination.read_text()
     summary = run.summary()

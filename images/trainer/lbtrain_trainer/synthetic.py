@@ -5,6 +5,9 @@ Tests, the demo and the fake Labelbox need data that looks exactly like a real e
 the image types, templated sentences for the text types. Everything is deterministic in
 ``seed``. Media either go through ``media_url_for(path, data, content_type) -> url`` (pass
 ``FakeLabelbox.add_media``) or, without it, images become ``data:`` URIs and text is inline.
+
+Production text models need a pretrained encoder; `save_random_text_encoder` writes a randomly
+initialised one in the ``LBTRAIN_PRETRAINED`` layout for tests and benchmarks, offline.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import base64
 import io
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lbtrain import contract
@@ -294,3 +298,35 @@ def make_dataset(
         "text_multi_classification": ("topics", tuple(sorted(TOPICS))),
     }[model_type]
     return SyntheticDataset(model_type, rows, feature, classes)
+
+
+def save_random_text_encoder(
+    directory: Path,
+    texts: Sequence[str],
+    wordpiece_vocab: int,
+    *,
+    min_model_vocab: int = 0,
+    **bert_config: Any,
+) -> None:
+    """A BERT encoder with random weights and a WordPiece tokenizer trained on `texts`, saved
+    as a transformers model directory (what ``text-encoder/`` under ``LBTRAIN_PRETRAINED``
+    holds). `bert_config` sets the network's shape (``BertConfig``'s defaults: BERT-base);
+    the model's vocabulary is the tokenizer's, or `min_model_vocab` if that is larger."""
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from lbtrain_trainer.text_encoding import train_wordpiece
+
+    directory.mkdir(parents=True, exist_ok=True)
+    wordpiece = directory.parent / "wordpiece.json"
+    train_wordpiece(texts, wordpiece_vocab, wordpiece)
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_file=str(wordpiece),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(vocab_size=max(min_model_vocab, tokenizer.vocab_size), **bert_config)
+    BertModel(config).save_pretrained(directory)
