@@ -115,6 +115,20 @@ def parser() -> argparse.ArgumentParser:
         "runs waits its turn instead of piling requests (and memory) on the API server",
     )
     ops.add_argument(
+        "--burst-quiet",
+        type=_non_negative_float,
+        default=1.0,
+        help="while Jobs are created less than this many seconds apart (a burst of new runs), "
+        "each new run's first status write and Events wait until Job creation has been quiet "
+        "this long, so the burst's Jobs exist sooner (0: never wait)",
+    )
+    ops.add_argument(
+        "--burst-max-hold",
+        type=_non_negative_float,
+        default=30.0,
+        help="longest a new run's first status write waits for a burst to pass, seconds",
+    )
+    ops.add_argument(
         "--metrics-port",
         type=int,
         default=int(_env("LBTRAIN_METRICS_PORT", "9090") or 9090),
@@ -149,6 +163,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
+    return value
+
+
 def _api_key(args: argparse.Namespace) -> str | None:
     if args.labelbox_api_key_file:
         return str(Path(args.labelbox_api_key_file).read_text().strip())
@@ -170,6 +191,8 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         cancel_report_timeout_s=args.cancel_report_timeout,
         resync_interval_s=args.resync_interval,
         max_concurrent_passes=args.max_concurrent_passes,
+        burst_quiet_s=args.burst_quiet,
+        burst_max_hold_s=args.burst_max_hold,
         restricted_pods=not args.no_restricted_pods,
     )
     kube = KubeClient(config)

@@ -20,7 +20,7 @@ import kopf
 from lbtrain.kube import JOBS, MODELRUNS, ApiError, ApiUnreachable, NotFound
 from lbtrain.resources.models import LabelboxStatus, ModelRun, Phase
 from lbtrain.resources.names import API_GROUP, API_VERSION
-from lbtrain_operator import jobspec, outbox, progress
+from lbtrain_operator import events, jobspec, outbox, progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.heartbeat import HEARTBEAT_LEASE
 from lbtrain_operator.labelbox import ReportError
@@ -86,15 +86,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
         memo.wakers[key] = wake
         state = RunState.from_body(body)
 
-        def emit(type_: str, reason: str, message: str) -> None:
-            kopf.event(body, type=type_, reason=reason, message=message[:1000])
-
         try:
             while not stopped:
                 wake.clear()
                 try:
                     delay = await reconcile(
-                        ctx, body, state, _templates_for(kwargs["templates"], namespace), emit
+                        ctx, body, state, _templates_for(kwargs["templates"], namespace)
                     )
                 except (ApiError, ApiUnreachable) as exc:
                     log.warning(
@@ -177,10 +174,10 @@ async def cancel_run(
                     "gave up telling Labelbox about the cancellation",
                     extra={"model_run_id": run.spec.model_run_id, "error": str(exc)},
                 )
-                kopf.warn(
-                    body,
-                    reason="LabelboxUnreachable",
-                    message=f"deleted without telling Labelbox: {exc}"[:1000],
+                message = r.MSG_LABELBOX_UNREACHABLE.format(detail=exc)
+                await events.post(
+                    ctx.kube,
+                    events.event_body(body, "Warning", r.LABELBOX_UNREACHABLE, message, utcnow()),
                 )
                 return
             box = outbox.failed(

@@ -74,3 +74,5 @@ LABELBOX_MODEL_RUN_NOT_FOUND: Final = "LabelboxModelRunNotFound"
 MSG_LABELBOX_MODEL_RUN_NOT_FOUND: Final = (
     "{detail}; training goes on, and the report is retried with backoff"
 )
+LABELBOX_UNREACHABLE: Final = "LabelboxUnreachable"
+MSG_LABELBOX_UNREACHABLE: Final = "deleted without telling Labelbox: {detail}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,9 @@ from lbtrain.kube import (
     NotFound,
 )
 from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
-from lbtrain_operator import jobspec, outbox, progress
+from lbtrain_operator import events, jobspec, outbox, progress
 from lbtrain_operator import reasons as r
+from lbtrain_operator.burst import BurstGate
 from lbtrain_operator.informer import RunObjects
 from lbtrain_operator.labelbox import LabelboxReporter, ModelRunNotFound, ReportError
 from lbtrain_operator.metrics import Metrics
@@ -37,7 +38,6 @@ from lbtrain_operator.settings import Settings
 log = logging.getLogger("lbtrain.operator")
 ANNOTATION_PULL_GRACE = "lbtrain.io/image-pull-grace-seconds"
 SYNC_WAIT_S = 30.0
-Emit = Callable[[str, str, str], None]  # (type: Normal|Warning, reason, message)
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Context:
     `kube_slots` bounds how many passes talk to the API server at once: a burst of new runs
     then queues here, in order, instead of as hundreds of requests and bodies in flight (which
     is what the operator's peak memory followed). Labelbox reports are not held by it.
+    `burst` holds a new run's first status write while a burst's Jobs are being created.
     """
 
     kube: KubeClient
@@ -70,9 +71,12 @@ class Context:
     backlog: set[tuple[str, str]] = field(default_factory=set)
     objects: RunObjects = field(default_factory=RunObjects)
     kube_slots: asyncio.Semaphore = field(init=False)
+    burst: BurstGate = field(init=False)
 
     def __post_init__(self) -> None:
-        self.kube_slots = asyncio.Semaphore(self.settings.max_concurrent_passes)
+        s = self.settings
+        self.kube_slots = asyncio.Semaphore(s.max_concurrent_passes)
+        self.burst = BurstGate(s.burst_quiet_s, s.burst_max_hold_s)
 
 
 def utcnow() -> dt.datetime:
@@ -113,10 +117,15 @@ def progress_phases() -> tuple[Phase, ...]:
 
 
 class Pass:
-    """One reconcile pass. `status` starts as the last status written and ends as the new one."""
+    """One reconcile pass. `status` starts as the last status written and ends as the new one.
 
-    def __init__(self, ctx: Context, body: Mapping[str, Any], status: dict[str, Any], emit: Emit):
-        self.ctx, self.body, self.emit = ctx, body, emit
+    Events are queued by `emit` and posted by `post_events` after the status they describe was
+    written: a burst's held writes hold their Events too.
+    """
+
+    def __init__(self, ctx: Context, body: Mapping[str, Any], status: dict[str, Any]):
+        self.ctx, self.body = ctx, body
+        self.events: list[dict[str, Any]] = []
         self.run = ModelRun.model_validate(dict(body))
         self.namespace = self.run.metadata.namespace or "default"
         self.name = self.run.metadata.name
@@ -124,6 +133,16 @@ class Pass:
         self.status = dict(status)
         self.now = utcnow()
         self.created = False  # this pass created the Job
+        self.in_burst = False  # ... while other runs' Jobs were being created: hold the write
+
+    def emit(self, type_: str, reason: str, message: str) -> None:
+        """Queue an Event (type Normal or Warning) about this run."""
+        self.events.append(events.event_body(self.body, type_, reason, message, utcnow()))
+
+    async def post_events(self) -> None:
+        queued, self.events = self.events, []
+        for body in queued:
+            await events.post(self.ctx.kube, body)
 
     async def ensure_job(
         self, templates: Mapping[str, dict[str, Any]]
@@ -160,6 +179,7 @@ class Pass:
         try:
             created = await self.ctx.kube.create(JOBS, job, self.namespace)
             self.created = True
+            self.in_burst = self.ctx.burst.job_created()
         except AlreadyExists:
             created = await self.ctx.kube.get(JOBS, name, self.namespace)
             if not _owned_by(created, self.body["metadata"]["uid"]):
@@ -357,25 +377,34 @@ async def reconcile(
     body: Mapping[str, Any],
     state: RunState,
     templates: Mapping[str, dict[str, Any]],
-    emit: Emit,
 ) -> float | None:
     """One pass; answers the seconds until a pass is needed again (None: the run is finished
     and Labelbox has everything). `state` is updated even when the pass fails half-way, so a
     report Labelbox acknowledged is never sent again because storing the fact failed."""
-    step = Pass(ctx, body, state.status, emit)
+    step = Pass(ctx, body, state.status)
     try:
         if not (Phase(state.status["phase"]).finished if state.status.get("phase") else False):
             await _store_synced(ctx.objects)  # before taking a slot: waiting here holds none
             async with ctx.kube_slots:
                 step.apply(await step.observe(templates))
-                await step.write(state)
+                if not step.in_burst:
+                    await step.write(state)
+                    await step.post_events()
+            if step.in_burst:  # the run's Job exists; its status waits for the burst to pass
+                await ctx.burst.quiet()
+                async with ctx.kube_slots:
+                    await step.write(state)
+                    await step.post_events()
         wake = await step.send(state)
-        if step.unsaved(state):
+        if step.unsaved(state) or step.events:
             # The acknowledgement just received, or one whose earlier write failed.
             async with ctx.kube_slots:
                 await step.write(state)
+                await step.post_events()
     finally:
         state.status = step.status
+        if step.events:  # the pass failed half-way; its Events still tell what it decided
+            await step.post_events()
     if Phase(step.status["phase"]).finished:
         return wake
     resync = ctx.settings.resync_interval_s

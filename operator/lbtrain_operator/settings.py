@@ -25,5 +25,9 @@ class Settings:
     resync_interval_s: float = 30.0
     # How many reconcile passes may talk to the API server at once.
     max_concurrent_passes: int = 32
+    # During a burst of new runs, a run's first status write (and its Events) waits until no
+    # Job was created for this long, at most burst_max_hold_s (burst.py; 0 never holds).
+    burst_quiet_s: float = 1.0
+    burst_max_hold_s: float = 30.0
     # Security context applied to trainer pods when the template sets none.
     restricted_pods: bool = True

@@ -335,3 +335,10 @@ async def test_deletion_is_not_blocked_forever_when_labelbox_is_down(
     await kube.delete(MODELRUNS, "stuck", namespace)
     # cancel-report-timeout is 5 s in these tests
     await until_gone(kube, namespace, "stuck", "deletion blocked by an unreachable Labelbox")
+    events = (await kube.list(EVENTS, namespace, field_selector="involvedObject.name=stuck"))[
+        "items"
+    ]
+    warnings = [e for e in events if e["reason"] == "LabelboxUnreachable"]
+    assert warnings, [e["reason"] for e in events]
+    assert warnings[0]["type"] == "Warning"
+    assert warnings[0]["message"].startswith("deleted without telling Labelbox: ")
