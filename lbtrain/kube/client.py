@@ -78,8 +78,10 @@ class KubeClient:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        decode: bool = True,
     ) -> dict[str, Any]:
-        """Send one request; answer the decoded JSON, or raise ApiError / ApiUnreachable."""
+        """Send one request; answer the decoded JSON (with `decode=False`, an empty dict: the
+        caller needs only success), or raise ApiError / ApiUnreachable."""
         data = None if body is None else json.dumps(body).encode()
         try:
             async with self._http().request(
@@ -89,18 +91,21 @@ class KubeClient:
                 params=params,
                 headers=self._headers(content_type if data is not None else None),
             ) as resp:
-                text = await resp.text()
-                return self._decode(resp.status, text)
+                raw = await resp.read()
+                if not decode and resp.status < 400:
+                    return {}
+                return self._decode(resp.status, raw)
         except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
             raise ApiUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
     @staticmethod
-    def _decode(status: int, text: str) -> dict[str, Any]:
+    def _decode(status: int, raw: bytes) -> dict[str, Any]:
         try:
-            doc = json.loads(text) if text else {}
-        except json.JSONDecodeError:
+            doc = json.loads(raw) if raw else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
             doc = None
         if status >= 400:
+            text = raw.decode("utf-8", errors="replace")
             raise error_for(status, doc if isinstance(doc, dict) else None, text)
         return doc if isinstance(doc, dict) else {}
 
@@ -124,11 +129,22 @@ class KubeClient:
         return await self.request("GET", res.path(namespace), params=params)
 
     async def create(
-        self, res: Resource, body: dict[str, Any], namespace: str | None = None
+        self,
+        res: Resource,
+        body: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        decode: bool = True,
     ) -> dict[str, Any]:
+        """Create `body`; answer the stored object (`decode=False`: an empty dict, sparing the
+        decoding of a large answer the caller does not read)."""
         body = {"apiVersion": res.api_version, "kind": res.kind, **body}
         return await self.request(
-            "POST", res.path(namespace), body=body, params={"fieldManager": FIELD_MANAGER}
+            "POST",
+            res.path(namespace),
+            body=body,
+            params={"fieldManager": FIELD_MANAGER},
+            decode=decode,
         )
 
     async def patch(
@@ -191,7 +207,7 @@ class KubeClient:
                 res.path(namespace), params=params, headers=self._headers(), timeout=timeout
             ) as resp:
                 if resp.status >= 400:
-                    self._decode(resp.status, await resp.text())
+                    self._decode(resp.status, await resp.read())
                 async for line in resp.content:
                     if not line.strip():
                         continue

@@ -58,7 +58,7 @@ def event_body(
 async def post(kube: KubeClient, body: Mapping[str, Any]) -> bool:
     """Post one Event; answer whether it was stored (a failure is logged, not raised)."""
     try:
-        await kube.create(EVENTS, dict(body), body["metadata"]["namespace"])
+        await kube.create(EVENTS, dict(body), body["metadata"]["namespace"], decode=False)
     except (ApiError, ApiUnreachable) as exc:
         log.warning(
             "could not post an Event",

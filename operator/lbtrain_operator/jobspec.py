@@ -104,7 +104,11 @@ def _security_context(template: TrainingTemplate, settings: Settings) -> dict[st
 
 
 def _container(
-    stage: str, run: ModelRun, template: TrainingTemplate, settings: Settings, gpu: bool
+    stage: str,
+    template: TrainingTemplate,
+    settings: Settings,
+    env: list[dict[str, Any]],
+    gpu: bool,
 ) -> dict[str, Any]:
     tspec = template.spec
     limits = dict(tspec.resources.limits)
@@ -118,7 +122,7 @@ def _container(
         "image": tspec.image,
         "imagePullPolicy": tspec.image_pull_policy,
         "command": [*tspec.command, stage],
-        "env": _env(run, template, settings),
+        "env": env,
         "resources": {k: v for k, v in (("limits", limits), ("requests", requests)) if v},
         "volumeMounts": [
             {"name": WORKSPACE_VOLUME, "mountPath": contract.DEFAULT_WORKSPACE},
@@ -159,6 +163,7 @@ def build_job(
         LABEL_MANAGED_BY: MANAGED_BY,
     }
     annotations = {ANNOTATION_MODEL_RUN_ID: run.spec.model_run_id}
+    env = _env(run, template, settings)  # the same for every stage
     workspace: dict[str, Any] = {}
     if tspec.workspace.size_limit is not None:
         workspace["sizeLimit"] = tspec.workspace.size_limit
@@ -168,10 +173,10 @@ def build_job(
         "restartPolicy": "Never",  # required by podFailurePolicy; the Job retries whole pods
         "automountServiceAccountToken": False,  # the trainer never calls the Kubernetes API
         "initContainers": [
-            _container(contract.STAGE_EXPORT, run, template, settings, gpu=False),
-            _container(contract.STAGE_PREPARE, run, template, settings, gpu=False),
+            _container(contract.STAGE_EXPORT, template, settings, env, gpu=False),
+            _container(contract.STAGE_PREPARE, template, settings, env, gpu=False),
         ],
-        "containers": [_container(contract.STAGE_TRAIN, run, template, settings, gpu=True)],
+        "containers": [_container(contract.STAGE_TRAIN, template, settings, env, gpu=True)],
         "volumes": [
             {"name": WORKSPACE_VOLUME, "emptyDir": workspace},
             {"name": TMP_VOLUME, "emptyDir": {}},

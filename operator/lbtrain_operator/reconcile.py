@@ -177,7 +177,9 @@ class Pass:
             template.spec.image_pull_grace_period_seconds
         )
         try:
-            created = await self.ctx.kube.create(JOBS, job, self.namespace)
+            # The answer echoes the Job (the largest body a pass handles); nothing reads it.
+            await self.ctx.kube.create(JOBS, job, self.namespace, decode=False)
+            created = job
             self.created = True
             self.in_burst = self.ctx.burst.job_created()
         except AlreadyExists:

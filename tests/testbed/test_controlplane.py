@@ -125,6 +125,17 @@ async def test_invalid_object_is_refused_with_message(kube: KubeClient, namespac
         await kube.create(JOBS, body, namespace)
 
 
+async def test_create_without_decoding_still_creates_and_still_reports_errors(
+    kube: KubeClient, namespace: str
+) -> None:
+    assert await kube.create(JOBS, job_body("quiet"), namespace, decode=False) == {}
+    assert (await kube.get(JOBS, "quiet", namespace))["metadata"]["name"] == "quiet"
+    body = job_body("bad-quiet")
+    body["spec"]["template"]["spec"]["restartPolicy"] = "Always"
+    with pytest.raises(Invalid, match="restartPolicy"):
+        await kube.create(JOBS, body, namespace, decode=False)
+
+
 async def test_unreachable_api_server_is_a_clear_error(control_plane: ControlPlane) -> None:
     config = load_config(str(control_plane.kubeconfig))
     from dataclasses import replace
