@@ -211,18 +211,7 @@ def main() -> int:
         plane = ControlPlane(bin_dir, Path(run_dir))
         plane.start(die_with_parent=True)
         try:
-            ob.kubectl(
-                bin_dir, plane.kubeconfig, "apply", "--server-side", "-f", str(ob.REPO / "crds")
-            )
-            ob.kubectl(
-                bin_dir,
-                plane.kubeconfig,
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/modelruns.lbtrain.io",
-                "crd/trainingtemplates.lbtrain.io",
-            )
+            ob.install_crds(bin_dir, plane.kubeconfig)
             lines = asyncio.run(run(plane, fake, args))
         finally:
             plane.stop()

@@ -968,6 +968,20 @@ def write_section(generated: str) -> None:
 
 
 # --- main ----------------------------------------------------------------------------------------
+def install_crds(bin_dir: Path, kubeconfig: Path) -> None:
+    """Apply this checkout's CRDs and wait until the API server serves them."""
+    kubectl(bin_dir, kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl(
+        bin_dir,
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/modelruns.lbtrain.io",
+        "crd/trainingtemplates.lbtrain.io",
+    )
+
+
 def kubectl(bin_dir: Path, kubeconfig: Path, *args: str) -> None:
     subprocess.run(
         [str(bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", *args],
@@ -1035,16 +1049,7 @@ def main() -> int:
         plane = ControlPlane(bin_dir, Path(run_dir))
         plane.start(die_with_parent=True)
         try:
-            kubectl(bin_dir, plane.kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds"))
-            kubectl(
-                bin_dir,
-                plane.kubeconfig,
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/modelruns.lbtrain.io",
-                "crd/trainingtemplates.lbtrain.io",
-            )
+            install_crds(bin_dir, plane.kubeconfig)
             pids = dict(plane.state.pids)
 
             async def run_all() -> None:

@@ -94,8 +94,13 @@ async def _events(kube: KubeClient, ns: str, run: str) -> set[str]:
     return {e["reason"] for e in items}
 
 
-async def _create_at_once(make_run: Callable[..., Awaitable[Any]]) -> None:
+async def _burst_until_every_job(
+    kube: KubeClient, ns: str, make_run: Callable[..., Awaitable[Any]]
+) -> None:
+    """Create every run of RUNS at once; return when each one's Job exists."""
     await asyncio.gather(*(make_run(name) for name in RUNS))
+    for name in RUNS:
+        await kube.wait_for(JOBS, f"{name}-train", ns, lambda j: True)
 
 
 @pytest.mark.testbed
@@ -105,9 +110,7 @@ async def test_a_burst_gets_its_jobs_first_and_its_statuses_once_quiet(
 ) -> None:
     await make_template()
     start_operator("--burst-quiet=4")
-    await _create_at_once(make_run)
-    for name in RUNS:
-        await kube.wait_for(JOBS, f"{name}-train", namespace, lambda j: True)
+    await _burst_until_every_job(kube, namespace, make_run)
     # Every Job exists; the runs whose Jobs came in the burst have not been written yet.
     statuses = [(await kube.get(MODELRUNS, name, namespace)).get("status") or {} for name in RUNS]
     held = [name for name, st in zip(RUNS, statuses, strict=True) if not st.get("jobName")]
@@ -133,9 +136,7 @@ async def test_an_operator_killed_while_holding_loses_nothing_and_makes_no_secon
 ) -> None:
     await make_template()
     op = start_operator("--burst-quiet=60")
-    await _create_at_once(make_run)
-    for name in RUNS:
-        await kube.wait_for(JOBS, f"{name}-train", namespace, lambda j: True)
+    await _burst_until_every_job(kube, namespace, make_run)
     op.kill()  # during the hold: the held statuses were never written
     start_operator("--burst-quiet=0")
     for name in RUNS:
