@@ -391,12 +391,12 @@ async def reconcile(
                 step.apply(await step.observe(templates))
                 if not step.in_burst:
                     await step.write(state)
-                    await step.post_events()
             if step.in_burst:  # the run's Job exists; its status waits for the burst to pass
                 await ctx.burst.quiet()
                 async with ctx.kube_slots:
                     await step.write(state)
-                    await step.post_events()
+        # Labelbox hears of a transition as soon as it is stored; the Events follow with the
+        # acknowledgement's write rather than delay the report.
         wake = await step.send(state)
         if step.unsaved(state) or step.events:
             # The acknowledgement just received, or one whose earlier write failed.
