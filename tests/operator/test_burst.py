@@ -144,3 +144,18 @@ async def test_an_operator_killed_while_holding_loses_nothing_and_makes_no_secon
         assert (st["phase"], st["jobName"]) == ("Pending", f"{name}-train")
         jobs = await kube.list(JOBS, namespace, label_selector=f"{LABEL_MODEL_RUN}={name}")
         assert len(jobs["items"]) == 1
+
+
+def test_operator_flags_set_the_burst_hold_and_refuse_negative_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lbtrain_operator.cli import parser
+
+    args = parser().parse_args(["--burst-quiet=2.5", "--burst-max-hold=10"])
+    assert (args.burst_quiet, args.burst_max_hold) == (2.5, 10.0)
+    assert parser().parse_args([]).burst_quiet == 1.0
+    for bad in ("--burst-quiet=-1", "--burst-max-hold=nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser().parse_args([bad])
+        assert exit_info.value.code == 2
+        assert "must be a number of seconds >= 0" in capsys.readouterr().err
