@@ -1,11 +1,11 @@
 """Jobs first during a burst of new runs: a new run's first status write waits for quiet.
 
 Why: when hundreds of ModelRuns arrive at once, the API server is the bottleneck, and a new
-run's bookkeeping costs it about as much as the Job does. On the testbed (`bench/README.md`,
-"## operator") one status PATCH of a ModelRun takes 5-10 ms of API server CPU, more than the
-ModelRun's own create (about 3 ms) and close to the Job's (about 8 ms), and the JobCreated Event
-another 2 ms. Written as each Job is created, they roughly halve the rate at which a burst's
-Jobs appear, and it is the Jobs, not the statuses, that get GPUs working.
+run's bookkeeping costs it about as much as the Job does. On the testbed
+(`bench/apiserver_costs.py`, figures in `bench/README.md`) one status PATCH of a ModelRun takes
+7-8 ms of API server CPU: as much as creating the Job, 2.6 times creating the ModelRun. The
+JobCreated Event adds 1-2 ms. Written as each Job is created, they roughly halve the rate at
+which a burst's Jobs appear, and it is the Jobs, not the statuses, that get GPUs working.
 
 So while Jobs are being created in quick succession (a burst), a run whose pass just created
 its Job holds its status write and its Events until no Job has been created for `quiet_s`
