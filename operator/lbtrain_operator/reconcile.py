@@ -38,6 +38,7 @@ from lbtrain_operator.settings import Settings
 log = logging.getLogger("lbtrain.operator")
 ANNOTATION_PULL_GRACE = "lbtrain.io/image-pull-grace-seconds"
 SYNC_WAIT_S = 30.0
+EVENT_POSTS_IN_FLIGHT = 8
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Context:
     then queues here, in order, instead of as hundreds of requests and bodies in flight (which
     is what the operator's peak memory followed). Labelbox reports are not held by it.
     `burst` holds a new run's first status write while a burst's Jobs are being created.
+    `event_slots` bounds Event posts on their own, so that Events never hold up status writes
+    and never take more than a few of the client's connections.
     """
 
     kube: KubeClient
@@ -71,11 +74,13 @@ class Context:
     backlog: set[tuple[str, str]] = field(default_factory=set)
     objects: RunObjects = field(default_factory=RunObjects)
     kube_slots: asyncio.Semaphore = field(init=False)
+    event_slots: asyncio.Semaphore = field(init=False)
     burst: BurstGate = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.kube_slots = asyncio.Semaphore(s.max_concurrent_passes)
+        self.event_slots = asyncio.Semaphore(EVENT_POSTS_IN_FLIGHT)
         self.burst = BurstGate(s.burst_quiet_s, s.burst_max_hold_s)
 
 
@@ -142,7 +147,8 @@ class Pass:
     async def post_events(self) -> None:
         queued, self.events = self.events, []
         for body in queued:
-            await events.post(self.ctx.kube, body)
+            async with self.ctx.event_slots:
+                await events.post(self.ctx.kube, body)
 
     async def ensure_job(
         self, templates: Mapping[str, dict[str, Any]]
@@ -395,14 +401,14 @@ async def reconcile(
                 await ctx.burst.quiet()
                 async with ctx.kube_slots:
                     await step.write(state)
-        # Labelbox hears of a transition as soon as it is stored; the Events follow with the
-        # acknowledgement's write rather than delay the report.
+        # Labelbox hears of a transition as soon as it is stored; the Events follow, outside
+        # the pass slots (`Context.event_slots`), so they never delay a report or a write.
         wake = await step.send(state)
-        if step.unsaved(state) or step.events:
+        if step.unsaved(state):
             # The acknowledgement just received, or one whose earlier write failed.
             async with ctx.kube_slots:
                 await step.write(state)
-                await step.post_events()
+        await step.post_events()
     finally:
         state.status = step.status
         if step.events:  # the pass failed half-way; its Events still tell what it decided
