@@ -211,7 +211,7 @@ def main() -> int:
         plane = ControlPlane(bin_dir, Path(run_dir))
         plane.start(die_with_parent=True)
         try:
-            ob.install_crds(bin_dir, plane.kubeconfig)
+            plane.install_crds(ob.REPO / "crds")
             lines = asyncio.run(run(plane, fake, args))
         finally:
             plane.stop()

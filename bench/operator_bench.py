@@ -968,30 +968,6 @@ def write_section(generated: str) -> None:
 
 
 # --- main ----------------------------------------------------------------------------------------
-def install_crds(bin_dir: Path, kubeconfig: Path) -> None:
-    """Apply this checkout's CRDs and wait until the API server serves them."""
-    kubectl(bin_dir, kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl(
-        bin_dir,
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modelruns.lbtrain.io",
-        "crd/trainingtemplates.lbtrain.io",
-    )
-
-
-def kubectl(bin_dir: Path, kubeconfig: Path, *args: str) -> None:
-    subprocess.run(
-        [str(bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", *args],
-        text=True,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,500,1000", help="comma-separated run counts")
@@ -1049,7 +1025,7 @@ def main() -> int:
         plane = ControlPlane(bin_dir, Path(run_dir))
         plane.start(die_with_parent=True)
         try:
-            install_crds(bin_dir, plane.kubeconfig)
+            plane.install_crds(REPO / "crds")
             pids = dict(plane.state.pids)
 
             async def run_all() -> None:

@@ -34,16 +34,18 @@ import os
 import platform
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from lbtrain.testbed import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -243,28 +245,9 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def kubectl(bin_dir: Path, kubeconfig: Path, *args: str, stdin: str | None = None) -> None:
-    subprocess.run(
-        [str(bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-
-
-def prepare_cluster(bin_dir: Path, kubeconfig: Path) -> None:
-    kubectl(bin_dir, kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl(
-        bin_dir,
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modelruns.lbtrain.io",
-        "crd/trainingtemplates.lbtrain.io",
-    )
-    kubectl(bin_dir, kubeconfig, "create", "namespace", NAMESPACE)
+def prepare_cluster(plane: ControlPlane) -> None:
+    plane.install_crds(REPO / "crds")
+    plane.kubectl("create", "namespace", NAMESPACE, check=True)
     items = [
         {
             "apiVersion": "lbtrain.io/v1alpha1",
@@ -275,7 +258,7 @@ def prepare_cluster(bin_dir: Path, kubeconfig: Path) -> None:
         for t in MODEL_TYPES
     ]
     doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
-    kubectl(bin_dir, kubeconfig, "apply", "-n", NAMESPACE, "-f", "-", stdin=doc)
+    plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=doc, check=True)
 
 
 def wait_ready(base: str, timeout: float = 60) -> None:
@@ -427,7 +410,7 @@ def main() -> int:
         plane.start()
         procs = []
         try:
-            prepare_cluster(bin_dir, plane.kubeconfig)
+            prepare_cluster(plane)
             ours_port, base_port = free_port(), free_port()
             procs = [
                 ctx.Process(target=run_lbtrain, args=(ours_port, str(plane.kubeconfig))),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,37 +47,13 @@ def control_plane(testbed_bin: Path) -> Iterator[ControlPlane]:
 @pytest.fixture(scope="session")
 def kubectl(control_plane: ControlPlane):
     """Run kubectl against the testbed as the admin; returns CompletedProcess (never raises)."""
-
-    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                str(control_plane.bin_dir / "kubectl"),
-                f"--kubeconfig={control_plane.kubeconfig}",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=60,
-            check=False,
-        )
-
-    return run
+    return control_plane.kubectl
 
 
 @pytest.fixture(scope="session")
-def crds(kubectl) -> None:
+def crds(control_plane: ControlPlane) -> None:
     """The lbtrain CRDs, installed and Established once per session."""
-    result = kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    assert result.returncode == 0, result.stderr
-    result = kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modelruns.lbtrain.io",
-        "crd/trainingtemplates.lbtrain.io",
-    )
-    assert result.returncode == 0, result.stderr
+    control_plane.install_crds(REPO / "crds")
 
 
 @pytest.fixture

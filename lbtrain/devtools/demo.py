@@ -358,24 +358,7 @@ def main(argv: Sequence[str]) -> int:
         plane = ControlPlane(bin_dir, work / "testbed")
         plane.start(die_with_parent=True)
         try:
-            kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={plane.kubeconfig}"]
-            subprocess.run(
-                [*kubectl, "apply", "--server-side", "-f", str(repo_root() / "crds")],
-                check=True,
-                capture_output=True,
-            )
-            subprocess.run(
-                [
-                    *kubectl,
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    "crd/modelruns.lbtrain.io",
-                    "crd/trainingtemplates.lbtrain.io",
-                ],
-                check=True,
-                capture_output=True,
-            )
+            plane.install_crds(repo_root() / "crds")
             return asyncio.run(run_demo(args, plane, work))
         except KeyboardInterrupt:
             return 130

@@ -6,6 +6,6 @@ fake kubelet (`lbtrain.testbed.fake_kubelet`) patches their status, as Kubernete
 integration tests do.
 """
 
-from lbtrain.testbed.controlplane import ControlPlane, StartError
+from lbtrain.testbed.controlplane import ControlPlane, KubectlError, StartError
 
-__all__ = ["ControlPlane", "StartError"]
+__all__ = ["ControlPlane", "KubectlError", "StartError"]

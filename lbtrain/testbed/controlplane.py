@@ -53,6 +53,13 @@ class StartError(RuntimeError):
         self.component = component
 
 
+class KubectlError(RuntimeError):
+    """A kubectl step against the testbed failed; names the step and carries kubectl's words."""
+
+    def __init__(self, step: str, stderr: str) -> None:
+        super().__init__(f"testbed: {step} failed: {stderr.strip() or 'no message'}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -158,6 +165,34 @@ class ControlPlane:
 
     def running(self) -> dict[str, bool]:
         return {name: _alive(pid) for name, pid in self.state.pids.items()}
+
+    # --- using it --------------------------------------------------------------------------------
+    def kubectl(
+        self, *args: str, input: str | None = None, timeout: float = 60, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the testbed's kubectl as the admin. With `check`, a failure raises KubectlError
+        with kubectl's message; without, the caller reads `returncode` and `stderr` (tests
+        assert on them)."""
+        done = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise KubectlError(f"kubectl {' '.join(args[:2])}", done.stderr)
+        return done
+
+    def install_crds(self, crd_dir: Path, timeout_s: int = 60) -> None:
+        """Apply the CRDs in `crd_dir` (server-side) and wait until the API server serves every
+        one of them: objects of a kind created before its CRD is Established are refused."""
+        for args in (
+            ("apply", "--server-side", "-f", str(crd_dir)),
+            ("wait", "--for=condition=Established", f"--timeout={timeout_s}s", "-f", str(crd_dir)),
+        ):
+            self.kubectl(*args, timeout=timeout_s + 30, check=True)
 
     # --- internals -----------------------------------------------------------------------------
     def _reap(self, name: str, block: bool = False) -> None:

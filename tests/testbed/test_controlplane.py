@@ -9,7 +9,7 @@ import pytest
 
 from lbtrain.kube import JOBS, NAMESPACES, PODS, SECRETS, KubeClient, NotFound, load_config
 from lbtrain.kube.errors import ApiUnreachable, Invalid
-from lbtrain.testbed import ControlPlane, StartError
+from lbtrain.testbed import ControlPlane, KubectlError, StartError
 from lbtrain.testbed.fake_kubelet import FakeKubelet
 
 pytestmark = pytest.mark.testbed
@@ -134,6 +134,52 @@ async def test_create_without_decoding_still_creates_and_still_reports_errors(
     body["spec"]["template"]["spec"]["restartPolicy"] = "Always"
     with pytest.raises(Invalid, match="restartPolicy"):
         await kube.create(JOBS, body, namespace, decode=False)
+
+
+def test_install_crds_serves_the_kinds_and_refuses_a_broken_crd_by_name(
+    control_plane: ControlPlane, tmp_path
+) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "widget.yaml").write_text(WIDGET_CRD)
+    control_plane.install_crds(good)
+    # Established: objects of the kind are accepted at once.
+    widget = (
+        "apiVersion: testbed.example/v1\nkind: Widget\nmetadata: {name: w1, namespace: default}\n"
+    )
+    created = control_plane.kubectl("apply", "-f", "-", input=widget)
+    assert created.returncode == 0, created.stderr
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "gadget.yaml").write_text(
+        WIDGET_CRD.replace("widgets", "gadgets")
+        .replace("Widget", "Gadget")
+        .replace("widget", "gadget")
+        .replace("scope: Namespaced", "scope: Sideways")
+    )
+    with pytest.raises(KubectlError) as info:
+        control_plane.install_crds(broken)
+    assert "kubectl apply" in str(info.value)
+    assert "scope" in str(info.value)  # the API server's own words reach the caller
+    missing = control_plane.kubectl("get", "crd", "gadgets.testbed.example")
+    assert missing.returncode != 0  # nothing half-created
+
+
+WIDGET_CRD = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.testbed.example}
+spec:
+  group: testbed.example
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object}}
+"""
 
 
 async def test_unreachable_api_server_is_a_clear_error(control_plane: ControlPlane) -> None:
