@@ -95,6 +95,14 @@ def parser() -> argparse.ArgumentParser:
         help="longest wait between retries of a failed Labelbox report, seconds",
     )
     lb.add_argument(
+        "--report-wait",
+        type=_non_negative_float,
+        default=2.0,
+        help="how long a pass waits for Labelbox's answer before it stores a new phase without "
+        "it; within it, the phase and Labelbox's acknowledgement are one status write "
+        "(0: store the phase first, then report), seconds",
+    )
+    lb.add_argument(
         "--cancel-report-timeout",
         type=float,
         default=60.0,
@@ -188,6 +196,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         labelbox_rest_endpoint=args.labelbox_rest_endpoint,
         api_key_secret_name=args.api_key_secret,
         report_backoff_max_s=args.report_backoff_max,
+        report_wait_s=args.report_wait,
         cancel_report_timeout_s=args.cancel_report_timeout,
         resync_interval_s=args.resync_interval,
         max_concurrent_passes=args.max_concurrent_passes,

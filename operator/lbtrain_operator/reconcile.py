@@ -298,56 +298,82 @@ class Pass:
             self.status = dict(patched.get("status") or self.status)
             state.stored = dict(self.status)
 
-    async def send(self, state: RunState) -> float | None:
-        """Send what the outbox has due; answer seconds until the next report is due."""
+    def report_due(self) -> outbox.Report | None:
+        return outbox.due(outbox.Outbox.model_validate(self.status.get("labelbox") or {}), self.now)
+
+    async def send(self) -> outbox.Outbox:
+        """Send what the outbox has due; answer the outbox after it. The status is not touched
+        here: a write may be in flight while Labelbox answers (`report_and_store`)."""
         box = outbox.Outbox.model_validate(self.status.get("labelbox") or {})
         report = outbox.due(box, self.now)
-        key = (self.namespace, self.name)
-        if report is not None:
-            started = utcnow()
-            try:
-                await self.ctx.reporter.update_status(
-                    self.run.spec.model_run_id, report.status, report.metadata, report.error_message
-                )
-            except ReportError as exc:
-                if isinstance(exc, ModelRunNotFound) and box.attempts == 0:
-                    detail = r.MSG_LABELBOX_MODEL_RUN_NOT_FOUND.format(detail=exc)
-                    self.emit("Warning", r.LABELBOX_MODEL_RUN_NOT_FOUND, detail)
-                spent = (utcnow() - started).total_seconds()
-                self.ctx.metrics.report_latency.labels("error").observe(spent)
-                self.ctx.metrics.report_failures.inc()
-                s = self.ctx.settings
-                box = outbox.failed(
-                    box, str(exc), utcnow(), s.report_backoff_initial_s, s.report_backoff_max_s
-                )
-                log.warning(
-                    "labelbox report failed",
-                    extra={
-                        "model_run_id": self.run.spec.model_run_id,
-                        "status": report.status.value,
-                        "attempts": box.attempts,
-                        "error": str(exc),
-                    },
-                )
-            else:
-                self.ctx.metrics.report_latency.labels("ok").observe(
-                    (utcnow() - started).total_seconds()
-                )
-                box = outbox.acknowledge(box, report, utcnow())
-                log.info(
-                    "labelbox status sent",
-                    extra={
-                        "model_run_id": self.run.spec.model_run_id,
-                        "status": report.status.value,
-                    },
-                )
-            self.status["labelbox"] = box.wire()
+        if report is None:
+            return box
+        started = utcnow()
+        try:
+            await self.ctx.reporter.update_status(
+                self.run.spec.model_run_id, report.status, report.metadata, report.error_message
+            )
+        except ReportError as exc:
+            if isinstance(exc, ModelRunNotFound) and box.attempts == 0:
+                detail = r.MSG_LABELBOX_MODEL_RUN_NOT_FOUND.format(detail=exc)
+                self.emit("Warning", r.LABELBOX_MODEL_RUN_NOT_FOUND, detail)
+            spent = (utcnow() - started).total_seconds()
+            self.ctx.metrics.report_latency.labels("error").observe(spent)
+            self.ctx.metrics.report_failures.inc()
+            s = self.ctx.settings
+            box = outbox.failed(
+                box, str(exc), utcnow(), s.report_backoff_initial_s, s.report_backoff_max_s
+            )
+            log.warning(
+                "labelbox report failed",
+                extra={
+                    "model_run_id": self.run.spec.model_run_id,
+                    "status": report.status.value,
+                    "attempts": box.attempts,
+                    "error": str(exc),
+                },
+            )
+            return box
+        self.ctx.metrics.report_latency.labels("ok").observe((utcnow() - started).total_seconds())
+        log.info(
+            "labelbox status sent",
+            extra={"model_run_id": self.run.spec.model_run_id, "status": report.status.value},
+        )
+        return outbox.acknowledge(box, report, utcnow())
+
+    def settle(self, box: outbox.Outbox) -> float | None:
+        """Fold the outbox after a send into the status; answer seconds until the next report
+        is due (None: Labelbox has everything)."""
+        self.status["labelbox"] = box.wire()
         if box.drained:
-            self.ctx.backlog.discard(key)
+            self.ctx.backlog.discard(self.key)
         else:
-            self.ctx.backlog.add(key)
+            self.ctx.backlog.add(self.key)
         self.ctx.metrics.backlog.set(len(self.ctx.backlog))
         return outbox.next_wakeup(box, utcnow())
+
+    async def report_and_store(self, state: RunState) -> float | None:
+        """Tell Labelbox what is due, then store the status: the transition and Labelbox's
+        acknowledgement of it in one write, which halves the status writes of a run. A Labelbox
+        slower than `report_wait_s` does not hold the transition back: it is stored then, and
+        the acknowledgement when it comes."""
+        if self.report_due() is None:
+            wake = self.settle(outbox.Outbox.model_validate(self.status.get("labelbox") or {}))
+        else:
+            sending = asyncio.ensure_future(self.send())
+            try:
+                done, _ = await asyncio.wait({sending}, timeout=self.ctx.settings.report_wait_s)
+                if not done and self.unsaved(state):
+                    async with self.ctx.kube_slots:
+                        await self.write(state)
+                box = await sending
+            finally:
+                sending.cancel()  # only when this pass is cancelled while Labelbox answers
+            wake = self.settle(box)
+        if self.unsaved(state):
+            async with self.ctx.kube_slots:
+                await self.write(state)
+        return wake
 
 
 def _without_nulls(value: Any) -> Any:
@@ -395,19 +421,16 @@ async def reconcile(
             await _store_synced(ctx.objects)  # before taking a slot: waiting here holds none
             async with ctx.kube_slots:
                 step.apply(await step.observe(templates))
-                if not step.in_burst:
-                    await step.write(state)
+                if not step.in_burst and step.report_due() is None:
+                    await step.write(state)  # nothing to tell Labelbox: store it in this slot
             if step.in_burst:  # the run's Job exists; its status waits for the burst to pass
                 await ctx.burst.quiet()
                 async with ctx.kube_slots:
                     await step.write(state)
-        # Labelbox hears of a transition as soon as it is stored; the Events follow, outside
-        # the pass slots (`Context.event_slots`), so they never delay a report or a write.
-        wake = await step.send(state)
-        if step.unsaved(state):
-            # The acknowledgement just received, or one whose earlier write failed.
-            async with ctx.kube_slots:
-                await step.write(state)
+        # Labelbox hears of a transition first, and the status is then stored with Labelbox's
+        # answer. The Events follow, outside the pass slots (`Context.event_slots`), so they
+        # never delay a report or a write.
+        wake = await step.report_and_store(state)
         await step.post_events()
     finally:
         state.status = step.status

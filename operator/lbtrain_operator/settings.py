@@ -19,6 +19,9 @@ class Settings:
     # Outbox: capped exponential backoff between failed reports.
     report_backoff_initial_s: float = 2.0
     report_backoff_max_s: float = 300.0
+    # How long a pass waits for Labelbox's answer before it stores a transition without it;
+    # within it, the transition and its acknowledgement are one status write (0: store first).
+    report_wait_s: float = 2.0
     # Deleting a running ModelRun: how long the finalizer tries to tell Labelbox "cancelled".
     cancel_report_timeout_s: float = 60.0
     # How often a run is re-examined when no pod or Job event arrives.
