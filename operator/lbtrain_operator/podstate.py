@@ -302,6 +302,14 @@ def observe(
                 pod=last_pod["metadata"]["name"], how=last.reason, detail=last.message
             )
             return at(Phase.PENDING, r.DISRUPTED, msg)
+        if attempts > limits.backoff_limit:
+            # No retry is left and the Job controller has not failed the Job yet: saying
+            # "retrying" (and telling Labelbox so) would be wrong. The run stays in its stage.
+            stage_phase = STAGE_PHASE.get(where.furthest_stage or "", Phase.PENDING)
+            msg = r.MSG_FAILING.format(
+                attempt=attempts, limit=limits.backoff_limit, detail=last.message
+            )
+            return at(stage_phase, r.FAILING, msg)
         msg = r.MSG_RETRYING.format(attempt=attempts, detail=last.message)
         return at(Phase.PENDING, r.RETRYING, msg)
     return at(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)

@@ -33,6 +33,11 @@ MSG_STAGE_RUNNING: Final = "{stage} is running in pod {pod} on {node}"
 
 COMPLETING: Final = "Completing"
 MSG_COMPLETING: Final = "the trainer finished; waiting for the Job to be marked Complete"
+FAILING: Final = "Failing"
+MSG_FAILING: Final = (
+    "attempt {attempt} failed ({detail}); no retries are left (backoffLimit {limit}), "
+    "waiting for the Job to be marked Failed"
+)
 
 # --- finished ------------------------------------------------------------------------------
 SUCCEEDED: Final = "Succeeded"

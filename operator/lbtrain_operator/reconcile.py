@@ -302,12 +302,21 @@ class Pass:
         return outbox.due(outbox.Outbox.model_validate(self.status.get("labelbox") or {}), self.now)
 
     async def send(self) -> outbox.Outbox:
-        """Send what the outbox has due; answer the outbox after it. The status is not touched
-        here: a write may be in flight while Labelbox answers (`report_and_store`)."""
+        """Send everything the outbox has due, in order, until one fails (which backs it off);
+        answer the outbox after it. Stages a pod went through in quick succession thus reach
+        Labelbox in one pass and are stored in one write. The status is not touched here: a
+        write may be in flight while Labelbox answers (`report_and_store`)."""
         box = outbox.Outbox.model_validate(self.status.get("labelbox") or {})
-        report = outbox.due(box, self.now)
-        if report is None:
-            return box
+        # Each report acknowledged shortens the queue (or tells the notice): the bound is a
+        # guard, not a limit a run reaches.
+        for _ in range(len(box.pending) + 1):
+            report = outbox.due(box, self.now)
+            if report is None:
+                break
+            box = await self._send_one(box, report)
+        return box
+
+    async def _send_one(self, box: outbox.Outbox, report: outbox.Report) -> outbox.Outbox:
         started = utcnow()
         try:
             await self.ctx.reporter.update_status(

@@ -6,6 +6,7 @@ import datetime as dt
 
 from lbtrain.resources.models import Phase
 from lbtrain.testbed import fake_kubelet as fk
+from lbtrain_operator import progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Limits, observe
 
@@ -122,6 +123,18 @@ def test_failed_attempt_is_retrying_until_the_job_gives_up() -> None:
     final = observe(job(("Failed", "BackoffLimitExceeded")), [p], at(2), LIMITS)
     assert (final.phase, final.reason) == (Phase.FAILED, r.BACKOFF_LIMIT_EXCEEDED)
     assert "CUDA error" in final.message
+
+
+def test_last_allowed_attempt_failed_is_not_retrying_nor_a_labelbox_notice() -> None:
+    oom = fk.terminated("train", IMAGE, 137, reason="OOMKilled")
+    p = pod(phase="Failed", export=done("export"), prepare=done("prepare"), train=oom)
+    no_retries = Limits(image_pull_grace_s=300, backoff_limit=0, active_deadline_s=600)
+    obs = observe(job(), [p], at(1), no_retries)  # the Job controller has not failed it yet
+    assert (obs.phase, obs.reason, obs.attempts) == (Phase.TRAINING, r.FAILING, 1)
+    assert "no retries are left (backoffLimit 0)" in obs.message
+    assert progress.notice(obs) is None  # nothing to tell Labelbox until the Job fails
+    final = observe(job(("Failed", "BackoffLimitExceeded")), [p], at(2), no_retries)
+    assert (final.phase, final.reason) == (Phase.FAILED, r.OOM_KILLED)
 
 
 def test_deadline_exceeded() -> None:

@@ -95,6 +95,43 @@ async def test_each_phase_is_stored_together_with_its_labelbox_acknowledgement(
         assert rest != {k: v for k, v in before.items() if k != "labelbox"}, after
 
 
+async def test_stages_passed_while_labelbox_answered_are_sent_in_order_in_one_write(
+    kube, namespace, kubelet: FakeKubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template()
+    start_operator("--report-wait=30")
+    stored: list[dict[str, Any]] = []
+    watching = asyncio.Event()
+    recorder = asyncio.create_task(record_statuses(kube, namespace, "quick", stored, watching))
+    try:
+        await asyncio.wait_for(watching.wait(), 15)
+        await make_run("quick")
+        [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=quick")
+        await kubelet.schedule(pod)
+        fake_labelbox.timeout_hang_s = 3.0  # EXPORTING_DATA takes three seconds to answer ...
+        fake_labelbox.fail("timeout", times=1, operations=["updateTrainingPipeline"])
+        await kubelet.run_stage(pod, "export")
+        await asyncio.sleep(0.5)
+        await kubelet.run_stage(pod, "prepare")  # ... while the pod goes on to train
+        await kubelet.run_stage(pod, "train")
+        await until(
+            kube,
+            namespace,
+            "quick",
+            lambda s: s.get("labelbox", {}).get("acknowledged") == "TRAINING_MODEL",
+        )
+        await asyncio.sleep(0.5)  # the last write's watch event
+    finally:
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+    assert fake_labelbox.statuses("cl-quick") == FULL[:3]
+    acknowledged = [s.get("labelbox", {}).get("acknowledged") for s in stored]
+    # PREPARING_DATA and TRAINING_MODEL went out in one pass: no write between them.
+    assert "PREPARING_DATA" not in acknowledged, acknowledged
+    assert acknowledged[-1] == "TRAINING_MODEL" and stored[-1]["phase"] == "Training"
+
+
 async def test_a_slow_labelbox_does_not_hold_the_phase_back(
     kube, namespace, kubelet: FakeKubelet, fake_labelbox, start_operator, make_template, make_run
 ) -> None:
