@@ -27,6 +27,19 @@ async def until(
     return dict(mr["status"])
 
 
+async def until_acknowledged(
+    kube: KubeClient, ns: str, name: str, status: str, timeout: float = 30
+) -> dict[str, Any]:
+    """Wait until the ModelRun's status says Labelbox acknowledged `status`; answer the status."""
+    return await until(
+        kube,
+        ns,
+        name,
+        lambda s: s.get("labelbox", {}).get("acknowledged") == status,
+        timeout=timeout,
+    )
+
+
 async def until_gone(kube: KubeClient, ns: str, name: str, why: str, timeout: float = 30) -> None:
     """Wait until the ModelRun is deleted for good (its finalizer released); else fail with `why`."""
     for _ in range(int(timeout * 10)):
@@ -62,9 +75,7 @@ async def test_happy_path_job_stages_and_labelbox_timeline(
         assert st["podName"] == pod["metadata"]["name"] and st["nodeName"] == "testbed-node-1"
     summary = {"accuracy": 0.91, "artifacts": "/workspace/artifacts/model.pt"}
     await kubelet.succeed(pod, message=json.dumps(summary))
-    st = await until(
-        kube, namespace, "happy", lambda s: s.get("labelbox", {}).get("acknowledged") == "COMPLETE"
-    )
+    st = await until_acknowledged(kube, namespace, "happy", "COMPLETE")
     assert (st["phase"], st["reason"]) == ("Succeeded", "Succeeded")
     assert st["summary"] == summary and st["completionTime"]
     assert fake_labelbox.statuses("cl-happy") == FULL
@@ -89,9 +100,7 @@ async def test_missing_template_fails_with_known_types(
     await make_template("ner")
     start_operator()
     await make_run("nope", model_type="Text_multi_classification")
-    st = await until(
-        kube, namespace, "nope", lambda s: s.get("labelbox", {}).get("acknowledged") == "FAILED"
-    )
+    st = await until_acknowledged(kube, namespace, "nope", "FAILED")
     assert (st["phase"], st["reason"]) == ("Failed", "TemplateMissing")
     assert "'Text_multi_classification'" in st["message"] and "ner" in st["message"]
     [update] = fake_labelbox.status_updates("cl-nope")
@@ -193,9 +202,7 @@ async def test_eviction_is_retried_without_counting(
     await kubelet.schedule(second)
     await kubelet.run_stage(second, "train")
     await kubelet.succeed(second)
-    st = await until(
-        kube, namespace, "evict", lambda s: s.get("labelbox", {}).get("acknowledged") == "COMPLETE"
-    )
+    st = await until_acknowledged(kube, namespace, "evict", "COMPLETE")
     assert st["phase"] == "Succeeded" and st["attempts"] == 0
     # Never backwards on the retry; TRAINING_MODEL may be re-sent to say why the run waits.
     updates = fake_labelbox.status_updates("cl-evict")
@@ -282,12 +289,7 @@ async def test_deleting_a_running_run_cancels_it(
     [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=cancel")
     await kubelet.schedule(pod)
     await kubelet.run_stage(pod, "train")
-    await until(
-        kube,
-        namespace,
-        "cancel",
-        lambda s: s.get("labelbox", {}).get("acknowledged") == "TRAINING_MODEL",
-    )
+    await until_acknowledged(kube, namespace, "cancel", "TRAINING_MODEL")
     mr = await kube.get(MODELRUNS, "cancel", namespace)
     assert FINALIZER in mr["metadata"]["finalizers"]
     # kopf's diff-base annotation is not written: the operator has no change handlers for it.

@@ -10,7 +10,7 @@ import pytest
 from lbtrain.kube import EVENTS, JOBS, MODELRUNS
 from lbtrain.resources.names import LABEL_MODEL_RUN
 
-from .test_operator_lifecycle import FULL, statuses_settle, until
+from .test_operator_lifecycle import FULL, statuses_settle, until, until_acknowledged
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds", "lbsecret")]
 
@@ -33,12 +33,7 @@ async def test_restart_at_every_stage_makes_one_job_and_one_timeline(
     op.kill()
     await kubelet.succeed(pod)
     start_operator()
-    await until(
-        kube,
-        namespace,
-        "phoenix",
-        lambda s: s.get("labelbox", {}).get("acknowledged") == "COMPLETE",
-    )
+    await until_acknowledged(kube, namespace, "phoenix", "COMPLETE")
     jobs = (await kube.list(JOBS, namespace, label_selector=f"{LABEL_MODEL_RUN}=phoenix"))["items"]
     assert len(jobs) == 1
     assert fake_labelbox.statuses("cl-phoenix") == FULL

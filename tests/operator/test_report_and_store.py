@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ import pytest
 from lbtrain.kube import MODELRUNS, ApiError, KubeClient
 from lbtrain.resources.names import LABEL_MODEL_RUN
 from lbtrain.testbed.fake_kubelet import FakeKubelet
-from tests.operator.test_operator_lifecycle import FULL, until
+
+from .test_operator_lifecycle import FULL, until, until_acknowledged
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds", "lbsecret")]
 STATUS_OF_PHASE = {
@@ -25,26 +27,38 @@ STATUS_OF_PHASE = {
 }
 
 
-async def record_statuses(
-    kube: KubeClient, ns: str, name: str, into: list[dict[str, Any]], watching: asyncio.Event
-) -> None:
-    """Every status the API server stored for the ModelRun, in order (one per watch event)."""
+@contextlib.asynccontextmanager
+async def stored_statuses(
+    kube: KubeClient, ns: str, name: str
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every status the API server stores for the ModelRun inside the block, in order (one per
+    watch event); the watch is open when the block starts."""
+    stored: list[dict[str, Any]] = []
     for _ in range(50):  # CRDs installed a moment ago answer 429 while their storage starts
         try:
-            listing = await kube.list(MODELRUNS, ns)
+            version = (await kube.list(MODELRUNS, ns))["metadata"]["resourceVersion"]
             break
         except ApiError as exc:
             if exc.status != 429:
                 raise
             await asyncio.sleep(0.2)
-    version = listing["metadata"]["resourceVersion"]
-    watching.set()
-    async for event in kube.watch(MODELRUNS, ns, resource_version=version, timeout_seconds=120):
-        obj = event.object
-        if event.type == "MODIFIED" and obj["metadata"]["name"] == name:
-            status = obj.get("status") or {}
-            if not into or into[-1] != status:
-                into.append(status)
+
+    async def record() -> None:
+        async for event in kube.watch(MODELRUNS, ns, resource_version=version, timeout_seconds=120):
+            obj = event.object
+            if event.type == "MODIFIED" and obj["metadata"]["name"] == name:
+                status = obj.get("status") or {}
+                if not stored or stored[-1] != status:
+                    stored.append(status)
+
+    recorder = asyncio.create_task(record())
+    try:
+        yield stored
+        await asyncio.sleep(0.5)  # the last write's watch event
+    finally:
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
 
 
 async def test_each_phase_is_stored_together_with_its_labelbox_acknowledgement(
@@ -52,11 +66,7 @@ async def test_each_phase_is_stored_together_with_its_labelbox_acknowledgement(
 ) -> None:
     await make_template()
     start_operator()
-    stored: list[dict[str, Any]] = []
-    watching = asyncio.Event()
-    recorder = asyncio.create_task(record_statuses(kube, namespace, "fold", stored, watching))
-    try:
-        await asyncio.wait_for(watching.wait(), 15)
+    async with stored_statuses(kube, namespace, "fold") as stored:
         await make_run("fold")
         [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=fold")
         await kubelet.schedule(pod)
@@ -68,17 +78,7 @@ async def test_each_phase_is_stored_together_with_its_labelbox_acknowledgement(
             await kubelet.run_stage(pod, stage)
             await until(kube, namespace, "fold", lambda s, p=phase: s.get("phase") == p)
         await kubelet.succeed(pod)
-        await until(
-            kube,
-            namespace,
-            "fold",
-            lambda s: s.get("labelbox", {}).get("acknowledged") == "COMPLETE",
-        )
-        await asyncio.sleep(0.5)  # the last write's watch event
-    finally:
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
+        await until_acknowledged(kube, namespace, "fold", "COMPLETE")
     assert fake_labelbox.statuses("cl-fold") == FULL
     phases = [s.get("phase") for s in stored]
     assert set(STATUS_OF_PHASE) <= set(phases), phases
@@ -100,11 +100,7 @@ async def test_stages_passed_while_labelbox_answered_are_sent_in_order_in_one_wr
 ) -> None:
     await make_template()
     start_operator("--report-wait=30")
-    stored: list[dict[str, Any]] = []
-    watching = asyncio.Event()
-    recorder = asyncio.create_task(record_statuses(kube, namespace, "quick", stored, watching))
-    try:
-        await asyncio.wait_for(watching.wait(), 15)
+    async with stored_statuses(kube, namespace, "quick") as stored:
         await make_run("quick")
         [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=quick")
         await kubelet.schedule(pod)
@@ -114,17 +110,7 @@ async def test_stages_passed_while_labelbox_answered_are_sent_in_order_in_one_wr
         await asyncio.sleep(0.5)
         await kubelet.run_stage(pod, "prepare")  # ... while the pod goes on to train
         await kubelet.run_stage(pod, "train")
-        await until(
-            kube,
-            namespace,
-            "quick",
-            lambda s: s.get("labelbox", {}).get("acknowledged") == "TRAINING_MODEL",
-        )
-        await asyncio.sleep(0.5)  # the last write's watch event
-    finally:
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
+        await until_acknowledged(kube, namespace, "quick", "TRAINING_MODEL")
     assert fake_labelbox.statuses("cl-quick") == FULL[:3]
     acknowledged = [s.get("labelbox", {}).get("acknowledged") for s in stored]
     # PREPARING_DATA and TRAINING_MODEL went out in one pass: no write between them.
@@ -148,13 +134,7 @@ async def test_a_slow_labelbox_does_not_hold_the_phase_back(
     assert st["labelbox"]["pending"] == ["EXPORTING_DATA"]
     assert st["labelbox"].get("acknowledged") is None
     assert fake_labelbox.statuses("cl-slow-lb") == []
-    st = await until(
-        kube,
-        namespace,
-        "slow-lb",
-        lambda s: s["labelbox"].get("acknowledged") == "EXPORTING_DATA",
-        timeout=30,
-    )
+    st = await until_acknowledged(kube, namespace, "slow-lb", "EXPORTING_DATA", timeout=30)
     assert st["labelbox"]["pending"] == []
     assert fake_labelbox.statuses("cl-slow-lb") == ["EXPORTING_DATA"]
 
