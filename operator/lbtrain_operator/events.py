@@ -3,8 +3,9 @@ that decided them, through the operator's own API client.
 
 Why not `kopf.event`: kopf posts each object's Events from a worker of its own, on a connection
 pool without a limit. When a burst's held statuses are written (`burst.py`), a thousand Events
-at once became hundreds of new TLS connections to the API server. Posted here, they share the
-pass's slot (`Context.kube_slots`) and the client's bounded, kept-alive connections.
+at once became hundreds of new TLS connections to the API server. Posted here, they go through
+the client's bounded, kept-alive connections, a few at a time (`Context.event_slots`), after
+the status they describe.
 
 An Event is a record for people, not state: one that cannot be posted is logged and dropped,
 and never fails the pass that made it.
@@ -18,11 +19,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from lbtrain.kube import EVENTS, ApiError, ApiUnreachable, KubeClient
+from lbtrain.resources.models import Phase
+from lbtrain_operator.reasons import WARNING_REASONS
 
 log = logging.getLogger("lbtrain.operator")
 
 COMPONENT = "lbtrain-operator"  # the "From" column of `kubectl describe`
 MAX_MESSAGE = 1024  # the API server refuses longer Event messages
+
+
+def event_type(phase: Phase, reason: str) -> str:
+    """Warning for a failed run and for reasons a person should look at while it goes on
+    (`reasons.WARNING_REASONS`); Normal for progress."""
+    return "Warning" if phase is Phase.FAILED or reason in WARNING_REASONS else "Normal"
 
 
 def event_body(

@@ -81,3 +81,19 @@ MSG_LABELBOX_MODEL_RUN_NOT_FOUND: Final = (
 )
 LABELBOX_UNREACHABLE: Final = "LabelboxUnreachable"
 MSG_LABELBOX_UNREACHABLE: Final = "deleted without telling Labelbox: {detail}"
+
+# --- Event types ------------------------------------------------------------------------------
+# Reasons a person should look at even while the run goes on: their Events are Warnings, as
+# Kubernetes' own FailedScheduling and BackOff are (`kubectl get events --field-selector
+# type=Warning`). Every reason of a failed run is a Warning too (`events.event_type`).
+WARNING_REASONS: Final = frozenset(
+    {
+        UNSCHEDULABLE,
+        IMAGE_PULL_BACKOFF,
+        RETRYING,
+        DISRUPTED,
+        CRASH_LOOP_BACKOFF,
+        FAILING,
+        CONTAINER_CONFIG_ERROR,
+    }
+)

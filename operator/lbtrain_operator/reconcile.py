@@ -253,8 +253,7 @@ class Pass:
         if obs.phase.value != old_phase or obs.reason != st.get("reason"):
             self.ctx.metrics.transitions.labels(obs.phase.value, obs.reason).inc()
             if obs.reason != r.WAITING_FOR_POD:  # JobCreated already said it
-                kind = "Warning" if obs.phase is Phase.FAILED else "Normal"
-                self.emit(kind, obs.reason, obs.message)
+                self.emit(events.event_type(obs.phase, obs.reason), obs.reason, obs.message)
             if obs.finished:
                 self.ctx.metrics.finished.labels(obs.phase.value, obs.reason).inc()
         if obs.phase in progress_phases() and not st.get("runningTime"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from lbtrain_operator.events import COMPONENT, MAX_MESSAGE, event_body
+from lbtrain.resources.models import Phase
+from lbtrain_operator import reasons as r
+from lbtrain_operator.events import COMPONENT, MAX_MESSAGE, event_body, event_type
 
 RUN = {
     "apiVersion": "lbtrain.io/v1alpha1",
@@ -34,3 +36,15 @@ def test_a_long_message_is_cut_to_what_the_api_server_accepts() -> None:
     body = event_body(RUN, "Warning", "Unschedulable", "x" * 5000, NOW)
     assert len(body["message"]) == MAX_MESSAGE
     assert body["message"].endswith("...")
+
+
+def test_reasons_to_look_at_are_warnings_and_progress_is_normal() -> None:
+    assert event_type(Phase.PENDING, r.UNSCHEDULABLE) == "Warning"
+    assert event_type(Phase.PENDING, r.RETRYING) == "Warning"
+    assert event_type(Phase.TRAINING, r.CRASH_LOOP_BACKOFF) == "Warning"
+    assert event_type(Phase.TRAINING, r.FAILING) == "Warning"
+    assert event_type(Phase.FAILED, r.OOM_KILLED) == "Warning"
+    assert event_type(Phase.FAILED, r.CANCELLED) == "Warning"
+    assert event_type(Phase.EXPORTING, r.STAGE_RUNNING) == "Normal"
+    assert event_type(Phase.PENDING, r.CONTAINER_CREATING) == "Normal"
+    assert event_type(Phase.SUCCEEDED, r.SUCCEEDED) == "Normal"

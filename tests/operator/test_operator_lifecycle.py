@@ -121,6 +121,14 @@ async def test_unschedulable_is_visible_and_keeps_the_message(
     assert st["phase"] == "Pending" and msg in st["message"]
     await statuses_settle(fake_labelbox, "cl-queued", ["EXPORTING_DATA"])
     assert msg in fake_labelbox.status_updates("cl-queued")[0].metadata["message"]
+    # `kubectl get events --field-selector type=Warning` shows why the run waits.
+    selector = "involvedObject.name=queued,type=Warning"
+    for _ in range(50):
+        warnings = (await kube.list(EVENTS, namespace, field_selector=selector))["items"]
+        if warnings:
+            break
+        await asyncio.sleep(0.1)
+    assert [(e["reason"], msg in e["message"]) for e in warnings] == [("Unschedulable", True)]
 
 
 async def test_image_pull_failure_fails_after_grace_and_stops_the_job(
