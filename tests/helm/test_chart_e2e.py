@@ -45,7 +45,10 @@ MODEL_TYPES = {
     "text_multi_classification",
 }
 # Words a component logs when RBAC refuses it something.
-REFUSALS = ("403", "Forbidden", "forbidden", "Not enough permissions")
+# What an RBAC refusal leaves in a log: the API server's reason (Forbidden) or its message
+# ("... is forbidden: User ... cannot ..."), or kopf's own words. Not a bare "403": text logs
+# carry milliseconds, and ",403" in a timestamp is not a refusal.
+REFUSALS = ("Forbidden", "forbidden", "Not enough permissions")
 
 
 class Program:
