@@ -300,12 +300,11 @@ class Pass:
     def report_due(self) -> outbox.Report | None:
         return outbox.due(outbox.Outbox.model_validate(self.status.get("labelbox") or {}), self.now)
 
-    async def send(self) -> outbox.Outbox:
-        """Send everything the outbox has due, in order, until one fails (which backs it off);
+    async def send(self, box: outbox.Outbox) -> outbox.Outbox:
+        """Send everything `box` has due, in order, until one fails (which backs it off);
         answer the outbox after it. Stages a pod went through in quick succession thus reach
         Labelbox in one pass and are stored in one write. The status is not touched here: a
         write may be in flight while Labelbox answers (`report_and_store`)."""
-        box = outbox.Outbox.model_validate(self.status.get("labelbox") or {})
         # Each report acknowledged shortens the queue (or tells the notice): the bound is a
         # guard, not a limit a run reaches.
         for _ in range(len(box.pending) + 1):
@@ -349,10 +348,9 @@ class Pass:
         )
         return outbox.acknowledge(box, report, utcnow())
 
-    def settle(self, box: outbox.Outbox) -> float | None:
-        """Fold the outbox after a send into the status; answer seconds until the next report
-        is due (None: Labelbox has everything)."""
-        self.status["labelbox"] = box.wire()
+    def track(self, box: outbox.Outbox) -> float | None:
+        """Count the run in the backlog while Labelbox lacks something; answer seconds until
+        the next report is due (None: Labelbox has everything)."""
         if box.drained:
             self.ctx.backlog.discard(self.key)
         else:
@@ -366,10 +364,9 @@ class Pass:
         run became 7 in bench/operator_bench.py). A Labelbox slower than `report_wait_s` does
         not hold the transition back: it is stored then, and the acknowledgement when it
         comes."""
-        if self.report_due() is None:
-            wake = self.settle(outbox.Outbox.model_validate(self.status.get("labelbox") or {}))
-        else:
-            sending = asyncio.ensure_future(self.send())
+        box = outbox.Outbox.model_validate(self.status.get("labelbox") or {})
+        if outbox.due(box, self.now) is not None:
+            sending = asyncio.ensure_future(self.send(box))
             try:
                 done, _ = await asyncio.wait({sending}, timeout=self.ctx.settings.report_wait_s)
                 if not done and self.unsaved(state):
@@ -378,7 +375,8 @@ class Pass:
                 box = await sending
             finally:
                 sending.cancel()  # only when this pass is cancelled while Labelbox answers
-            wake = self.settle(box)
+            self.status["labelbox"] = box.wire()
+        wake = self.track(box)
         if self.unsaved(state):
             async with self.ctx.kube_slots:
                 await self.write(state)
