@@ -17,7 +17,7 @@ from lbtrain.contract import DEFAULT_LABELBOX_ENDPOINT, DEFAULT_LABELBOX_REST_EN
 from lbtrain.kube import JOBS, PODS, KubeClient, load_config
 from lbtrain.kube.config import ConfigError
 from lbtrain.resources.names import ANNOTATION_PREFIX, FINALIZER
-from lbtrain_operator import logs
+from lbtrain_operator import heap, logs
 from lbtrain_operator.diffbase import NoDiffBase
 from lbtrain_operator.handlers import register
 from lbtrain_operator.heartbeat import Heartbeat
@@ -292,9 +292,14 @@ def main(argv: Sequence[str]) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=memo.ctx.metrics.registry)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    frozen = heap.freeze_start_up_heap()
     log.info(
         "starting",
-        extra={"namespaces": namespaces or "all", "labelbox_endpoint": args.labelbox_endpoint},
+        extra={
+            "namespaces": namespaces or "all",
+            "labelbox_endpoint": args.labelbox_endpoint,
+            "frozen_objects": frozen,
+        },
     )
     asyncio.run(
         kopf.operator(
