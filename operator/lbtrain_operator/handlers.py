@@ -23,8 +23,7 @@ from lbtrain.resources.names import API_GROUP, API_VERSION
 from lbtrain_operator import events, jobspec, outbox, progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.heartbeat import HEARTBEAT_LEASE
-from lbtrain_operator.labelbox import ReportError
-from lbtrain_operator.reconcile import Context, RunState, reconcile, utcnow
+from lbtrain_operator.reconcile import Context, RunState, reconcile, send_report, utcnow
 
 log = logging.getLogger("lbtrain.operator")
 RETRY_AFTER_API_ERROR_S = 5.0
@@ -163,35 +162,24 @@ async def cancel_run(
     while (
         report := outbox.due(box.model_copy(update={"next_attempt_time": None}), utcnow())
     ) is not None:
-        try:
-            await ctx.reporter.update_status(
-                run.spec.model_run_id, report.status, report.metadata, report.error_message
-            )
-        except ReportError as exc:
+        box, error = await send_report(ctx, run.spec.model_run_id, box, report)
+        if error is not None:
             spent = (utcnow() - started).total_seconds()
             if spent >= ctx.settings.cancel_report_timeout_s:
                 log.error(
                     "gave up telling Labelbox about the cancellation",
-                    extra={"model_run_id": run.spec.model_run_id, "error": str(exc)},
+                    extra={"model_run_id": run.spec.model_run_id, "error": str(error)},
                 )
-                message = r.MSG_LABELBOX_UNREACHABLE.format(detail=exc)
+                message = r.MSG_LABELBOX_UNREACHABLE.format(detail=error)
                 await events.post(
                     ctx.kube,
                     events.event_body(body, "Warning", r.LABELBOX_UNREACHABLE, message, utcnow()),
                 )
                 return
-            box = outbox.failed(
-                box,
-                str(exc),
-                utcnow(),
-                ctx.settings.report_backoff_initial_s,
-                ctx.settings.report_backoff_max_s,
-            )
             remaining = ctx.settings.cancel_report_timeout_s - spent
             raise kopf.TemporaryError(
-                f"Labelbox: {exc}", delay=max(1.0, min(remaining, 10.0))
-            ) from exc
-        box = outbox.acknowledge(box, report, utcnow())
+                f"Labelbox: {error}", delay=max(1.0, min(remaining, 10.0))
+            ) from error
         # Persist each acknowledgement: a retried handler must not send it a second time.
         await ctx.kube.patch(
             MODELRUNS, name, {"status": {"labelbox": box.wire()}}, namespace, subresource="status"

@@ -315,38 +315,12 @@ class Pass:
         return box
 
     async def _send_one(self, box: outbox.Outbox, report: outbox.Report) -> outbox.Outbox:
-        started = utcnow()
-        try:
-            await self.ctx.reporter.update_status(
-                self.run.spec.model_run_id, report.status, report.metadata, report.error_message
-            )
-        except ReportError as exc:
-            if isinstance(exc, ModelRunNotFound) and box.attempts == 0:
-                detail = r.MSG_LABELBOX_MODEL_RUN_NOT_FOUND.format(detail=exc)
-                self.emit("Warning", r.LABELBOX_MODEL_RUN_NOT_FOUND, detail)
-            spent = (utcnow() - started).total_seconds()
-            self.ctx.metrics.report_latency.labels("error").observe(spent)
-            self.ctx.metrics.report_failures.inc()
-            s = self.ctx.settings
-            box = outbox.failed(
-                box, str(exc), utcnow(), s.report_backoff_initial_s, s.report_backoff_max_s
-            )
-            log.warning(
-                "labelbox report failed",
-                extra={
-                    "model_run_id": self.run.spec.model_run_id,
-                    "status": report.status.value,
-                    "attempts": box.attempts,
-                    "error": str(exc),
-                },
-            )
-            return box
-        self.ctx.metrics.report_latency.labels("ok").observe((utcnow() - started).total_seconds())
-        log.info(
-            "labelbox status sent",
-            extra={"model_run_id": self.run.spec.model_run_id, "status": report.status.value},
-        )
-        return outbox.acknowledge(box, report, utcnow())
+        first_try = box.attempts == 0
+        box, error = await send_report(self.ctx, self.run.spec.model_run_id, box, report)
+        if isinstance(error, ModelRunNotFound) and first_try:
+            detail = r.MSG_LABELBOX_MODEL_RUN_NOT_FOUND.format(detail=error)
+            self.emit("Warning", r.LABELBOX_MODEL_RUN_NOT_FOUND, detail)
+        return box
 
     def track(self, box: outbox.Outbox) -> float | None:
         """Count the run in the backlog while Labelbox lacks something; answer seconds until
@@ -381,6 +355,41 @@ class Pass:
             async with self.ctx.kube_slots:
                 await self.write(state)
         return wake
+
+
+async def send_report(
+    ctx: Context, model_run_id: str, box: outbox.Outbox, report: outbox.Report
+) -> tuple[outbox.Outbox, ReportError | None]:
+    """Send one due status to Labelbox, with its latency (and failure) in the metrics and a log
+    line; answer the outbox after it (acknowledged, or backed off) and the error, if any. Every
+    report goes through here: a reconcile pass's and a cancellation's."""
+    started = utcnow()
+    try:
+        await ctx.reporter.update_status(
+            model_run_id, report.status, report.metadata, report.error_message
+        )
+    except ReportError as exc:
+        ctx.metrics.report_latency.labels("error").observe((utcnow() - started).total_seconds())
+        ctx.metrics.report_failures.inc()
+        s = ctx.settings
+        box = outbox.failed(
+            box, str(exc), utcnow(), s.report_backoff_initial_s, s.report_backoff_max_s
+        )
+        log.warning(
+            "labelbox report failed",
+            extra={
+                "model_run_id": model_run_id,
+                "status": report.status.value,
+                "attempts": box.attempts,
+                "error": str(exc),
+            },
+        )
+        return box, exc
+    ctx.metrics.report_latency.labels("ok").observe((utcnow() - started).total_seconds())
+    log.info(
+        "labelbox status sent", extra={"model_run_id": model_run_id, "status": report.status.value}
+    )
+    return outbox.acknowledge(box, report, utcnow()), None
 
 
 def _without_nulls(value: Any) -> Any:

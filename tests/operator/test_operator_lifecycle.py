@@ -292,7 +292,7 @@ async def test_deleting_a_running_run_cancels_it(
     kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
 ) -> None:
     await make_template()
-    start_operator()
+    op = start_operator()
     await make_run("cancel")
     [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=cancel")
     await kubelet.schedule(pod)
@@ -308,6 +308,10 @@ async def test_deleting_a_running_run_cancels_it(
         await kube.get(JOBS, "cancel-train", namespace)
     assert fake_labelbox.statuses("cl-cancel") == [*FULL[:3], "FAILED"]
     assert fake_labelbox.status_updates("cl-cancel")[-1].error_message.startswith("Cancelled")
+    # The cancellation's report is measured like every other: four reports, all answered.
+    code, metrics = await op.get(op.metrics_port, "/metrics")
+    assert code == 200
+    assert 'lbtrain_labelbox_report_seconds_count{outcome="ok"} 4.0' in metrics, metrics
 
 
 async def test_a_run_deleted_before_the_operator_saw_it_is_cancelled_in_labelbox(
