@@ -192,14 +192,6 @@ async def until(done: Callable[[], bool], timeout: float, interval: float = 0.05
     return True
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -587,16 +579,16 @@ class OperatorRun:
 
     def paired_rate(self) -> float:
         """The operator's Jobs/s: the median over its Job phases."""
-        return median([op for _, _, op in self.paired] or [self.rate()])
+        return quantile([op for _, _, op in self.paired], 0.5)
 
     def ratio_to_ceiling(self) -> float:
         """Median over the Job phases of each one's Jobs/s over the ceiling measured just
         before it: this machine's speed drifts by more than the effect being measured within
         minutes, so a ratio is only taken between neighbours."""
-        return median([op / ceil for ceil, _, op in self.paired])
+        return quantile([op / ceil for ceil, _, op in self.paired], 0.5)
 
     def ratio_to_pairs(self) -> float:
-        return median([op / pairs for _, pairs, op in self.paired])
+        return quantile([op / pairs for _, pairs, op in self.paired], 0.5)
 
 
 async def operator_phase(
