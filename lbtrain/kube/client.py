@@ -163,13 +163,20 @@ class KubeClient:
         subresource: str | None = None,
         patch_type: PatchType = "merge",
         force: bool = False,
+        decode: bool = True,
     ) -> dict[str, Any]:
+        """Patch `name`; answer the stored object (`decode=False`: an empty dict)."""
         path = res.path(namespace, name) + (f"/{subresource}" if subresource else "")
         params = {"fieldManager": FIELD_MANAGER}
         if force:
             params["force"] = "true"
         return await self.request(
-            "PATCH", path, body=body, params=params, content_type=_PATCH_CONTENT_TYPES[patch_type]
+            "PATCH",
+            path,
+            body=body,
+            params=params,
+            content_type=_PATCH_CONTENT_TYPES[patch_type],
+            decode=decode,
         )
 
     async def delete(

@@ -98,9 +98,9 @@ def parser() -> argparse.ArgumentParser:
         "--report-wait",
         type=_non_negative_float,
         default=2.0,
-        help="how long a pass waits for Labelbox's answer before it stores a new phase without "
-        "it; within it, the phase and Labelbox's acknowledgement are one status write "
-        "(0: store the phase first, then report), seconds",
+        help="how long Labelbox's acknowledgement of a status may wait to be stored with the "
+        "run's next status write before it is written on its own (0: at once); a phase and "
+        "its Labelbox call are always stored before the call is made, seconds",
     )
     lb.add_argument(
         "--cancel-report-timeout",

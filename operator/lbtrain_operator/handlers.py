@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 from typing import Any
 
 import kopf
 
 from lbtrain.kube import JOBS, MODELRUNS, ApiError, ApiUnreachable, NotFound
-from lbtrain.resources.models import LabelboxStatus, ModelRun, Phase
+from lbtrain.resources.models import LabelboxStatus, ModelRun
 from lbtrain.resources.names import API_GROUP, API_VERSION
-from lbtrain_operator import events, jobspec, outbox, progress
+from lbtrain_operator import delivery, events, jobspec, outbox, progress
 from lbtrain_operator import reasons as r
+from lbtrain_operator.delivery import RunState
 from lbtrain_operator.heartbeat import HEARTBEAT_LEASE
-from lbtrain_operator.reconcile import Context, RunState, reconcile, send_report, utcnow
+from lbtrain_operator.reconcile import Context, reconcile, send_report, utcnow, write_status
 
 log = logging.getLogger("lbtrain.operator")
 RETRY_AFTER_API_ERROR_S = 5.0
@@ -83,15 +83,19 @@ def register(registry: kopf.OperatorRegistry) -> None:
         key = (namespace, name)
         wake = asyncio.Event()
         memo.wakers[key] = wake
-        state = RunState.from_body(body)
+        state = ctx.runs.setdefault(key, RunState.from_status(body.get("status")))
+        lock = ctx.run_lock(key)
 
         try:
             while not stopped:
                 wake.clear()
                 try:
-                    delay = await reconcile(
-                        ctx, body, state, _templates_for(kwargs["templates"], namespace)
-                    )
+                    async with lock:
+                        if stopped:  # the run is being deleted: the deletion handler goes on
+                            return
+                        delay = await reconcile(
+                            ctx, body, state, _templates_for(kwargs["templates"], namespace)
+                        )
                 except (ApiError, ApiUnreachable) as exc:
                     log.warning(
                         "reconcile failed; retrying",
@@ -108,9 +112,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
                         extra={
                             "modelrun": f"{namespace}/{name}",
                             "model_run_id": body["spec"].get("modelRunId"),
-                            "phase": state.status.get("phase"),
+                            "phase": state.status.phase,
                         },
                     )
+                    ctx.forget(key)
                     return
                 await _sleep_until(wake, stopped, delay)
         finally:
@@ -137,53 +142,81 @@ async def cancel_run(
 ) -> None:
     """A ModelRun is being deleted: stop its Job and make Labelbox show FAILED "cancelled".
 
+    It waits for the pass its daemon may be in (kopf signals the daemon and calls this handler
+    at once) and carries on from the daemon's status, which may be ahead of the stored one;
+    without a daemon in this process, from the stored status, read afresh. Its calls are
+    stored ahead, like a pass's (`delivery`), and each acknowledgement at once.
+
     Bounded: once `cancel_report_timeout_s` has passed since the deletion began, the finalizer
     lets go even if Labelbox never answered, so a Labelbox outage never blocks a deletion.
     """
     run = ModelRun.model_validate(dict(body))
-    status = dict(body.get("status") or {})
-    finished = Phase(status["phase"]).finished if status.get("phase") else False
-    if not finished:
+    key = (namespace, name)
+    async with ctx.run_lock(key):
+        state = ctx.runs.get(key)
+        if state is None:
+            try:
+                fresh = await ctx.kube.get(MODELRUNS, name, namespace)
+            except NotFound:
+                return
+            state = RunState.from_status(fresh.get("status"))
+            ctx.runs[key] = state
+        await _report_cancellation(ctx, body, run, state, meta)
+    ctx.forget(key)
+
+
+async def _report_cancellation(
+    ctx: Context, body: kopf.Body, run: ModelRun, state: RunState, meta: kopf.Meta
+) -> None:
+    name = run.metadata.name
+    namespace = run.metadata.namespace or "default"
+    if not state.status.finished:
         with contextlib.suppress(NotFound):
             await ctx.kube.delete(JOBS, jobspec.job_name(name), namespace, propagation="Background")
-    box = outbox.Outbox.model_validate(status.get("labelbox") or {})
-    if not finished:
-        new = progress.to_enqueue(box.last_queued, [LabelboxStatus.FAILED])
+        box = state.status.labelbox
+        new = progress.to_enqueue(outbox.last_queued(box), [LabelboxStatus.FAILED])
         box = outbox.enqueue(
             box,
             new,
             {**box.metadata, "reason": r.CANCELLED},
             progress.error_message(r.CANCELLED, r.MSG_CANCELLED),
         )
-    deleted_at = meta.get("deletionTimestamp")
-    started = (
-        dt.datetime.fromisoformat(deleted_at.replace("Z", "+00:00")) if deleted_at else utcnow()
-    )
-    while (
-        report := outbox.due(box.model_copy(update={"next_attempt_time": None}), utcnow())
-    ) is not None:
+        state.status = state.status.model_copy(update={"labelbox": box})
+    # A deletion does not wait out a backoff: the finalizer's own deadline bounds it.
+    box = state.status.labelbox.model_copy(update={"next_attempt_time": None})
+    state.status = state.status.model_copy(update={"labelbox": box})
+    errors: list[Exception] = []
+
+    async def store(s: RunState) -> None:
+        await write_status(ctx.kube, name, namespace, s)
+
+    async def send(box: outbox.Outbox, report: outbox.Report) -> outbox.Outbox:
         box, error = await send_report(ctx, run.spec.model_run_id, box, report)
         if error is not None:
-            spent = (utcnow() - started).total_seconds()
-            if spent >= ctx.settings.cancel_report_timeout_s:
-                log.error(
-                    "gave up telling Labelbox about the cancellation",
-                    extra={"model_run_id": run.spec.model_run_id, "error": str(error)},
-                )
-                message = r.MSG_LABELBOX_UNREACHABLE.format(detail=error)
-                await events.post(
-                    ctx.kube,
-                    events.event_body(body, "Warning", r.LABELBOX_UNREACHABLE, message, utcnow()),
-                )
-                return
-            remaining = ctx.settings.cancel_report_timeout_s - spent
-            raise kopf.TemporaryError(
-                f"Labelbox: {error}", delay=max(1.0, min(remaining, 10.0))
-            ) from error
-        # Persist each acknowledgement: a retried handler must not send it a second time.
-        await ctx.kube.patch(
-            MODELRUNS, name, {"status": {"labelbox": box.wire()}}, namespace, subresource="status"
-        )
+            errors.append(error)
+        return box
+
+    await delivery.deliver(state, store, send, utcnow, ack_store_delay_s=0.0)
+    if errors and not outbox.drained(state.status.labelbox):
+        error = errors[-1]
+        deleted_at = meta.get("deletionTimestamp")
+        started = outbox.parse_time(deleted_at) if deleted_at else utcnow()
+        spent = (utcnow() - started).total_seconds()
+        if spent >= ctx.settings.cancel_report_timeout_s:
+            log.error(
+                "gave up telling Labelbox about the cancellation",
+                extra={"model_run_id": run.spec.model_run_id, "error": str(error)},
+            )
+            message = r.MSG_LABELBOX_UNREACHABLE.format(detail=error)
+            await events.post(
+                ctx.kube,
+                events.event_body(body, "Warning", r.LABELBOX_UNREACHABLE, message, utcnow()),
+            )
+            return
+        remaining = ctx.settings.cancel_report_timeout_s - spent
+        raise kopf.TemporaryError(
+            f"Labelbox: {error}", delay=max(1.0, min(remaining, 10.0))
+        ) from error
     log.info(
         "cancelled",
         extra={"model_run_id": run.spec.model_run_id, "modelrun": f"{namespace}/{name}"},

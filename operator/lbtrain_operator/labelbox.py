@@ -1,9 +1,11 @@
 """Telling Labelbox: the real `labelbox` SDK, kept off the event loop and bounded in time.
 
 The SDK is synchronous and retries 5xx for up to two minutes, so every call runs in a thread of
-a pool of its own (a Labelbox outage must not starve kopf's executor). A call is never abandoned
-half-way: an abandoned call could still land after a newer status and show Labelbox the statuses
-out of order. The SDK bounds each call itself (a 120 s retry deadline, 60 s request timeouts).
+a pool of its own (a Labelbox outage must not starve kopf's executor). The calls of one model run
+are made one at a time, in the order they were asked for, and a call whose caller was cancelled
+(a pass cut short, a daemon stopped) still holds the run's turn until its thread is done:
+otherwise it could land after a newer status and show Labelbox the statuses out of order. The
+SDK bounds each call itself (a 120 s retry deadline, 60 s request timeouts).
 `update_status` is experimental in the SDK (it needs `enable_experimental=True`) and
 silently ignores an unknown model run, so the ModelRun object is
 fetched once with `get_model_run`, which does raise, and kept for later updates.
@@ -41,6 +43,8 @@ class LabelboxReporter:
         self._client: Any = None
         self._runs: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._turns: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
 
     def _sdk_client(self) -> Any:
         with self._lock:
@@ -89,15 +93,56 @@ class LabelboxReporter:
         error_message: str | None = None,
     ) -> None:
         """Send one update or raise ReportError with a reason fit for status.lastError."""
-        loop = asyncio.get_running_loop()
+        call = await self._take_turn(model_run_id, status, metadata, error_message)
         try:
-            await loop.run_in_executor(
-                self._executor, self._send, model_run_id, status, metadata, error_message
-            )
+            await asyncio.shield(call)  # cancelling the caller leaves the call running
         except ReportError:
             raise
         except Exception as exc:  # the SDK raises many unrelated types; all mean "not delivered"
             raise ReportError(_describe(exc)) from exc
+
+    async def _take_turn(
+        self,
+        model_run_id: str,
+        status: LabelboxStatus,
+        metadata: dict[str, Any],
+        error_message: str | None,
+    ) -> asyncio.Future[None]:
+        """Wait for the run's previous call to end, then start this one in the pool; the run's
+        turn passes on when the thread is done, not when the caller stops waiting."""
+        turn = self._turns.setdefault(model_run_id, asyncio.Lock())
+        self._waiting[model_run_id] = self._waiting.get(model_run_id, 0) + 1
+        try:
+            await turn.acquire()
+        except BaseException:
+            self._leave(model_run_id, turn, release=False)
+            raise
+        loop = asyncio.get_running_loop()
+        try:
+            call = loop.run_in_executor(
+                self._executor, self._send, model_run_id, status, metadata, error_message
+            )
+        except BaseException:
+            self._leave(model_run_id, turn, release=True)
+            raise
+
+        def done(fut: asyncio.Future[None]) -> None:
+            if not fut.cancelled():
+                fut.exception()  # retrieved here too: a caller that was cancelled never will
+            self._leave(model_run_id, turn, release=True)
+
+        call.add_done_callback(done)
+        return call
+
+    def _leave(self, model_run_id: str, turn: asyncio.Lock, *, release: bool) -> None:
+        if release:
+            turn.release()
+        left = self._waiting[model_run_id] - 1
+        if left:
+            self._waiting[model_run_id] = left
+        else:  # nobody waits for this run: forget its lock
+            del self._waiting[model_run_id]
+            self._turns.pop(model_run_id, None)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

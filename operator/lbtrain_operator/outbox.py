@@ -1,10 +1,11 @@
 """The Labelbox outbox: what still has to be told to Labelbox, kept in the ModelRun status.
 
-Reconciling only ever appends to `pending`; the sender takes the head, and on success moves it to
-`acknowledged`. Both live in the API server, so a restarted operator resumes exactly where the
-last one stopped, a Labelbox outage of any length only grows the wait (with capped exponential
-backoff), and the order of statuses can never change. The functions here are pure: they take the
-outbox and a time, and answer the new outbox.
+Reconciling only ever appends to `pending`, above everything already queued, sent or being
+sent. A status leaves `pending` for `sending` (`begin`), and `sending` for `acknowledged` once
+Labelbox answered (`acknowledge`); a failed call keeps it in `sending` and backs off
+(`failed`), so a retry repeats exactly the same call. The functions here are pure: they take
+the outbox and a time, and answer the new outbox. *When* each new outbox must be stored
+relative to the call is `delivery`'s business.
 """
 
 from __future__ import annotations
@@ -13,47 +14,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
-
-from lbtrain.resources.models import LabelboxStatus, WireModel
+from lbtrain.resources.models import LabelboxStatus
+from lbtrain.resources.status import LabelboxOutbox, SentReport
 
 LAST_ERROR_MAX = 500
-
-
-class Outbox(WireModel):
-    """`status.labelbox` of a ModelRun."""
-
-    pending: list[LabelboxStatus] = Field(default_factory=list)
-    desired: LabelboxStatus | None = None
-    acknowledged: LabelboxStatus | None = None
-    error_message: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    # Why a run waits (unschedulable, image pull, retrying): worth an update of its own, so a
-    # Labelbox user sees it; and worth one more when it clears.
-    notice: str | None = None
-    acknowledged_notice: str | None = None
-    attempts: int = 0
-    last_error: str | None = None
-    last_attempt_time: str | None = None
-    next_attempt_time: str | None = None
-    acknowledged_time: str | None = None
-
-    def wire(self) -> dict[str, Any]:
-        """For a merge patch: unset fields are sent as null, which removes them from the
-        stored status (a cleared notice or a healed error must not linger)."""
-        return self.model_dump(by_alias=True, mode="json")
-
-    @property
-    def last_queued(self) -> LabelboxStatus | None:
-        return self.pending[-1] if self.pending else self.acknowledged
-
-    @property
-    def drained(self) -> bool:
-        return not self.pending and (
-            self.acknowledged is None
-            or self.acknowledged.final
-            or self.acknowledged_notice == self.notice
-        )
+Outbox = LabelboxOutbox
 
 
 @dataclass(frozen=True)
@@ -65,9 +30,47 @@ class Report:
     error_message: str | None
     notice: str | None = None
 
+    def sent(self) -> SentReport:
+        return SentReport(
+            status=self.status,
+            metadata=self.metadata,
+            error_message=self.error_message,
+            notice=self.notice,
+        )
+
+    @classmethod
+    def of(cls, sent: SentReport) -> Report:
+        return cls(sent.status, dict(sent.metadata), sent.error_message, sent.notice)
+
 
 def iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def last_queued(box: Outbox) -> LabelboxStatus | None:
+    """The highest status Labelbox has, may have, or will get: the floor for what comes next."""
+    if box.pending:
+        return box.pending[-1]
+    if box.sending is not None:
+        return box.sending.status
+    return box.acknowledged
+
+
+def drained(box: Outbox) -> bool:
+    """Labelbox has everything: nothing queued, nothing in flight, no notice to tell."""
+    return (
+        not box.pending
+        and box.sending is None
+        and (
+            box.acknowledged is None
+            or box.acknowledged.final
+            or box.acknowledged_notice == box.notice
+        )
+    )
 
 
 def enqueue(
@@ -77,11 +80,13 @@ def enqueue(
     error: str | None,
     notice: str | None = None,
 ) -> Outbox:
+    """Queue `new` (already filtered by `progress.to_enqueue` against `last_queued`) with the
+    metadata, error message and notice the next reports carry."""
     pending = [*box.pending, *new]
     return box.model_copy(
         update={
             "pending": pending,
-            "desired": pending[-1] if pending else box.acknowledged,
+            "desired": pending[-1] if pending else last_queued(box),
             "metadata": meta,
             "notice": notice,
             "error_message": error if error is not None else box.error_message,
@@ -89,39 +94,51 @@ def enqueue(
     )
 
 
-def due(box: Outbox, now: dt.datetime) -> Report | None:
-    """The report to send now, if any: the head of the queue, or a refresh of a non-final
-    acknowledged status whose notice (why the run waits) has changed."""
-    if box.next_attempt_time and now < dt.datetime.fromisoformat(
-        box.next_attempt_time.replace("Z", "+00:00")
-    ):
-        return None
+def next_report(box: Outbox) -> Report | None:
+    """The call to make next, whatever the time: the one in flight (again, word for word), the
+    head of the queue, or a refresh of a non-final acknowledged status whose notice changed."""
+    if box.sending is not None:
+        return Report.of(box.sending)
     if box.pending:
         head = box.pending[0]
         error = box.error_message if head is LabelboxStatus.FAILED else None
         return Report(head, box.metadata, error, box.notice)
-    if box.acknowledged is not None and not box.drained:
+    if box.acknowledged is not None and not drained(box):
         return Report(box.acknowledged, box.metadata, None, box.notice)
     return None
 
 
+def backing_off(box: Outbox, now: dt.datetime) -> bool:
+    return bool(box.next_attempt_time) and now < parse_time(box.next_attempt_time or "")
+
+
+def due(box: Outbox, now: dt.datetime) -> Report | None:
+    """The call to make now, if any (none while a failed one backs off)."""
+    return None if backing_off(box, now) else next_report(box)
+
+
 def next_wakeup(box: Outbox, now: dt.datetime) -> float | None:
     """Seconds until a report is due, or None when nothing is left to send."""
-    if box.drained:
+    if drained(box):
         return None
     if not box.next_attempt_time:
         return 0.0
-    when = dt.datetime.fromisoformat(box.next_attempt_time.replace("Z", "+00:00"))
-    return max(0.0, (when - now).total_seconds())
+    return max(0.0, (parse_time(box.next_attempt_time) - now).total_seconds())
+
+
+def begin(box: Outbox, report: Report) -> Outbox:
+    """`report` is about to be sent: it leaves the queue and becomes the one in flight."""
+    pending = list(box.pending)
+    if box.sending is None and pending and pending[0] is report.status:
+        pending.pop(0)
+    return box.model_copy(update={"pending": pending, "sending": report.sent()})
 
 
 def acknowledge(box: Outbox, sent: Report, now: dt.datetime) -> Outbox:
-    pending = list(box.pending)
-    if pending and pending[0] is sent.status:
-        pending.pop(0)
+    """Labelbox took `sent`."""
     return box.model_copy(
         update={
-            "pending": pending,
+            "sending": None,
             "acknowledged": sent.status,
             "acknowledged_notice": sent.notice,
             "attempts": 0,
@@ -138,6 +155,7 @@ def backoff_s(attempts: int, initial: float, cap: float) -> float:
 
 
 def failed(box: Outbox, error: str, now: dt.datetime, initial: float, cap: float) -> Outbox:
+    """Labelbox did not take the call in flight: keep it, and wait before trying again."""
     attempts = box.attempts + 1
     wait = backoff_s(attempts, initial, cap)
     return box.model_copy(

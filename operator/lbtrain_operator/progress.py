@@ -9,6 +9,7 @@ status, and nothing of lower rank than what was already queued: Labelbox never g
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from lbtrain import contract
@@ -74,7 +75,7 @@ def notice(obs: Observation) -> str | None:
     return obs.message if obs.reason in VISIBLE_WAITING and not obs.finished else None
 
 
-def metadata(status: dict[str, Any], obs: Observation) -> dict[str, Any]:
+def metadata(status: Mapping[str, Any], obs: Observation) -> dict[str, Any]:
     """What Labelbox shows beside the status. Only values that change on transitions, so a
     resync never re-sends an update for nothing."""
     meta: dict[str, Any] = {

@@ -1,5 +1,7 @@
-"""One reconcile pass over one ModelRun: ensure its Job, observe it, queue and send Labelbox
-statuses. Decisions come from the pure modules; this module only reads, writes and sends.
+"""One reconcile pass over one ModelRun: ensure its Job, observe it, store its status, and
+tell Labelbox. This module only reads, writes and sends; every decision is a pure function of
+another module: what the pods show (`podstate`), what the status becomes (`runstatus`), what
+Labelbox is due and when each step must be stored (`delivery`, `outbox`, `progress`).
 
 Only the run's own daemon (and, after it stopped, the deletion handler) writes the status, so the
 pass keeps the status it last wrote as the truth instead of a watch event that may lag behind:
@@ -26,9 +28,11 @@ from lbtrain.kube import (
     NotFound,
 )
 from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
-from lbtrain_operator import events, jobspec, outbox, progress
+from lbtrain.resources.status import ModelRunStatus
+from lbtrain_operator import delivery, events, jobspec, outbox, runstatus
 from lbtrain_operator import reasons as r
 from lbtrain_operator.burst import BurstGate
+from lbtrain_operator.delivery import RunState
 from lbtrain_operator.informer import RunObjects
 from lbtrain_operator.labelbox import LabelboxReporter, ModelRunNotFound, ReportError
 from lbtrain_operator.metrics import Metrics
@@ -39,20 +43,6 @@ log = logging.getLogger("lbtrain.operator")
 ANNOTATION_PULL_GRACE = "lbtrain.io/image-pull-grace-seconds"
 SYNC_WAIT_S = 30.0
 EVENT_POSTS_IN_FLIGHT = 8
-
-
-@dataclass
-class RunState:
-    """A run's status as its daemon holds it: `status` is the truth (it may be ahead of the
-    server when a write failed), `stored` what the server last confirmed."""
-
-    status: dict[str, Any]
-    stored: dict[str, Any]
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> RunState:
-        status = dict(body.get("status") or {})
-        return cls(status=status, stored=dict(status))
 
 
 @dataclass
@@ -76,12 +66,26 @@ class Context:
     kube_slots: asyncio.Semaphore = field(init=False)
     event_slots: asyncio.Semaphore = field(init=False)
     burst: BurstGate = field(init=False)
+    # Each run's status as its daemon holds it, and a lock its passes hold: a deletion
+    # handler waits for the pass in progress and carries on from the daemon's truth.
+    runs: dict[tuple[str, str], RunState] = field(default_factory=dict)
+    run_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.kube_slots = asyncio.Semaphore(s.max_concurrent_passes)
         self.event_slots = asyncio.Semaphore(EVENT_POSTS_IN_FLIGHT)
         self.burst = BurstGate(s.burst_quiet_s, s.burst_max_hold_s)
+
+    def run_lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        return self.run_locks.setdefault(key, asyncio.Lock())
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """The run is done with (finished and reported, or deleted)."""
+        self.runs.pop(key, None)
+        lock = self.run_locks.get(key)
+        if lock is not None and not lock.locked():
+            del self.run_locks[key]
 
 
 def utcnow() -> dt.datetime:
@@ -94,51 +98,28 @@ def _seconds_since(stamp: str | None, now: dt.datetime) -> float | None:
     return (now - dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
 
 
-def _conditions(status: dict[str, Any], obs: Observation, now: str) -> list[dict[str, Any]]:
-    """Two conditions a person reads in `kubectl describe`: Running and Finished."""
-    old = {c["type"]: c for c in status.get("conditions") or []}
-    wanted = {
-        "Running": ("True" if obs.phase in progress_phases() else "False", obs.reason, obs.message),
-        "Finished": ("True" if obs.finished else "False", obs.reason, obs.message),
-    }
-    out = []
-    for type_, (value, reason, message) in wanted.items():
-        prev = old.get(type_)
-        changed = not prev or prev.get("status") != value
-        out.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason or "Unknown",
-                "message": message[:2000],
-                "lastTransitionTime": now if changed else prev["lastTransitionTime"],  # type: ignore[index]
-            }
-        )
-    return out
-
-
-def progress_phases() -> tuple[Phase, ...]:
-    return (Phase.EXPORTING, Phase.PREPARING, Phase.TRAINING)
-
-
 class Pass:
-    """One reconcile pass. `status` starts as the last status written and ends as the new one.
+    """One reconcile pass. `state.status` starts as the last status written and ends as the new
+    one.
 
     Events are queued by `emit` and posted by `post_events` after the status they describe was
     written: a burst's held writes hold their Events too.
     """
 
-    def __init__(self, ctx: Context, body: Mapping[str, Any], status: dict[str, Any]):
-        self.ctx, self.body = ctx, body
+    def __init__(self, ctx: Context, body: Mapping[str, Any], state: RunState):
+        self.ctx, self.body, self.state = ctx, body, state
         self.events: list[dict[str, Any]] = []
         self.run = ModelRun.model_validate(dict(body))
         self.namespace = self.run.metadata.namespace or "default"
         self.name = self.run.metadata.name
         self.key = (self.namespace, self.name)
-        self.status = dict(status)
         self.now = utcnow()
         self.created = False  # this pass created the Job
         self.in_burst = False  # ... while other runs' Jobs were being created: hold the write
+
+    @property
+    def status(self) -> ModelRunStatus:
+        return self.state.status
 
     def emit(self, type_: str, reason: str, message: str) -> None:
         """Queue an Event (type Normal or Warning) about this run."""
@@ -155,7 +136,7 @@ class Pass:
     ) -> dict[str, Any] | Observation:
         """The run's Job (created from its template when missing), or a failure observation."""
         name = jobspec.job_name(self.name)
-        if self.status.get("jobName"):
+        if self.status.job_name:
             cached = self.ctx.objects.job(self.key)
             if cached is not None and _owned_by(cached, self.body["metadata"]["uid"]):
                 return cached
@@ -204,13 +185,7 @@ class Pass:
                     Phase.FAILED, r.JOB_REJECTED, r.MSG_JOB_REJECTED.format(detail=exc.message)
                 )
             raise
-        self.status.update(
-            jobName=name,
-            templateName=template.metadata.name,
-            image=template.spec.image,
-            gpus=template.spec.gpus,
-            startTime=self.status.get("startTime") or outbox.iso(self.now),
-        )
+        self.state.status = runstatus.record_job(self.status, name, template, self.now)
         waited = _seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
         if waited is not None:
             self.ctx.metrics.time_to_job.observe(waited)
@@ -239,82 +214,40 @@ class Pass:
             active_deadline_s=int(spec.get("activeDeadlineSeconds") or 0),
         )
         obs = observe(job, pods, self.now, limits)
-        if obs.phase is Phase.FAILED and not _job_finished(job):
-            # Failures Kubernetes does not end by itself (an image that never pulls, a crash
-            # loop): suspend the Job, which stops its pods and keeps it for inspection.
+        if runstatus.must_suspend(obs, runstatus.job_finished(job)):
             await self.ctx.kube.patch(
                 JOBS, job["metadata"]["name"], {"spec": {"suspend": True}}, self.namespace
             )
         return obs
 
     def apply(self, obs: Observation) -> None:
-        """Fold an observation into the status and the outbox (pure, in memory)."""
-        st, old_phase = self.status, self.status.get("phase")
-        if obs.phase.value != old_phase or obs.reason != st.get("reason"):
+        """Fold an observation into the status (in memory), with its Events and metrics."""
+        old = self.status
+        if runstatus.is_transition(old, obs):
             self.ctx.metrics.transitions.labels(obs.phase.value, obs.reason).inc()
-            if obs.reason != r.WAITING_FOR_POD:  # JobCreated already said it
+            if runstatus.announces(obs):
                 self.emit(events.event_type(obs.phase, obs.reason), obs.reason, obs.message)
             if obs.finished:
                 self.ctx.metrics.finished.labels(obs.phase.value, obs.reason).inc()
-        if obs.phase in progress_phases() and not st.get("runningTime"):
-            st["runningTime"] = obs.running_time or outbox.iso(self.now)
+        if runstatus.starts_running(old, obs):
             waited = _seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
             if waited is not None:
                 self.ctx.metrics.time_to_running.observe(waited)
-        st.update(
-            phase=obs.phase.value,
-            reason=obs.reason,
-            message=obs.message[:4000],
-            attempts=obs.attempts,
-            observedGeneration=self.body["metadata"].get("generation"),
+        self.state.status = runstatus.fold(
+            old, obs, self.now, self.body["metadata"].get("generation")
         )
-        for key, value in (("podName", obs.pod_name), ("nodeName", obs.node_name)):
-            if value:
-                st[key] = value
-        if obs.summary:
-            st["summary"] = obs.summary
-        if obs.finished and not st.get("completionTime"):
-            st["completionTime"] = outbox.iso(self.now)
-        st["conditions"] = _conditions(st, obs, outbox.iso(self.now))
-        box = outbox.Outbox.model_validate(st.get("labelbox") or {})
-        new = progress.to_enqueue(box.last_queued, progress.statuses_for(obs))
-        error = (
-            progress.error_message(obs.reason, obs.message) if obs.phase is Phase.FAILED else None
-        )
-        box = outbox.enqueue(box, new, progress.metadata(st, obs), error, progress.notice(obs))
-        st["labelbox"] = box.wire()
-
-    def unsaved(self, state: RunState) -> bool:
-        """Whether the status differs from what the server last confirmed."""
-        return bool(_without_nulls(self.status) != _without_nulls(state.stored))
 
     async def write(self, state: RunState) -> None:
-        """Store the status when it differs from what the server last confirmed."""
-        if self.unsaved(state):
-            patched = await self.ctx.kube.patch(
-                MODELRUNS, self.name, {"status": self.status}, self.namespace, subresource="status"
-            )
-            self.status = dict(patched.get("status") or self.status)
-            state.stored = dict(self.status)
+        await write_status(self.ctx.kube, self.name, self.namespace, state)
 
-    def report_due(self) -> outbox.Report | None:
-        return outbox.due(outbox.Outbox.model_validate(self.status.get("labelbox") or {}), self.now)
+    async def store(self, state: RunState) -> None:
+        async with self.ctx.kube_slots:
+            await self.write(state)
 
-    async def send(self, box: outbox.Outbox) -> outbox.Outbox:
-        """Send everything `box` has due, in order, until one fails (which backs it off);
-        answer the outbox after it. Stages a pod went through in quick succession thus reach
-        Labelbox in one pass and are stored in one write. The status is not touched here: a
-        write may be in flight while Labelbox answers (`report_and_store`)."""
-        # Each report acknowledged shortens the queue (or tells the notice): the bound is a
-        # guard, not a limit a run reaches.
-        for _ in range(len(box.pending) + 1):
-            report = outbox.due(box, self.now)
-            if report is None:
-                break
-            box = await self._send_one(box, report)
-        return box
+    def report_due(self) -> bool:
+        return outbox.due(self.status.labelbox, self.now) is not None
 
-    async def _send_one(self, box: outbox.Outbox, report: outbox.Report) -> outbox.Outbox:
+    async def send(self, box: outbox.Outbox, report: outbox.Report) -> outbox.Outbox:
         first_try = box.attempts == 0
         box, error = await send_report(self.ctx, self.run.spec.model_run_id, box, report)
         if isinstance(error, ModelRunNotFound) and first_try:
@@ -322,39 +255,38 @@ class Pass:
             self.emit("Warning", r.LABELBOX_MODEL_RUN_NOT_FOUND, detail)
         return box
 
-    def track(self, box: outbox.Outbox) -> float | None:
+    def track(self) -> float | None:
         """Count the run in the backlog while Labelbox lacks something; answer seconds until
-        the next report is due (None: Labelbox has everything)."""
-        if box.drained:
+        the pass is needed again for Labelbox (None: Labelbox has everything, and it is
+        stored)."""
+        box = self.status.labelbox
+        if outbox.drained(box):
             self.ctx.backlog.discard(self.key)
         else:
             self.ctx.backlog.add(self.key)
         self.ctx.metrics.backlog.set(len(self.ctx.backlog))
-        return outbox.next_wakeup(box, utcnow())
+        return delivery.wakeup(
+            self.status, self.state.stored, utcnow(), self.ctx.settings.report_wait_s
+        )
 
-    async def report_and_store(self, state: RunState) -> float | None:
-        """Tell Labelbox what is due, then store the status: the transition and Labelbox's
-        acknowledgement of it in one write, instead of a write for each (11 status writes per
-        run became 7 in bench/operator_bench.py). A Labelbox slower than `report_wait_s` does
-        not hold the transition back: it is stored then, and the acknowledgement when it
-        comes."""
-        box = outbox.Outbox.model_validate(self.status.get("labelbox") or {})
-        if outbox.due(box, self.now) is not None:
-            sending = asyncio.ensure_future(self.send(box))
-            try:
-                done, _ = await asyncio.wait({sending}, timeout=self.ctx.settings.report_wait_s)
-                if not done and self.unsaved(state):
-                    async with self.ctx.kube_slots:
-                        await self.write(state)
-                box = await sending
-            finally:
-                sending.cancel()  # only when this pass is cancelled while Labelbox answers
-            self.status["labelbox"] = box.wire()
-        wake = self.track(box)
-        if self.unsaved(state):
-            async with self.ctx.kube_slots:
-                await self.write(state)
-        return wake
+    async def report(self) -> float | None:
+        """Tell Labelbox what is due, each call stored ahead of it (`delivery`)."""
+        await delivery.deliver(
+            self.state, self.store, self.send, utcnow, self.ctx.settings.report_wait_s
+        )
+        return self.track()
+
+
+async def write_status(kube: KubeClient, name: str, namespace: str, state: RunState) -> None:
+    """Store `state.status` (a merge patch of the whole status); once the server confirmed it,
+    it is `state.stored`. A status the server already holds is not written again."""
+    if not state.unsaved:
+        return
+    status = state.status
+    await kube.patch(
+        MODELRUNS, name, {"status": status.wire()}, namespace, subresource="status", decode=False
+    )
+    state.stored = status
 
 
 async def send_report(
@@ -392,15 +324,6 @@ async def send_report(
     return outbox.acknowledge(box, report, utcnow()), None
 
 
-def _without_nulls(value: Any) -> Any:
-    """Nulls in a merge patch delete fields; compare what the server will store."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
 async def _store_synced(objects: RunObjects) -> None:
     """Passes read Jobs and pods from the informers' store: wait until it has listed once."""
     if not objects.synced.is_set():
@@ -415,13 +338,6 @@ def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or [])
 
 
-def _job_finished(job: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in (job.get("status") or {}).get("conditions") or []
-    )
-
-
 async def reconcile(
     ctx: Context,
     body: Mapping[str, Any],
@@ -429,30 +345,29 @@ async def reconcile(
     templates: Mapping[str, dict[str, Any]],
 ) -> float | None:
     """One pass; answers the seconds until a pass is needed again (None: the run is finished
-    and Labelbox has everything). `state` is updated even when the pass fails half-way, so a
-    report Labelbox acknowledged is never sent again because storing the fact failed."""
-    step = Pass(ctx, body, state.status)
+    and Labelbox has everything). `state` is updated even when the pass fails half-way, so what
+    was sent and stored is never forgotten by the daemon."""
+    step = Pass(ctx, body, state)
     try:
-        if not (Phase(state.status["phase"]).finished if state.status.get("phase") else False):
+        if not state.status.finished:
             await _store_synced(ctx.objects)  # before taking a slot: waiting here holds none
             async with ctx.kube_slots:
                 step.apply(await step.observe(templates))
-                if not step.in_burst and step.report_due() is None:
+                if not step.in_burst and not step.report_due():
                     await step.write(state)  # nothing to tell Labelbox: store it in this slot
             if step.in_burst:  # the run's Job exists; its status waits for the burst to pass
                 await ctx.burst.quiet()
                 async with ctx.kube_slots:
                     await step.write(state)
-        # Labelbox hears of a transition first, and the status is then stored with Labelbox's
-        # answer. The Events follow, outside the pass slots (`Context.event_slots`), so they
+        # The transition is stored with the first Labelbox call it calls for, ahead of the
+        # call; the Events follow, outside the pass slots (`Context.event_slots`), so they
         # never delay a report or a write.
-        wake = await step.report_and_store(state)
+        wake = await step.report()
         await step.post_events()
     finally:
-        state.status = step.status
         if step.events:  # the pass failed half-way; its Events still tell what it decided
             await step.post_events()
-    if Phase(step.status["phase"]).finished:
+    if state.status.finished:
         return wake
     resync = ctx.settings.resync_interval_s
     return resync if wake is None else min(wake, resync)

@@ -19,8 +19,8 @@ class Settings:
     # Outbox: capped exponential backoff between failed reports.
     report_backoff_initial_s: float = 2.0
     report_backoff_max_s: float = 300.0
-    # How long a pass waits for Labelbox's answer before it stores a transition without it;
-    # within it, the transition and its acknowledgement are one status write (0: store first).
+    # How long Labelbox's acknowledgement of a non-final status may wait to ride on the run's
+    # next status write before it is written on its own (0: at once). See delivery.py.
     report_wait_s: float = 2.0
     # Deleting a running ModelRun: how long the finalizer tries to tell Labelbox "cancelled".
     cancel_report_timeout_s: float = 60.0

@@ -58,14 +58,14 @@ def test_outbox_sends_in_order_and_backs_off_on_failure() -> None:
     box = outbox.enqueue(outbox.Outbox(), [S.EXPORTING_DATA, S.PREPARING_DATA], {"job": "j"}, None)
     first = outbox.due(box, T0)
     assert first is not None and first.status is S.EXPORTING_DATA
-    box = outbox.failed(box, "502 Bad Gateway", T0, initial=2, cap=300)
+    box = outbox.failed(outbox.begin(box, first), "502 Bad Gateway", T0, initial=2, cap=300)
     assert outbox.due(box, T0 + dt.timedelta(seconds=1)) is None
     assert outbox.next_wakeup(box, T0) == 2.0
     box = outbox.failed(box, "502", T0, initial=2, cap=300)
     assert (box.attempts, box.next_attempt_time) == (2, "2026-01-01T00:00:04Z")
     again = outbox.due(box, T0 + dt.timedelta(seconds=5))
     assert again is not None and again.status is S.EXPORTING_DATA
-    box = outbox.acknowledge(box, again, T0)
+    box = outbox.acknowledge(outbox.begin(box, again), again, T0)
     assert (box.acknowledged, box.pending, box.attempts) == (
         S.EXPORTING_DATA,
         [S.PREPARING_DATA],
@@ -83,21 +83,21 @@ def test_failed_status_carries_the_error_message_only_on_failed() -> None:
     box = outbox.enqueue(outbox.Outbox(), [S.EXPORTING_DATA, S.FAILED], {}, "BadInput: no labels")
     head = outbox.due(box, T0)
     assert head is not None and head.error_message is None
-    box = outbox.acknowledge(box, head, T0)
+    box = outbox.acknowledge(outbox.begin(box, head), head, T0)
     tail = outbox.due(box, T0)
     assert tail is not None and (tail.status, tail.error_message) == (
         S.FAILED,
         "BadInput: no labels",
     )
-    box = outbox.acknowledge(box, tail, T0)
-    assert box.drained and outbox.due(box, T0) is None
+    box = outbox.acknowledge(outbox.begin(box, tail), tail, T0)
+    assert outbox.drained(box) and outbox.due(box, T0) is None
 
 
 def test_a_waiting_notice_is_sent_once_and_its_clearing_once() -> None:
     box = outbox.enqueue(outbox.Outbox(), [S.EXPORTING_DATA], {"m": 1}, None, "Insufficient gpu")
     report = outbox.due(box, T0)
     assert report is not None and report.notice == "Insufficient gpu"
-    box = outbox.acknowledge(box, report, T0)
+    box = outbox.acknowledge(outbox.begin(box, report), report, T0)
     assert outbox.due(box, T0) is None
     box = outbox.enqueue(box, [], {"m": 2}, None, "Insufficient gpu")  # metadata alone: no resend
     assert outbox.due(box, T0) is None
@@ -105,12 +105,12 @@ def test_a_waiting_notice_is_sent_once_and_its_clearing_once() -> None:
     refresh = outbox.due(box, T0)
     assert refresh is not None and refresh.status is S.EXPORTING_DATA
     assert refresh.metadata == {"m": 3}
-    box = outbox.acknowledge(box, refresh, T0)
+    box = outbox.acknowledge(outbox.begin(box, refresh), refresh, T0)
     box = outbox.enqueue(box, [], {"m": 4}, None, None)
     cleared = outbox.due(box, T0)
     assert cleared is not None and cleared.notice is None
-    box = outbox.acknowledge(box, cleared, T0)
-    assert box.drained
+    box = outbox.acknowledge(outbox.begin(box, cleared), cleared, T0)
+    assert outbox.drained(box)
 
 
 def test_outbox_round_trips_through_the_wire_format() -> None:

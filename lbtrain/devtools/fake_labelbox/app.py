@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 STATE = web.AppKey("fake_labelbox_state", FakeState)
 STOPPING = web.AppKey("fake_labelbox_stopping", asyncio.Event)
+SLOW = "fake_labelbox_slow"  # request key: answer late (mode "slow")
 RESOLVERS: dict[str, Resolver] = {
     **model_runs.RESOLVERS,
     **export.RESOLVERS,
@@ -104,6 +105,9 @@ async def _inject(
     )
     if rule is None:
         return None
+    if rule.mode == "slow":  # applied as usual; the answer waits (`_answer_late`)
+        request[SLOW] = True
+        return None
     if rule.mode == "5xx":
         reason = {502: "Bad Gateway", 503: "Service Unavailable"}.get(rule.http_status, "Error")
         return web.Response(status=rule.http_status, text=f"{rule.http_status} {reason}")
@@ -146,7 +150,18 @@ async def _graphql(request: web.Request) -> web.StreamResponse:
         return web.json_response(error_body(AUTHENTICATION_ERROR, "Invalid API key"), status=401)
     ctx = Context(state=state, variables=variables, experimental=request.path.endswith("/_gql"))
     status, body = execute(RESOLVERS, ctx, operation)
+    await _answer_late(request)
     return web.json_response(body, status=status)
+
+
+async def _answer_late(request: web.Request) -> None:
+    """Mode "slow": the request took effect; its answer comes `timeout_hang_s` later (a client
+    that gives up or dies meanwhile does not know that Labelbox has it)."""
+    if request.get(SLOW):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                request.app[STOPPING].wait(), request.app[STATE].tunables.timeout_hang_s
+            )
 
 
 async def _media(request: web.Request) -> web.StreamResponse:

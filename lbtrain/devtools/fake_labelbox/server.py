@@ -228,7 +228,8 @@ class FakeLabelbox:
 
     @property
     def timeout_hang_s(self) -> float:
-        """How long mode "timeout" holds a request before answering normally."""
+        """How long mode "timeout" holds a request before answering normally, and mode "slow"
+        holds an answer after processing the request."""
         return self._state.tunables.timeout_hang_s
 
     @timeout_hang_s.setter

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-FailureMode = Literal["5xx", "timeout", "auth", "not_found", "conn_reset"]
+FailureMode = Literal["5xx", "timeout", "slow", "auth", "not_found", "conn_reset"]
 FAILURE_MODES: frozenset[str] = frozenset(get_args(FailureMode))
 
 PIPELINE_STATUSES: frozenset[str] = frozenset(
