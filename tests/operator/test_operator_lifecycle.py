@@ -51,6 +51,20 @@ async def until_gone(kube: KubeClient, ns: str, name: str, why: str, timeout: fl
     raise AssertionError(why)
 
 
+async def events_eventually(
+    kube: KubeClient, ns: str, selector: str, want: Any, timeout: float = 10
+) -> list[dict[str, Any]]:
+    """The Events matching `selector` once `want(events)` holds (the operator posts Events after
+    the status write they describe, so they may trail it a little); else fail with what came."""
+    items: list[dict[str, Any]] = []
+    for _ in range(int(timeout * 10)):
+        items = (await kube.list(EVENTS, ns, field_selector=selector))["items"]
+        if want(items):
+            return items
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"events for {selector}: {[e['reason'] for e in items]}")
+
+
 async def statuses_settle(fake: Any, run_id: str, expected: list[str], timeout: float = 30) -> None:
     for _ in range(int(timeout * 10)):
         if fake.statuses(run_id) == expected:
@@ -84,10 +98,10 @@ async def test_happy_path_job_stages_and_labelbox_timeline(
     assert final.metadata["summary"] == summary and final.metadata["gpus"] == 1
     assert final.error_message is None
     # Events tell the story in `kubectl describe`.
-    events = (await kube.list(EVENTS, namespace, field_selector="involvedObject.name=happy"))[
-        "items"
-    ]
-    assert {"JobCreated", "StageRunning", "Succeeded"} <= {e["reason"] for e in events}
+    story = {"JobCreated", "StageRunning", "Succeeded"}
+    await events_eventually(
+        kube, namespace, "involvedObject.name=happy", lambda es: story <= {e["reason"] for e in es}
+    )
     code, body = await op.get(op.liveness_port, "/healthz")
     assert code == 200, body
     code, metrics = await op.get(op.metrics_port, "/metrics")
@@ -349,10 +363,12 @@ async def test_deletion_is_not_blocked_forever_when_labelbox_is_down(
     await kube.delete(MODELRUNS, "stuck", namespace)
     # cancel-report-timeout is 5 s in these tests
     await until_gone(kube, namespace, "stuck", "deletion blocked by an unreachable Labelbox")
-    events = (await kube.list(EVENTS, namespace, field_selector="involvedObject.name=stuck"))[
-        "items"
-    ]
+    events = await events_eventually(
+        kube,
+        namespace,
+        "involvedObject.name=stuck",
+        lambda es: any(e["reason"] == "LabelboxUnreachable" for e in es),
+    )
     warnings = [e for e in events if e["reason"] == "LabelboxUnreachable"]
-    assert warnings, [e["reason"] for e in events]
     assert warnings[0]["type"] == "Warning"
     assert warnings[0]["message"].startswith("deleted without telling Labelbox: ")

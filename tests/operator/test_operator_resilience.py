@@ -7,10 +7,16 @@ import asyncio
 
 import pytest
 
-from lbtrain.kube import EVENTS, JOBS, MODELRUNS
+from lbtrain.kube import JOBS, MODELRUNS
 from lbtrain.resources.names import LABEL_MODEL_RUN
 
-from .test_operator_lifecycle import FULL, statuses_settle, until, until_acknowledged
+from .test_operator_lifecycle import (
+    FULL,
+    events_eventually,
+    statuses_settle,
+    until,
+    until_acknowledged,
+)
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds", "lbsecret")]
 
@@ -115,9 +121,12 @@ async def test_unknown_model_run_at_labelbox_is_detected_not_swallowed(
     st = await until(kube, namespace, "ghost", lambda s: (s.get("labelbox") or {}).get("lastError"))
     assert "no model run 'cl-not-in-labelbox'" in st["labelbox"]["lastError"]
     assert st["phase"] == "Exporting"  # training is not blocked by it
-    events = (await kube.list(EVENTS, namespace, field_selector="involvedObject.name=ghost"))[
-        "items"
-    ]
+    events = await events_eventually(
+        kube,
+        namespace,
+        "involvedObject.name=ghost",
+        lambda es: any(e["reason"] == "LabelboxModelRunNotFound" for e in es),
+    )
     warning = [e for e in events if e["reason"] == "LabelboxModelRunNotFound"]
-    assert warning and warning[0]["type"] == "Warning"
+    assert warning[0]["type"] == "Warning"
     assert fake_labelbox.statuses("cl-not-in-labelbox") == []
