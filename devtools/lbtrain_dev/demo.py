@@ -1,4 +1,4 @@
-"""`lbtrain demo`: the whole flow on one machine, with no cluster, GPU or Labelbox account.
+"""`lbtrain demo`: the whole flow on this machine, no cluster, GPU or Labelbox account.
 
 A real control plane (the testbed), the real webhook and operator as processes, the local pod
 runner playing the kubelet, the trainer training small models on this CPU, and the fake
@@ -37,10 +37,10 @@ from lbtrain.kube import (
     KubeClient,
     load_config,
 )
-from lbtrain.testbed import ControlPlane
-from lbtrain.testbed.binaries import ensure_binaries, repo_root
-from lbtrain.testbed.controlplane import free_port
-from lbtrain.testbed.podrunner import LocalPodRunner
+from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed.binaries import ensure_binaries, repo_root
+from lbtrain_dev.testbed.controlplane import free_port
+from lbtrain_dev.testbed.podrunner import LocalPodRunner
 from lbtrain_webhook.signature import sign
 
 NAMESPACE = "lbtrain-demo"
@@ -157,7 +157,7 @@ async def wait_ready(url: str, timeout: float = 60) -> None:
 
 
 async def run_demo(args: argparse.Namespace, plane: ControlPlane, work: Path) -> int:
-    from lbtrain.devtools.fake_labelbox import FakeLabelbox
+    from lbtrain_dev.fake_labelbox import FakeLabelbox
 
     real = bool(args.labelbox_api_key)
     if real and not args.model_run_id:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from lbtrain.testbed.pki import write_pki
+from lbtrain_dev.testbed.pki import write_pki
 
 K8S_VERSION = "v1.35.4"
 # The controllers that make Jobs behave as on a real cluster; nothing that needs a kubelet.
