@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from lbtrain.devtools.fake_labelbox import FakeLabelbox
 from lbtrain.kube import (
     EVENTS,
     JOBS,
@@ -44,8 +43,9 @@ from lbtrain.kube import (
     KubeClient,
     load_config,
 )
-from lbtrain.testbed import ControlPlane
-from lbtrain.testbed.binaries import ensure_binaries
+from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed.binaries import ensure_binaries
 
 # The operator benchmark's helpers (control plane, template, operator process): importable as
 # `bench.operator_bench` once the checkout is on the path, as it is for mypy.

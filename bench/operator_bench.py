@@ -4,7 +4,7 @@
                                              [--kubelet-concurrency 16] [--profile] [--no-write]
 
 Starts a testbed control plane (etcd, kube-apiserver, kube-controller-manager from
-lbtrain.testbed), installs the CRDs and a fake Labelbox (`FakeLabelbox.in_thread`, spoken to by
+lbtrain_dev.testbed), installs the CRDs and a fake Labelbox (`FakeLabelbox.in_thread`, spoken to by
 the real SDK inside the operator). For each size N, in fresh namespaces:
 
 1. **ceiling**: N Jobs of exactly the operator's shape (`jobspec.build_job`, each owned by its
@@ -56,7 +56,6 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from lbtrain.devtools.fake_labelbox import FakeLabelbox
 from lbtrain.kube import (
     JOBS,
     MODELRUNS,
@@ -72,6 +71,7 @@ from lbtrain.kube import (
     Resource,
     load_config,
 )
+from lbtrain_dev.fake_labelbox import FakeLabelbox
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bench-key-not-a-secret"
@@ -425,7 +425,7 @@ def kubelet_process(
 
 
 async def _drive(kubeconfig: str, ns: str, n: int, concurrency: int, go: Event) -> dict[str, Any]:
-    from lbtrain.testbed.fake_kubelet import FakeKubelet
+    from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
     seen: dict[str, float] = {}
     done: dict[str, float] = {}
@@ -977,7 +977,7 @@ def report(rows: list[tuple[Ceiling, OperatorRun]], concurrency: int, kubelet: i
 
 SECTION_INTRO = """\
 `bench/operator_bench.py` starts a testbed control plane (etcd with `--unsafe-no-fsync`,
-kube-apiserver and kube-controller-manager from `lbtrain.testbed`), installs the CRDs and runs a
+kube-apiserver and kube-controller-manager from `lbtrain_dev.testbed`), installs the CRDs and runs a
 fake Labelbox (`FakeLabelbox.in_thread`) that the operator reaches through the real `labelbox`
 SDK. For each N, in fresh namespaces:
 
@@ -1134,8 +1134,8 @@ def main() -> int:
             f"({args.ceiling_repeats}), not {args.job_phase_repeats}"
         )
 
-    from lbtrain.testbed import ControlPlane
-    from lbtrain.testbed.binaries import ensure_binaries
+    from lbtrain_dev.testbed import ControlPlane
+    from lbtrain_dev.testbed.binaries import ensure_binaries
 
     bin_dir = ensure_binaries()
     load_before = os.getloadavg()

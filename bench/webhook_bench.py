@@ -3,7 +3,7 @@
     .venv/bin/python bench/webhook_bench.py [--seconds 2] [--rounds 4] [--concurrency 1,10,50]
                                             [--no-write]
 
-Starts a testbed control plane (etcd + kube-apiserver, via lbtrain.testbed), installs the CRDs
+Starts a testbed control plane (etcd + kube-apiserver, via lbtrain_dev.testbed), installs the CRDs
 and six TrainingTemplates, then runs two servers, each in its own process:
 
 - **lbtrain**: the real webhook (`lbtrain_webhook.server.Server`), INFO JSON logs to /dev/null,
@@ -45,7 +45,7 @@ import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from lbtrain.testbed import ControlPlane
+    from lbtrain_dev.testbed import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
@@ -356,7 +356,7 @@ def report(cells: dict[tuple[str, str, int], Cell], levels: list[int]) -> str:
 
 SECTION_INTRO = """\
 `bench/webhook_bench.py` starts a testbed control plane (etcd + kube-apiserver from
-`lbtrain.testbed`; etcd runs with `--unsafe-no-fsync`, so a production etcd adds its fsync to
+`lbtrain_dev.testbed`; etcd runs with `--unsafe-no-fsync`, so a production etcd adds its fsync to
 every POST), installs the CRDs and six TrainingTemplates, and drives, each in its own process:
 
 - **lbtrain**: the real webhook; `GET /models` from the watch cache, `POST /model_run` creates a
@@ -398,8 +398,8 @@ def main() -> int:
 
     sys.path.insert(0, str(REPO))
     from lbtrain.kube import KubeClient, load_config
-    from lbtrain.testbed import ControlPlane
-    from lbtrain.testbed.binaries import ensure_binaries
+    from lbtrain_dev.testbed import ControlPlane
+    from lbtrain_dev.testbed.binaries import ensure_binaries
 
     bin_dir = ensure_binaries()
     ctx = multiprocessing.get_context("spawn")

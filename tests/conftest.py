@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from lbtrain.kube import NAMESPACES, SERVICEACCOUNTS, KubeClient, NotFound, load_config
-from lbtrain.testbed import ControlPlane
-from lbtrain.testbed.binaries import ensure_binaries, repo_root
-from lbtrain.testbed.fake_kubelet import FakeKubelet
+from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed.binaries import ensure_binaries, repo_root
+from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,4 +1,7 @@
-"""`lbtrain operator`: flags and environment in, a running kopf operator out."""
+"""`lbtrain operator`: run the operator: ModelRuns become GPU Jobs mirrored to Labelbox.
+
+Flags and environment in, a running kopf operator out.
+"""
 
 from __future__ import annotations
 

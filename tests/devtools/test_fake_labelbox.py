@@ -16,7 +16,7 @@ import pytest
 import requests
 from lbox import exceptions as lbx
 
-from lbtrain.devtools.fake_labelbox import FakeLabelbox
+from lbtrain_dev.fake_labelbox import FakeLabelbox
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 

@@ -12,7 +12,7 @@ import urllib.request
 
 import labelbox
 
-from lbtrain.testbed.controlplane import free_port
+from lbtrain_dev.testbed.controlplane import free_port
 
 
 def test_service_serves_datasets_and_a_timeline() -> None:

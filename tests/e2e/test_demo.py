@@ -4,6 +4,7 @@ predictions and metrics out at the (fake) Labelbox, for one image and one text m
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,61 @@ def test_demo_trains_an_image_and_a_text_model_end_to_end(
     assert image and all(0.0 <= p["answer"]["confidence"] <= 1.0 for p in image)
     text = [p for p in runs["text_multi_classification"]["predictions"] if "answer" in p]
     assert text and all(isinstance(p["answer"], list) for p in text)
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of `pid`, from /proc (no psutil here)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_stops_everything_the_demo_started(testbed_bin: Path) -> None:
+    """`kill <pid>` of `lbtrain demo --keep` stops its webhook, operator, pods and control
+    plane, as Ctrl-C does, and exits 143."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "lbtrain", "demo", "--keep", "--model-type", "ner", "--rows", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        lines: list[str] = []
+        for line in demo.stdout:
+            lines.append(line)
+            if line.startswith("webhook on http://"):
+                break
+        else:
+            raise AssertionError("the demo never started its webhook:\n" + "".join(lines))
+        started = _children(demo.pid)
+        commands = [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ") for p in started]
+        for part in (b"kube-apiserver", b"etcd", b" webhook ", b" operator "):
+            assert any(part in c for c in commands), (part, commands)
+        demo.send_signal(signal.SIGTERM)
+        rest, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 128 + signal.SIGTERM, "".join(lines) + rest
+    assert "SIGTERM: stopping everything it started" in rest
+    left = sorted(p for p in started if _alive(p))
+    assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lbtrain.testbed import ControlPlane
+from lbtrain_dev.testbed import ControlPlane
 
 from .helpers import API_KEY, CHART, KUBE_VERSION, Helm, Releases, Render, documents, set_args
 

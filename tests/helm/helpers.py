@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from lbtrain.testbed import ControlPlane
-from lbtrain.testbed.binaries import repo_root
+from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed.binaries import repo_root
 
 REPO = repo_root()
 CHART = REPO / "deploy" / "helm" / "lbtrain"

@@ -25,11 +25,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from lbtrain.devtools.fake_labelbox import FakeLabelbox
 from lbtrain.kube import JOBS, LEASES, MODELRUNS, KubeClient
-from lbtrain.testbed import ControlPlane
-from lbtrain.testbed.controlplane import free_port
-from lbtrain.testbed.fake_kubelet import FakeKubelet
+from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed.controlplane import free_port
+from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 from .helpers import API_KEY, Helm, Releases, documents, one, sa_kubeconfig
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lbtrain.resources.models import ModelRun, TrainingTemplate
-from lbtrain.testbed import fake_kubelet as fk
+from lbtrain_dev.testbed import fake_kubelet as fk
 
 IMAGE = "ghcr.io/lbtrain/trainer:test"
 

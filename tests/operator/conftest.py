@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from lbtrain.devtools.fake_labelbox import FakeLabelbox
 from lbtrain.kube import MODELRUNS, SECRETS, TRAININGTEMPLATES, KubeClient
-from lbtrain.testbed import ControlPlane
-from lbtrain.testbed.controlplane import free_port
+from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed.controlplane import free_port
 
 API_KEY = "test-key-not-a-secret"
 

@@ -21,7 +21,7 @@ import pytest
 from lbtrain.kube import JOBS, MODELRUNS, PODS, ApiError, KubeClient
 from lbtrain.resources.models import LabelboxStatus
 from lbtrain.resources.names import LABEL_MODEL_RUN
-from lbtrain.testbed.fake_kubelet import FakeKubelet
+from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 from .test_operator_lifecycle import FULL
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lbtrain.kube import MODELRUNS, TRAININGTEMPLATES, Invalid, KubeClient
-from lbtrain.testbed.binaries import repo_root
+from lbtrain_dev.testbed.binaries import repo_root
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds")]
 

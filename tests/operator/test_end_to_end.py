@@ -11,7 +11,7 @@ import pytest
 
 from lbtrain.kube import PODS
 from lbtrain.resources.names import LABEL_MODEL_RUN
-from lbtrain.testbed.podrunner import LocalPodRunner
+from lbtrain_dev.testbed.podrunner import LocalPodRunner
 
 from .test_operator_lifecycle import FULL, statuses_settle, until
 

@@ -11,7 +11,7 @@ import pytest
 
 from lbtrain.kube import EVENTS, JOBS, MODELRUNS, PODS, KubeClient, NotFound
 from lbtrain.resources.names import FINALIZER, LABEL_MODEL_RUN
-from lbtrain.testbed.fake_kubelet import FakeKubelet
+from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds", "lbsecret")]
 FULL = ["EXPORTING_DATA", "PREPARING_DATA", "TRAINING_MODEL", "COMPLETE"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from lbtrain.resources.models import Phase
-from lbtrain.testbed import fake_kubelet as fk
+from lbtrain_dev.testbed import fake_kubelet as fk
 from lbtrain_operator import progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Limits, observe

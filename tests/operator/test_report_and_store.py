@@ -15,7 +15,7 @@ import pytest
 
 from lbtrain.kube import MODELRUNS, ApiError, KubeClient
 from lbtrain.resources.names import LABEL_MODEL_RUN
-from lbtrain.testbed.fake_kubelet import FakeKubelet
+from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 from .test_operator_lifecycle import FULL, statuses_settle, until, until_acknowledged
 

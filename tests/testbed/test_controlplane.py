@@ -9,8 +9,8 @@ import pytest
 
 from lbtrain.kube import JOBS, NAMESPACES, PODS, SECRETS, KubeClient, NotFound, load_config
 from lbtrain.kube.errors import ApiUnreachable, Invalid
-from lbtrain.testbed import ControlPlane, KubectlError, StartError
-from lbtrain.testbed.fake_kubelet import FakeKubelet
+from lbtrain_dev.testbed import ControlPlane, KubectlError, StartError
+from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 pytestmark = pytest.mark.testbed
 
@@ -186,7 +186,7 @@ async def test_unreachable_api_server_is_a_clear_error(control_plane: ControlPla
     config = load_config(str(control_plane.kubeconfig))
     from dataclasses import replace
 
-    from lbtrain.testbed.controlplane import free_port
+    from lbtrain_dev.testbed.controlplane import free_port
 
     async with KubeClient(replace(config, server=f"https://127.0.0.1:{free_port()}")) as client:
         with pytest.raises(ApiUnreachable):

@@ -12,7 +12,7 @@ import pytest
 
 from lbtrain.kube import JOBS, PODS, SECRETS, KubeClient, NotFound
 from lbtrain.resources.names import LABEL_MODEL_RUN
-from lbtrain.testbed.podrunner import LocalPodRunner, map_trainer_image
+from lbtrain_dev.testbed.podrunner import LocalPodRunner, map_trainer_image
 
 pytestmark = pytest.mark.testbed
 

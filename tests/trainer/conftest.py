@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from lbtrain import contract
-from lbtrain.devtools.fake_labelbox import FakeLabelbox
+from lbtrain_dev.fake_labelbox import FakeLabelbox
 from lbtrain_trainer import cli, synthetic
 from tests.trainer.offline import sitecustomize as network_guard
 

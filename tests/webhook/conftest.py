@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from lbtrain.kube import TRAININGTEMPLATES, KubeClient
-from lbtrain.testbed import ControlPlane
+from lbtrain_dev.testbed import ControlPlane
 from lbtrain_webhook.app import CACHE, make_app
 from lbtrain_webhook.settings import Settings
 

@@ -13,7 +13,7 @@ import sys
 import aiohttp
 import pytest
 
-from lbtrain.testbed.pki import write_pki
+from lbtrain_dev.testbed.pki import write_pki
 from lbtrain_webhook.server import Server
 from lbtrain_webhook.signature import sign
 

@@ -1,4 +1,4 @@
-"""`lbtrain webhook`: serve the Labelbox model-training webhook."""
+"""`lbtrain webhook`: serve the Labelbox model-training webhook (GET /models, POST /model_run)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``lbtrain trainer export|prepare|train|run``: the trainer's command line.
+"""``lbtrain trainer``: trainer stages: export | prepare | train | run (inside the trainer image).
 
 The operator runs each stage as a container with the environment contract of
 :mod:`lbtrain.contract`; every variable can also be given as a flag (flags win). The exit code

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from lbtrain.testbed.pki import write_pki
+from lbtrain_dev.testbed.pki import write_pki
 
 K8S_VERSION = "v1.35.4"
 # The controllers that make Jobs behave as on a real cluster; nothing that needs a kubelet.
@@ -236,7 +236,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=die_with_parent if die_with_parent else None,
         )
         log.close()
         self._procs[name] = proc
@@ -343,8 +343,9 @@ class ControlPlane:
         return self._api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
 
 
-def _die_with_parent() -> None:
-    """In the child: ask the kernel for SIGTERM when the parent (a pytest session) dies."""
+def die_with_parent() -> None:
+    """In the child (a `preexec_fn`): ask the kernel for SIGTERM when the parent dies, so that
+    even a SIGKILLed pytest session or demo leaves no process behind."""
     import ctypes
 
     pr_set_pdeathsig = 1

@@ -1,4 +1,7 @@
-"""`lbtrain testbed up | down | env | status`: a local control plane that outlives the command."""
+"""`lbtrain testbed`: a local Kubernetes control plane for development: up | down | env | status.
+
+The control plane outlives the command: `up` leaves it running, `down` stops it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lbtrain.testbed.binaries import ensure_binaries
-from lbtrain.testbed.controlplane import ControlPlane, StartError
+from lbtrain_dev.testbed.binaries import ensure_binaries
+from lbtrain_dev.testbed.controlplane import ControlPlane, StartError
 
 
 def default_run_dir() -> Path:

@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from lbtrain.devtools.fake_labelbox import timeline
-from lbtrain.devtools.fake_labelbox.app import STOPPING, create_app
-from lbtrain.devtools.fake_labelbox.state import (
+from lbtrain_dev.fake_labelbox import timeline
+from lbtrain_dev.fake_labelbox.app import STOPPING, create_app
+from lbtrain_dev.fake_labelbox.state import (
     FailureMode,
     FakeState,
     ModelRunRecord,

@@ -6,7 +6,7 @@ enable_experimental=True)``; see docs/fake-labelbox.md for what it serves and ho
 failures.
 """
 
-from lbtrain.devtools.fake_labelbox.server import FakeLabelbox
-from lbtrain.devtools.fake_labelbox.state import FailureMode, RecordedRequest, StatusUpdate
+from lbtrain_dev.fake_labelbox.server import FakeLabelbox
+from lbtrain_dev.fake_labelbox.state import FailureMode, RecordedRequest, StatusUpdate
 
 __all__ = ["FailureMode", "FakeLabelbox", "RecordedRequest", "StatusUpdate"]

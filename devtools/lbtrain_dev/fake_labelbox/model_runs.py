@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lbtrain.devtools.fake_labelbox import export
-from lbtrain.devtools.fake_labelbox.document import FieldNode, argument
-from lbtrain.devtools.fake_labelbox.graphql import (
+from lbtrain_dev.fake_labelbox import export
+from lbtrain_dev.fake_labelbox.document import FieldNode, argument
+from lbtrain_dev.fake_labelbox.graphql import (
     BAD_USER_INPUT,
     RESOURCE_NOT_FOUND,
     Context,
@@ -23,7 +23,7 @@ from lbtrain.devtools.fake_labelbox.graphql import (
     find_run,
     require,
 )
-from lbtrain.devtools.fake_labelbox.state import PIPELINE_STATUSES, iso_now
+from lbtrain_dev.fake_labelbox.state import PIPELINE_STATUSES, iso_now
 
 _STARTED_AT = iso_now()
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from lbtrain.devtools.fake_labelbox import export, imports, model_runs, timeline
-from lbtrain.devtools.fake_labelbox.graphql import (
+from lbtrain_dev.fake_labelbox import export, imports, model_runs, timeline
+from lbtrain_dev.fake_labelbox.graphql import (
     AUTHENTICATION_ERROR,
     GRAPHQL_PARSE_FAILED,
     RESOURCE_NOT_FOUND,
@@ -31,7 +31,7 @@ from lbtrain.devtools.fake_labelbox.graphql import (
     execute,
     parse_operation,
 )
-from lbtrain.devtools.fake_labelbox.state import FakeState, RecordedRequest
+from lbtrain_dev.fake_labelbox.state import FakeState, RecordedRequest
 
 log = logging.getLogger(__name__)
 

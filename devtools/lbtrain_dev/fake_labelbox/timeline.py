@@ -7,7 +7,7 @@ import datetime as dt
 import time
 from collections.abc import Iterable
 
-from lbtrain.devtools.fake_labelbox.state import FakeState
+from lbtrain_dev.fake_labelbox.state import FakeState
 
 KEY_METADATA = ("phase", "reason", "job", "pod", "node", "message")
 

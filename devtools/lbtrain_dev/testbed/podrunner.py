@@ -28,7 +28,7 @@ from typing import Any
 
 from lbtrain.kube import PODS, SECRETS, ApiError, ApiUnreachable, KubeClient, NotFound, Resource
 from lbtrain.resources.names import LABEL_MODEL_RUN
-from lbtrain.testbed import fake_kubelet as fk
+from lbtrain_dev.testbed import fake_kubelet as fk
 
 log = logging.getLogger("lbtrain.podrunner")
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")

@@ -1,4 +1,4 @@
-"""`lbtrain demo`: the whole flow on one machine, with no cluster, GPU or Labelbox account.
+"""`lbtrain demo`: the whole flow on this machine, no cluster, GPU or Labelbox account.
 
 A real control plane (the testbed), the real webhook and operator as processes, the local pod
 runner playing the kubelet, the trainer training small models on this CPU, and the fake
@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,10 +38,10 @@ from lbtrain.kube import (
     KubeClient,
     load_config,
 )
-from lbtrain.testbed import ControlPlane
-from lbtrain.testbed.binaries import ensure_binaries, repo_root
-from lbtrain.testbed.controlplane import free_port
-from lbtrain.testbed.podrunner import LocalPodRunner
+from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed.binaries import ensure_binaries, repo_root
+from lbtrain_dev.testbed.controlplane import die_with_parent, free_port
+from lbtrain_dev.testbed.podrunner import LocalPodRunner
 from lbtrain_webhook.signature import sign
 
 NAMESPACE = "lbtrain-demo"
@@ -118,7 +119,11 @@ def demo_templates(endpoint: str, rest: str, epochs: int | None) -> list[dict[st
 def process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            preexec_fn=die_with_parent,
         )
     try:
         yield proc
@@ -157,7 +162,7 @@ async def wait_ready(url: str, timeout: float = 60) -> None:
 
 
 async def run_demo(args: argparse.Namespace, plane: ControlPlane, work: Path) -> int:
-    from lbtrain.devtools.fake_labelbox import FakeLabelbox
+    from lbtrain_dev.fake_labelbox import FakeLabelbox
 
     real = bool(args.labelbox_api_key)
     if real and not args.model_run_id:
@@ -349,17 +354,35 @@ def write_report(
     path.write_text(json.dumps(report, indent=2, default=str))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would raise KeyboardInterrupt.
+
+    `kill <pid>` must stop the demo as Ctrl-C does: every `finally` runs, so the webhook, the
+    operator, the pod runner's trainers and the control plane are stopped in order. Python's
+    default for SIGTERM is to die on the spot, which left the webhook and operator running.
+    A KeyboardInterrupt subclass, because asyncio.run already unwinds its tasks for that one.
+    """
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
+    signal.signal(signal.SIGTERM, _raise_terminated)
     say("lbtrain demo: starting a local control plane (the first run builds it: ~15 min)")
     bin_dir = ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="lbtrain-demo-") as tmp:
         work = Path(tmp)
         plane = ControlPlane(bin_dir, work / "testbed")
-        plane.start(die_with_parent=True)
         try:
+            plane.start(die_with_parent=True)
             plane.install_crds(repo_root() / "crds")
             return asyncio.run(run_demo(args, plane, work))
+        except Terminated:
+            say("lbtrain demo: SIGTERM: stopping everything it started")
+            return 128 + signal.SIGTERM
         except KeyboardInterrupt:
             return 130
         finally:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lbtrain.devtools.fake_labelbox.document import FieldNode, argument
-from lbtrain.devtools.fake_labelbox.graphql import (
+from lbtrain_dev.fake_labelbox.document import FieldNode, argument
+from lbtrain_dev.fake_labelbox.graphql import (
     BAD_USER_INPUT,
     RESOURCE_CONFLICT,
     RESOURCE_NOT_FOUND,
@@ -28,7 +28,7 @@ from lbtrain.devtools.fake_labelbox.graphql import (
     find_run,
     require,
 )
-from lbtrain.devtools.fake_labelbox.state import (
+from lbtrain_dev.fake_labelbox.state import (
     FakeState,
     ModelRunRecord,
     PredictionImport,

@@ -13,14 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lbtrain.devtools.fake_labelbox.document import (
+from lbtrain_dev.fake_labelbox.document import (
     DocumentError,
     FieldNode,
     Operation,
     parse,
     shape,
 )
-from lbtrain.devtools.fake_labelbox.state import FakeState, ModelRunRecord
+from lbtrain_dev.fake_labelbox.state import FakeState, ModelRunRecord
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,11 @@ REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "hel
 
 
 def repo_root() -> Path:
-    """The checkout this package runs from; the testbed is a development tool of the source tree."""
-    return Path(__file__).resolve().parents[2]
+    """The checkout this package runs from; the testbed is a development tool of the source tree.
+
+    This file is devtools/lbtrain_dev/testbed/binaries.py, three folders below the root.
+    """
+    return Path(__file__).resolve().parents[3]
 
 
 def build_script() -> Path:

@@ -1,4 +1,6 @@
-"""`lbtrain fake-labelbox`: the test fake as a service, for local runs of the operator and trainer.
+"""`lbtrain fake-labelbox`: a fake Labelbox API for local runs and tests.
+
+The test fake as a service, for local runs of the operator and trainer.
 
 It serves one model run per model type, each with a small bundled dataset (made by the
 trainer's synthetic generator) through the real export flow, accepts status updates and
@@ -14,7 +16,7 @@ import signal
 from collections.abc import Sequence
 
 from lbtrain import contract
-from lbtrain.devtools.fake_labelbox.server import FakeLabelbox
+from lbtrain_dev.fake_labelbox.server import FakeLabelbox
 
 
 def parser() -> argparse.ArgumentParser:
