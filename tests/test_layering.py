@@ -28,11 +28,12 @@ def first_party_imports(path: Path) -> set[tuple[str, int]]:
     """(top-level package, line) of every first-party import in one module."""
     found: set[tuple[str, int]] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
+        else:
+            continue
         found |= {(n.split(".")[0], node.lineno) for n in names if n.split(".")[0] in FIRST_PARTY}
     return found
 
@@ -55,7 +56,9 @@ def test_imports_go_one_way(package: str) -> None:
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     """The rule above would pass vacuously if the checker saw no imports at all."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from lbtrain_dev.testbed import ControlPlane\n    import lbtrain\n")
+    bad.write_text(
+        "def f():\n    from lbtrain_dev.testbed import ControlPlane\n    import lbtrain\n"
+    )
     assert first_party_imports(bad) == {("lbtrain_dev", 2), ("lbtrain", 3)}
 
 

@@ -40,7 +40,7 @@ from lbtrain.kube import (
 )
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.binaries import ensure_binaries, repo_root
-from lbtrain_dev.testbed.controlplane import die_with_parent, free_port
+from lbtrain_dev.testbed.controlplane import free_port, term_when_parent_dies
 from lbtrain_dev.testbed.podrunner import LocalPodRunner
 from lbtrain_webhook.signature import sign
 
@@ -123,7 +123,7 @@ def process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subproc
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
-            preexec_fn=die_with_parent,
+            preexec_fn=term_when_parent_dies,
         )
     try:
         yield proc

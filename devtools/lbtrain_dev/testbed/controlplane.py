@@ -236,7 +236,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent if die_with_parent else None,
+            preexec_fn=term_when_parent_dies if die_with_parent else None,
         )
         log.close()
         self._procs[name] = proc
@@ -343,7 +343,7 @@ class ControlPlane:
         return self._api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
 
 
-def die_with_parent() -> None:
+def term_when_parent_dies() -> None:
     """In the child (a `preexec_fn`): ask the kernel for SIGTERM when the parent dies, so that
     even a SIGKILLed pytest session or demo leaves no process behind."""
     import ctypes
