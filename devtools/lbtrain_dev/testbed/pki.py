@@ -1,5 +1,9 @@
 """Certificates and keys for a local control plane: a CA, the API server's serving cert, and the
 service-account signing key (needed for the TokenRequest API, which issue #6's RBAC checks use).
+
+For a real node the same CA also signs the kubelet's serving cert and the API server's client
+cert to the kubelet: the kubelet then accepts only the API server (x509 authentication), so
+`kubectl logs` works without opening the kubelet's API to every pod on the bridge.
 """
 
 from __future__ import annotations
@@ -26,8 +30,40 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def write_pki(folder: Path) -> None:
-    """Write ca.crt, apiserver.{crt,key}, sa.{key,pub} into `folder` (mode 0600 for keys)."""
+def _leaf(
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    *,
+    organization: str | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    now = dt.datetime.now(dt.UTC)
+    key = _key()
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def write_pki(folder: Path, node_ip: str | None = None) -> None:
+    """Write ca.crt, apiserver.{crt,key}, sa.{key,pub} into `folder` (mode 0600 for keys).
+
+    With `node_ip` (the address the API server and a real node's kubelet serve on), also
+    kubelet.{crt,key} and apiserver-kubelet-client.{crt,key}, and the API server's cert
+    names that address too.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = _key()
@@ -51,6 +87,8 @@ def write_pki(folder: Path) -> None:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
     ]
+    if node_ip:
+        sans.append(x509.IPAddress(ipaddress.ip_address(node_ip)))
     srv = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
@@ -73,6 +111,18 @@ def write_pki(folder: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     }
+    if node_ip:
+        ip = x509.IPAddress(ipaddress.ip_address(node_ip))
+        kubelet, kubelet_key = _leaf(ca, ca_key, "lbtrain-node", [ip])
+        client, client_key = _leaf(
+            ca, ca_key, "kube-apiserver-kubelet-client", [], organization="system:masters"
+        )
+        files |= {
+            "kubelet.crt": kubelet.public_bytes(serialization.Encoding.PEM),
+            "kubelet.key": _pem_key(kubelet_key),
+            "apiserver-kubelet-client.crt": client.public_bytes(serialization.Encoding.PEM),
+            "apiserver-kubelet-client.key": _pem_key(client_key),
+        }
     for name, data in files.items():
         path = folder / name
         path.write_bytes(data)
