@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,16 @@ def main(argv: Sequence[str]) -> int:
             clusterwide=clusterwide,
             standalone=True,
             liveness_endpoint=liveness,
+            # kopf's default identity asks the passwd database for the user's name, which a
+            # container running as an arbitrary uid (the chart's 65532, OpenShift's random
+            # ones) does not have: it crashed the operator pod at start on a real node.
+            identity=operator_identity(),  # type: ignore[arg-type]  # kopf exports no Identity
         )
     )
     return 0
+
+
+def operator_identity() -> str:
+    """Who this operator is to kopf: the pod's name (the hostname) and the process, never the
+    user name, which needs a passwd entry for the uid."""
+    return f"lbtrain-operator@{socket.gethostname()}/{os.getpid()}"
