@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import random
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,16 +318,19 @@ def save_random_text_encoder(
     from lbtrain_trainer.text_encoding import train_wordpiece
 
     directory.mkdir(parents=True, exist_ok=True)
-    wordpiece = directory.parent / "wordpiece.json"
-    train_wordpiece(texts, wordpiece_vocab, wordpiece)
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_file=str(wordpiece),
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    # The raw tokenizers file is only a step towards the transformers one: it goes to a scratch
+    # folder, so a pretrained root (e.g. the image's) holds nothing the trainer does not read.
+    with tempfile.TemporaryDirectory(prefix="wordpiece-") as scratch:
+        wordpiece = Path(scratch) / "wordpiece.json"
+        train_wordpiece(texts, wordpiece_vocab, wordpiece)
+        tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+            tokenizer_file=str(wordpiece),
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
     tokenizer.save_pretrained(directory)
     config = BertConfig(vocab_size=max(min_model_vocab, tokenizer.vocab_size), **bert_config)
     BertModel(config).save_pretrained(directory)
