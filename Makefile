@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= dev,trainer
 
-.PHONY: demo test install testbed lint typecheck pytest clean
+.PHONY: demo test install testbed node-deps images lint typecheck pytest clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ install: $(VENV)/.installed
 testbed: install
 	PYTHON=$(PY) bash testbed/build.sh >/dev/null
 
+# Debian's containerd, runc, CNI plugins, iptables, buildah and mmdebstrap, for the real node
+# and the image builds (apt runs only when one is missing).
+node-deps:
+	bash testbed/node-deps.sh
+
+# Both images (webhook/operator and trainer) with buildah, cached under a key of every input.
+images: install node-deps
+	bash images/build.sh
+
 demo: testbed
 	$(VENV)/bin/lbtrain demo
 
@@ -32,7 +41,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy lbtrain operator/lbtrain_operator webhook/lbtrain_webhook images/trainer/lbtrain_trainer devtools/lbtrain_dev tests bench
 
-pytest: testbed
+pytest: testbed images
 	HF_HUB_OFFLINE=1 NO_PROXY=127.0.0.1,localhost $(VENV)/bin/pytest -p no:cacheprovider
 
 test: lint typecheck pytest

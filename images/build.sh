@@ -14,7 +14,7 @@
 # to loopback and never to a registry host.
 #
 # Every image is cached by a key of all its inputs (this script, the Dockerfile, pyproject.toml,
-# README.md, the copied source trees, the base's suite and packages) and rebuilt only when the
+# the copied source trees, the base's suite and packages) and rebuilt only when the
 # key changes; an archive is published by a rename, so a half build never looks cached. The
 # trainer image carries torch from PyPI with its CUDA libraries (several GB), hence the cache
 # and the host's pip cache mounted into the build (torch is downloaded once per machine).
@@ -59,7 +59,7 @@ base_key() {
 image_key() {  # <dockerfile> <extra text> <source folders...>
   local dockerfile=$1 extra=$2; shift 2
   { echo "$extra"; base_key; cat "$SCRIPT" "$ROOT/$dockerfile" "$ROOT/.dockerignore";
-    tree_digest pyproject.toml README.md "$@"; } | short_hash
+    tree_digest pyproject.toml "$@"; } | short_hash
 }
 
 # --- storage ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`lbtrain demo`: the whole flow on this machine, no cluster, GPU or Labelbox account.
 
 A real control plane (the testbed), the real webhook and operator as processes, the local pod
-runner playing the kubelet, the trainer training small models on this CPU, and the fake
+runner playing the kubelet (or, with `--real-node`, a real node running the trainer image built
+by `make images`), the trainer training small models on this CPU, and the fake
 Labelbox serving a bundled dataset per model type and recording everything it receives. A
 signed `POST /model_run` per model type starts it all, exactly as a click on Train Model would.
 With `--labelbox-api-key` and `--model-run-id` it reports to, and exports from, the real
@@ -38,9 +39,12 @@ from lbtrain.kube import (
     KubeClient,
     load_config,
 )
+from lbtrain_dev.images import ensure_images
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.binaries import ensure_binaries, repo_root
+from lbtrain_dev.testbed.cli import default_node_store
 from lbtrain_dev.testbed.controlplane import free_port, term_when_parent_dies
+from lbtrain_dev.testbed.node import NodeError, import_image
 from lbtrain_dev.testbed.podrunner import LocalPodRunner
 from lbtrain_webhook.signature import sign
 
@@ -73,6 +77,12 @@ def parser() -> argparse.ArgumentParser:
         "and metrics received, the run's config and its final ModelRun status",
     )
     p.add_argument(
+        "--real-node",
+        action="store_true",
+        help="run the trainer pods on a real node (containerd, kubelet; needs root and the "
+        "images of `make images`) instead of the local pod runner",
+    )
+    p.add_argument(
         "--keep",
         action="store_true",
         help="leave everything running at the end (Ctrl-C to stop) to explore with kubectl",
@@ -93,8 +103,11 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def demo_templates(endpoint: str, rest: str, epochs: int | None) -> list[dict[str, Any]]:
-    """The six example templates, sized for a laptop: no GPU, the small models."""
+def demo_templates(
+    endpoint: str, rest: str, epochs: int | None, image: str | None = None
+) -> list[dict[str, Any]]:
+    """The six example templates, sized for a laptop: no GPU, the small models; `image` replaces
+    the examples' trainer image (the one `make images` built, for a real node)."""
     out = []
     for path in sorted((repo_root() / "examples" / "templates").glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
@@ -108,6 +121,8 @@ def demo_templates(endpoint: str, rest: str, epochs: int | None) -> list[dict[st
             activeDeadlineSeconds=1800,
             labelbox={"endpoint": endpoint, "restEndpoint": rest},
         )
+        if image:
+            spec["image"] = image
         spec["hyperparameters"] = {"model_size": "small"}
         if epochs:
             spec["hyperparameters"]["epochs"] = epochs
@@ -161,7 +176,9 @@ async def wait_ready(url: str, timeout: float = 60) -> None:
     raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
 
 
-async def run_demo(args: argparse.Namespace, plane: ControlPlane, work: Path) -> int:
+async def run_demo(
+    args: argparse.Namespace, plane: ControlPlane, work: Path, trainer_image: str | None = None
+) -> int:
     from lbtrain_dev.fake_labelbox import FakeLabelbox
 
     real = bool(args.labelbox_api_key)
@@ -174,7 +191,12 @@ async def run_demo(args: argparse.Namespace, plane: ControlPlane, work: Path) ->
         return 2
     api_key = args.labelbox_api_key or "demo-key-" + secrets.token_hex(4)
     webhook_secret = secrets.token_hex(16)
-    fake_ctx = contextlib.nullcontext(None) if real else FakeLabelbox.in_thread(api_key=api_key)
+    # On a real node, pods reach the fake Labelbox at the node's bridge address.
+    fake_ctx = (
+        contextlib.nullcontext(None)
+        if real
+        else FakeLabelbox.in_thread(api_key=api_key, host=plane.state.host)
+    )
     with fake_ctx as fake:
         endpoint = fake.endpoint if fake is not None else args.labelbox_endpoint
         rest = fake.rest_endpoint if fake is not None else args.labelbox_rest_endpoint
@@ -203,7 +225,7 @@ async def run_demo(args: argparse.Namespace, plane: ControlPlane, work: Path) ->
                 {"metadata": {"name": "lbtrain-labelbox"}, "stringData": {"api-key": api_key}},
                 NAMESPACE,
             )
-            for template in demo_templates(endpoint, rest, args.epochs):
+            for template in demo_templates(endpoint, rest, args.epochs, trainer_image):
                 await kube.create(TRAININGTEMPLATES, template, NAMESPACE)
             say(f"installed the CRDs and the TrainingTemplates in namespace {NAMESPACE}")
             port, wh_metrics = free_port(), free_port()
@@ -239,14 +261,20 @@ async def run_demo(args: argparse.Namespace, plane: ControlPlane, work: Path) ->
             ):
                 await wait_ready(f"http://127.0.0.1:{port}/readyz")
                 say(f"webhook on http://127.0.0.1:{port}, operator running (logs in {work})")
-                runner = LocalPodRunner(
-                    kube,
-                    NAMESPACE,
-                    work / "pods",
-                    max_parallel=args.parallel,
-                    extra_env={"HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"},
+                runner = (
+                    None
+                    if trainer_image
+                    else LocalPodRunner(
+                        kube,
+                        NAMESPACE,
+                        work / "pods",
+                        max_parallel=args.parallel,
+                        extra_env={"HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"},
+                    )
                 )
-                runner_task = asyncio.create_task(runner.run_forever())
+                runner_task = asyncio.create_task(
+                    runner.run_forever() if runner else asyncio.Event().wait()
+                )
                 try:
                     code = await drive(args, kube, port, webhook_secret, run_ids, fake)
                     if args.keep:
@@ -255,7 +283,8 @@ async def run_demo(args: argparse.Namespace, plane: ControlPlane, work: Path) ->
                     return code
                 finally:
                     runner_task.cancel()
-                    await runner.close()
+                    if runner:
+                        await runner.close()
 
 
 async def drive(
@@ -375,15 +404,28 @@ def main(argv: Sequence[str]) -> int:
     bin_dir = ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="lbtrain-demo-") as tmp:
         work = Path(tmp)
-        plane = ControlPlane(bin_dir, work / "testbed")
+        store = default_node_store() if args.real_node else None
+        plane = ControlPlane(bin_dir, work / "testbed", node_store=store)
         try:
-            plane.start(die_with_parent=True)
+            trainer_image = None
+            if args.real_node:
+                say("lbtrain demo: building (or finding) the images, starting a real node")
+                images = ensure_images()
+                plane.start(die_with_parent=True, timeout=180)
+                for image in (images.lbtrain, images.trainer):
+                    import_image(plane.node_paths, image.archive, image.ref)
+                trainer_image = images.trainer.ref
+            else:
+                plane.start(die_with_parent=True)
             plane.install_crds(repo_root() / "crds")
-            return asyncio.run(run_demo(args, plane, work))
+            return asyncio.run(run_demo(args, plane, work, trainer_image))
         except Terminated:
             say("lbtrain demo: SIGTERM: stopping everything it started")
             return 128 + signal.SIGTERM
         except KeyboardInterrupt:
             return 130
+        except NodeError as exc:
+            say(f"lbtrain demo: {exc}")
+            return 2
         finally:
             plane.stop()

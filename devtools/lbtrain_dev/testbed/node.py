@@ -172,9 +172,20 @@ def image_present(paths: nc.NodePaths, ref: str) -> bool:
 
 
 def import_image(paths: nc.NodePaths, archive: Path, ref: str) -> bool:
-    """Import a docker or OCI archive into the node unless `ref` is there; True if imported."""
+    """Import a docker or OCI archive into the node unless `ref` is there; True if imported.
+
+    Other tags of the same repository are removed first: the store outlives runs, and each
+    trainer image is GBs (containerd collects their content and snapshots once untagged)."""
     if image_present(paths, ref):
         return False
+    repository = ref.rsplit(":", 1)[0]
+    stale = [
+        other
+        for other in ctr(paths, "images", "ls", "-q", timeout=30).stdout.split()
+        if other.rsplit(":", 1)[0] == repository and other != ref
+    ]
+    if stale:
+        ctr(paths, "images", "rm", *stale, timeout=120)
     done = ctr(paths, "images", "import", str(archive))
     if done.returncode != 0 or not image_present(paths, ref):
         raise NodeError(f"importing {archive} as {ref} failed: {done.stderr.strip()}")

@@ -1,0 +1,393 @@
+"""What a user installs, on a real node: `helm install` of the chart with its defaults, the two
+images built by `make images`, a signed POST /model_run through the webhook's Service, and a
+trainer pod whose three stage containers really run, until Labelbox reads COMPLETE. Then the
+failures a user meets on a real cluster, each with the reason and the Labelbox message they
+should see: OOMKilled, an image that cannot be pulled, data that cannot train, a cancelled run,
+and the operator's own pod deleted mid-run.
+
+The chart's values differ from its defaults only in the image references, the Labelbox endpoint
+(the fake Labelbox, on the node's bridge address so pods reach it), the secrets and, because
+this node has 2 cores, the CPU request of the one template trained here. Storage for the
+default templates' artifacts claim is a hostPath PersistentVolume, as a cluster admin (or a
+provisioner) would provide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from lbtrain.kube import JOBS, MODELRUNS, PODS, KubeClient, NotFound, load_config
+from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.images import ImageSet
+from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed import nodeconfig as nc
+from lbtrain_trainer.synthetic import make_dataset
+
+from ..helm.helpers import CHART, Helm, set_args
+
+pytestmark = [pytest.mark.testbed, pytest.mark.trainer, pytest.mark.slow]
+
+RELEASE_NS = "lbtrain"
+OOM_NS = "lbtrain-oom"
+PULL_NS = "lbtrain-pull"
+API_KEY = "lb-api-key-real-node"
+WEBHOOK_SECRET = "real-node-webhook-secret-" + secrets.token_hex(8)
+TEXT_TYPE = "text_single_classification"
+FULL = ["EXPORTING_DATA", "PREPARING_DATA", "TRAINING_MODEL", "COMPLETE"]
+# A closed port on loopback: the pull fails at once, and nothing leaves the machine.
+UNPULLABLE = "127.0.0.1:1/none:0"
+
+
+def sign(body: bytes) -> str:
+    return "sha1=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
+
+
+def image_values(images: ImageSet) -> dict[str, Any]:
+    repo, tag = images.lbtrain.ref.rsplit(":", 1)
+    trepo, ttag = images.trainer.ref.rsplit(":", 1)
+    return {
+        "image.repository": repo,
+        "image.tag": tag,
+        "trainingTemplates.defaults.image.repository": trepo,
+        "trainingTemplates.defaults.image.tag": ttag,
+    }
+
+
+@pytest.fixture(scope="module")
+def labelbox() -> Iterator[FakeLabelbox]:
+    with FakeLabelbox.in_thread(api_key=API_KEY, host=nc.node_ip()) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def installed(
+    real_node: ControlPlane,
+    images: ImageSet,
+    labelbox: FakeLabelbox,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ControlPlane]:
+    """The chart, installed with its defaults and waited for (webhook and operator pods Ready)."""
+    kubectl = real_node.kubectl
+    for ns in (RELEASE_NS, OOM_NS, PULL_NS):
+        kubectl("create", "namespace", ns, check=True)
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    artifacts.chmod(0o1777)  # trainer pods run as uid 10001; hostPath keeps the folder's mode
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "lbtrain-artifacts-testbed"},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": str(artifacts), "type": "Directory"},
+            "claimRef": {"namespace": RELEASE_NS, "name": "lbtrain-artifacts"},
+            "persistentVolumeReclaimPolicy": "Retain",
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(pv), check=True)
+    home = tmp_path_factory.mktemp("helm")
+    helm = Helm(real_node.bin_dir / "helm", home, real_node.kubeconfig)
+    values = {
+        **image_values(images),
+        "labelbox.endpoint": labelbox.endpoint,
+        "labelbox.restEndpoint": labelbox.rest_endpoint,
+        "labelbox.apiKey": API_KEY,
+        "webhook.secret.value": WEBHOOK_SECRET,
+        "operator.watchNamespaces": [OOM_NS, PULL_NS],
+        # The one change for this 2-core node: the trained template asks for 1 CPU, not 4.
+        "trainingTemplates.templates.text-single-classification.resources": {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            "limits": {"memory": "4Gi"},
+        },
+        # Faster loops for a test, and text logs to read in the failure output.
+        "operator.extraArgs": ["--resync-interval=2", "--report-backoff-max=1"],
+    }
+    result = helm(
+        "install", "lbtrain", str(CHART), f"--namespace={RELEASE_NS}", "--wait",
+        "--timeout=5m", *set_args(values), check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        print(kubectl("get", "pods", "-A", "-o", "wide").stdout)
+        print(kubectl("describe", "pods", "-n", RELEASE_NS).stdout[-6000:])
+    assert result.returncode == 0, result.stderr
+    yield real_node
+    for ns in (OOM_NS, PULL_NS):
+        kubectl("delete", "mr", "--all", "-n", ns, "--wait=false")
+    helm("uninstall", "lbtrain", f"--namespace={RELEASE_NS}", "--wait", check=False)
+
+
+@pytest.fixture
+async def kube(installed: ControlPlane) -> AsyncIterator[KubeClient]:
+    async with KubeClient(load_config(str(installed.kubeconfig))) as client:
+        yield client
+
+
+def service_url(plane: ControlPlane) -> str:
+    done = plane.kubectl(
+        "get", "service", "lbtrain-webhook", "-n", RELEASE_NS,
+        "-o", "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}", check=True,
+    )  # fmt: skip
+    return f"http://{done.stdout.strip()}"
+
+
+def seed(labelbox: FakeLabelbox, run_id: str, rows: int = 40, *, labelled: bool = True) -> None:
+    data = make_dataset(TEXT_TYPE, rows, media_url_for=labelbox.add_media, model_run_id=run_id)
+    run_rows = data.rows
+    if not labelled:  # export rows whose run has no label: the trainer exits 65
+        for row in run_rows:
+            for experiment in row.get("experiments", {}).values():
+                for run in experiment.get("runs", {}).values():
+                    run["labels"] = []
+    labelbox.add_model_run(run_id, rows=run_rows, name=f"e2e {run_id}")
+
+
+async def post_model_run(url: str, run_id: str, model_type: str = TEXT_TYPE) -> str:
+    body = json.dumps(
+        {"modelRunId": run_id, "modelType": model_type, "modelId": "model-1",
+         "organizationId": "org-1"}
+    ).encode()  # fmt: skip
+    headers = {"X-Hub-Signature": sign(body), "Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/model_run", data=body, headers=headers) as resp,
+    ):
+        assert resp.status == 201, await resp.text()
+    return run_id
+
+
+async def model_run(kube: KubeClient, run_id: str, namespace: str = RELEASE_NS) -> dict[str, Any]:
+    for _ in range(100):
+        for mr in (await kube.list(MODELRUNS, namespace))["items"]:
+            if mr["spec"]["modelRunId"] == run_id:
+                return dict(mr)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no ModelRun for {run_id} in {namespace}")
+
+
+async def until_phase(
+    kube: KubeClient, name: str, namespace: str, phases: set[str], timeout: float
+) -> dict[str, Any]:
+    def done(mr: dict[str, Any]) -> bool:
+        st = mr.get("status") or {}
+        acknowledged = (st.get("labelbox") or {}).get("acknowledged")
+        return st.get("phase") in phases and acknowledged in ("COMPLETE", "FAILED")
+
+    return dict(await kube.wait_for(MODELRUNS, name, namespace, done, timeout=timeout))
+
+
+async def trainer_pod(kube: KubeClient, name: str, namespace: str) -> dict[str, Any]:
+    for _ in range(300):
+        pods = await kube.list(PODS, namespace, label_selector=f"lbtrain.io/model-run={name}")
+        if pods["items"]:
+            return dict(pods["items"][0])
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no trainer pod for {name}")
+
+
+async def pod_gone(kube: KubeClient, name: str, namespace: str, timeout: float) -> bool:
+    for _ in range(int(timeout * 5)):
+        try:
+            await kube.get(PODS, name, namespace)
+        except NotFound:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+def show(plane: ControlPlane, namespace: str) -> str:
+    return "\n".join(
+        plane.kubectl(*args).stdout[-3000:]
+        for args in (
+            ("get", "mr,jobs,pods", "-n", namespace, "-o", "wide"),
+            ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
+            ("logs", "-n", RELEASE_NS, "deploy/lbtrain-operator", "--tail=40"),
+        )
+    )
+
+
+# --- the promise -------------------------------------------------------------------------------
+@pytest.mark.timeout(900)
+async def test_helm_install_then_train_model_completes_on_a_real_pod(
+    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
+) -> None:
+    url = service_url(installed)
+    async with aiohttp.ClientSession() as session:
+        headers = {"X-Hub-Signature": sign(b"")}
+        async with session.get(f"{url}/models", headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            assert TEXT_TYPE in await resp.json()
+    run_id = "cl-real-node-complete-01"
+    seed(labelbox, run_id)
+    await post_model_run(url, run_id)
+    name = (await model_run(kube, run_id))["metadata"]["name"]
+    try:
+        done = await until_phase(kube, name, RELEASE_NS, {"Succeeded", "Failed"}, 600)
+    finally:
+        print(show(installed, RELEASE_NS))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert labelbox.statuses(run_id) == FULL
+    predictions = labelbox.predictions(run_id)
+    assert [p for p in predictions if "answer" in p], "predictions reached Labelbox"
+    assert [p for p in predictions if "metricValue" in p], "metrics reached Labelbox"
+    assert "lbtrain_results" in labelbox.config(run_id)
+    # Each stage ran in its own container of the trainer image; `kubectl logs` reads each.
+    pod = await trainer_pod(kube, name, RELEASE_NS)
+    statuses = pod["status"]["initContainerStatuses"] + pod["status"]["containerStatuses"]
+    assert {s["name"]: s["state"]["terminated"]["exitCode"] for s in statuses} == {
+        "export": 0, "prepare": 0, "train": 0,
+    }  # fmt: skip
+    for stage in ("export", "prepare", "train"):
+        logs = installed.kubectl("logs", "-n", RELEASE_NS, pod["metadata"]["name"], "-c", stage)
+        assert logs.returncode == 0 and logs.stdout.strip(), (stage, logs.stderr)
+    assert pod["spec"]["nodeName"] == nc.NODE_NAME
+
+
+# --- real failures -----------------------------------------------------------------------------
+def small_template(namespace: str, images: ImageSet, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lbtrain.io/v1alpha1",
+        "kind": "TrainingTemplate",
+        "metadata": {"name": "text", "namespace": namespace},
+        "spec": {
+            "modelType": TEXT_TYPE,
+            "image": images.trainer.ref,
+            "gpus": 1,
+            "nodeSelector": dict(nc.GPU_LABELS),
+            "pretrained": "/opt/lbtrain/pretrained",
+            "backoffLimit": 0,
+            "hyperparameters": {"epochs": 1, "model_size": "production"},
+            **spec,
+        },
+    }
+
+
+async def run_by_hand(plane: ControlPlane, namespace: str, run_id: str) -> str:
+    """A ModelRun applied with kubectl, as a user debugging would."""
+    name = f"mr-{run_id}"
+    mr = {
+        "apiVersion": "lbtrain.io/v1alpha1",
+        "kind": "ModelRun",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"modelRunId": run_id, "modelType": TEXT_TYPE, "modelId": "model-1"},
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(mr), check=True)
+    return name
+
+
+@pytest.mark.timeout(600)
+async def test_a_tiny_memory_limit_is_oomkilled_and_labelbox_says_so(
+    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox, images: ImageSet
+) -> None:
+    template = small_template(
+        OOM_NS, images, resources={"requests": {"cpu": "100m"}, "limits": {"memory": "48Mi"}}
+    )
+    installed.kubectl("apply", "-f", "-", input=json.dumps(template), check=True)
+    run_id = "cl-real-node-oom-01"
+    seed(labelbox, run_id)
+    name = await run_by_hand(installed, OOM_NS, run_id)
+    try:
+        done = await until_phase(kube, name, OOM_NS, {"Failed", "Succeeded"}, 300)
+    finally:
+        print(show(installed, OOM_NS))
+    assert done["status"]["phase"] == "Failed"
+    assert done["status"]["reason"] == "OOMKilled", done["status"]
+    last = labelbox.status_updates(run_id)[-1]
+    assert last.status == "FAILED"
+    assert last.error_message and "ran out of memory (OOMKilled" in last.error_message
+
+
+@pytest.mark.timeout(600)
+async def test_an_unpullable_image_fails_the_run_as_image_pull_failed(
+    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox, images: ImageSet
+) -> None:
+    template = small_template(PULL_NS, images, image=UNPULLABLE, imagePullGracePeriodSeconds=5)
+    installed.kubectl("apply", "-f", "-", input=json.dumps(template), check=True)
+    run_id = "cl-real-node-pull-01"
+    seed(labelbox, run_id)
+    name = await run_by_hand(installed, PULL_NS, run_id)
+    try:
+        done = await until_phase(kube, name, PULL_NS, {"Failed", "Succeeded"}, 300)
+    finally:
+        print(show(installed, PULL_NS))
+    assert done["status"]["reason"] == "ImagePullFailed", done["status"]
+    last = labelbox.status_updates(run_id)[-1]
+    assert last.status == "FAILED"
+    assert last.error_message and f"cannot pull image {UNPULLABLE}" in last.error_message
+    # The pull really failed at the node's containerd, as a user's `kubectl describe` shows.
+    events = installed.kubectl("get", "events", "-n", PULL_NS, "-o", "json", check=True)
+    reasons = {e["reason"] for e in json.loads(events.stdout)["items"]}
+    assert reasons & {"Failed", "BackOff"}, reasons
+
+
+@pytest.mark.timeout(600)
+async def test_data_that_cannot_train_exits_65_and_is_not_retried(
+    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
+) -> None:
+    run_id = "cl-real-node-baddata-01"
+    seed(labelbox, run_id, labelled=False)
+    await post_model_run(service_url(installed), run_id)
+    name = (await model_run(kube, run_id))["metadata"]["name"]
+    try:
+        done = await until_phase(kube, name, RELEASE_NS, {"Failed", "Succeeded"}, 400)
+    finally:
+        print(show(installed, RELEASE_NS))
+    assert done["status"]["reason"] == "BadInput", done["status"]
+    last = labelbox.status_updates(run_id)[-1]
+    assert last.status == "FAILED" and last.error_message
+    assert last.error_message.startswith("the data cannot train")
+    pods = await kube.list(PODS, RELEASE_NS, label_selector=f"lbtrain.io/model-run={name}")
+    assert len(pods["items"]) == 1, "exit 65 is never retried"
+    [pod] = pods["items"]
+    exits = {
+        s["name"]: (s["state"].get("terminated") or {}).get("exitCode")
+        for s in pod["status"]["initContainerStatuses"]
+    }
+    assert 65 in exits.values(), exits
+
+
+@pytest.mark.timeout(600)
+async def test_deleting_a_running_model_run_stops_its_pod_and_tells_labelbox(
+    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
+) -> None:
+    run_id = "cl-real-node-cancel-01"
+    seed(labelbox, run_id)
+    await post_model_run(service_url(installed), run_id)
+    name = (await model_run(kube, run_id))["metadata"]["name"]
+    await labelbox.wait_for_status(run_id, "EXPORTING_DATA", timeout=300)
+    pod = await trainer_pod(kube, name, RELEASE_NS)
+    installed.kubectl("delete", "mr", name, "-n", RELEASE_NS, "--timeout=120s", check=True)
+    last = await labelbox.wait_for_status(run_id, "FAILED", timeout=60)
+    assert last.error_message and "cancelled" in last.error_message.lower()
+    assert await pod_gone(kube, pod["metadata"]["name"], RELEASE_NS, timeout=120)
+
+
+@pytest.mark.timeout(900)
+async def test_the_operator_pod_deleted_mid_run_comes_back_and_finishes_the_run(
+    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
+) -> None:
+    run_id = "cl-real-node-restart-01"
+    seed(labelbox, run_id)
+    await post_model_run(service_url(installed), run_id)
+    name = (await model_run(kube, run_id))["metadata"]["name"]
+    await labelbox.wait_for_status(run_id, "EXPORTING_DATA", timeout=300)
+    installed.kubectl(
+        "delete", "pod", "-n", RELEASE_NS, "-l", "app.kubernetes.io/component=operator",
+        "--wait=false", check=True,
+    )  # fmt: skip
+    try:
+        done = await until_phase(kube, name, RELEASE_NS, {"Succeeded", "Failed"}, 700)
+    finally:
+        print(show(installed, RELEASE_NS))
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    jobs = await kube.list(JOBS, RELEASE_NS, label_selector=f"lbtrain.io/model-run={name}")
+    assert len(jobs["items"]) == 1, "one Job, whatever the operator's restarts"
+    assert labelbox.statuses(run_id) == FULL, "one ordered Labelbox timeline"
