@@ -27,8 +27,15 @@ SCRIPT="$HERE/$(basename "$0")"
 CACHE=${LBTRAIN_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lbtrain-images}
 PIP_CACHE=${PIP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pip}
 SUITE=bookworm
-MIRROR=${LBTRAIN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${LBTRAIN_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# Where Debian's packages come from: this machine's own apt sources (the machine reaches them
+# already; a mirror or proxy set up for apt serves the base too), or the files named here.
+host_apt_sources() {
+  local f
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    if [ -s "$f" ]; then echo "$f"; fi
+  done
+}
+APT_SOURCES=${LBTRAIN_APT_SOURCES:-$(host_apt_sources)}
 # python3-venv brings ensurepip (the virtualenvs' pip); ca-certificates lets pip reach PyPI
 # over TLS; passwd (useradd, in minbase already) is named because the trainer's Dockerfile runs it.
 PACKAGES=python3,python3-venv,ca-certificates,passwd
@@ -42,6 +49,7 @@ need buildah "Debian: apt-get install buildah"
 need mmdebstrap "Debian: apt-get install mmdebstrap"
 need sha256sum "coreutils"
 need flock "util-linux"
+[ -n "$APT_SOURCES" ] || die "no apt sources found (/etc/apt/sources.list[.d]); name them in LBTRAIN_APT_SOURCES"
 
 # --- keys -------------------------------------------------------------------------------------
 # Files under the named folders, bytecode left out (as .dockerignore leaves it out of COPY),
@@ -53,7 +61,7 @@ tree_digest() {
 short_hash() { sha256sum | cut -c1-16; }
 
 base_key() {
-  { echo "$SUITE $PACKAGES"; declare -f make_base; } | short_hash
+  { echo "$SUITE $PACKAGES"; declare -f make_base; cat $APT_SOURCES; } | short_hash
 }
 
 image_key() {  # <dockerfile> <extra text> <source folders...>
@@ -99,9 +107,7 @@ make_base() {  # <ref>; the function's text is part of the base key
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    "$SUITE" "$rootfs" \
-    "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" \
-    "deb $SECURITY_MIRROR $SUITE-security main" >&2
+    "$SUITE" "$rootfs" $APT_SOURCES >&2
   ctr=$(bh from --name "lbtrain-base-$$" scratch)
   bh add "$ctr" "$rootfs" / >&2
   bh config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -120,3 +120,34 @@ def test_sigterm_stops_everything_the_demo_started(testbed_bin: Path) -> None:
     assert "SIGTERM: stopping everything it started" in rest
     left = sorted(p for p in started if _alive(p))
     assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]
+
+
+@pytest.mark.timeout(1500)
+def test_demo_on_the_real_node_trains_in_pods_of_the_built_trainer_image(
+    testbed_bin: Path, tmp_path: Path
+) -> None:
+    """`lbtrain demo --real-node`: the trainer runs as real pods on the testbed's node, from the
+    image `make images` built, and Labelbox hears the same story as with the local runner."""
+    from lbtrain_dev.images import ensure_images
+    from lbtrain_dev.testbed.nodeconfig import NODE_NAME
+
+    trainer = ensure_images(quiet=True).trainer.ref
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "lbtrain", "demo", "--real-node",
+            "--model-type", "text_single_classification", "--rows", "20",
+            "--report", str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1450,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    run = json.loads(report.read_text())["text_single_classification"]
+    assert [u["status"] for u in run["statusUpdates"]] == FULL
+    final = run["statusUpdates"][-1]["metadata"]
+    assert final["node"] == NODE_NAME, final
+    assert final["image"] == trainer, final
+    assert [p for p in run["predictions"] if "answer" in p]

@@ -75,3 +75,22 @@ def test_the_sandbox_image_is_a_docker_archive_ctr_can_import() -> None:
     with tarfile.open(fileobj=io.BytesIO(layer)) as inner:
         member = inner.getmember("pause")
         assert member.mode & 0o111
+
+
+def test_importing_a_new_image_drops_the_old_tags_and_their_ids() -> None:
+    from lbtrain_dev.testbed.node import stale_refs
+
+    digests = {
+        "localhost/lbtrain-pause:1": "sha256:p",
+        "localhost/lbtrain-trainer:old": "sha256:t1",
+        "localhost/lbtrain:cur": "sha256:l",
+        "sha256:id-pause": "sha256:p",
+        "sha256:id-old-trainer": "sha256:t1",
+        "sha256:id-lbtrain": "sha256:l",
+        "sha256:id-long-gone": "sha256:t0",
+    }
+    assert stale_refs(digests, "localhost/lbtrain-trainer:new") == [
+        "localhost/lbtrain-trainer:old",
+        "sha256:id-long-gone",
+        "sha256:id-old-trainer",
+    ]

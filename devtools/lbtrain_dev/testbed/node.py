@@ -178,18 +178,33 @@ def import_image(paths: nc.NodePaths, archive: Path, ref: str) -> bool:
     trainer image is GBs (containerd collects their content and snapshots once untagged)."""
     if image_present(paths, ref):
         return False
-    repository = ref.rsplit(":", 1)[0]
-    stale = [
-        other
-        for other in ctr(paths, "images", "ls", "-q", timeout=30).stdout.split()
-        if other.rsplit(":", 1)[0] == repository and other != ref
-    ]
+    stale = stale_refs(_image_digests(paths), ref)
     if stale:
         ctr(paths, "images", "rm", *stale, timeout=120)
     done = ctr(paths, "images", "import", str(archive))
     if done.returncode != 0 or not image_present(paths, ref):
         raise NodeError(f"importing {archive} as {ref} failed: {done.stderr.strip()}")
     return True
+
+
+def stale_refs(digests: dict[str, str], incoming: str) -> list[str]:
+    """What to delete before importing `incoming`: the other tags of its repository, and the
+    bare `sha256:` names (the runtime's image ids) whose image no tag names any more. Without
+    them containerd keeps every old trainer image (GBs each) alive."""
+    repository = incoming.rsplit(":", 1)[0]
+    tags = {ref: digest for ref, digest in digests.items() if not ref.startswith("sha256:")}
+    dropped = {ref for ref in tags if ref.rsplit(":", 1)[0] == repository and ref != incoming}
+    kept = {digest for ref, digest in tags.items() if ref not in dropped}
+    orphans = {
+        ref for ref, digest in digests.items() if ref.startswith("sha256:") and digest not in kept
+    }
+    return sorted(dropped | orphans)
+
+
+def _image_digests(paths: nc.NodePaths) -> dict[str, str]:
+    """{image name: the digest it points at}, as `ctr images ls` lists them."""
+    listed = ctr(paths, "images", "ls", timeout=30).stdout.splitlines()[1:]
+    return {line.split()[0]: line.split()[2] for line in listed if len(line.split()) > 2}
 
 
 def pause_archive(cache: Path) -> Path:
