@@ -39,7 +39,7 @@ APT_SOURCES=${LBTRAIN_APT_SOURCES:-$(host_apt_sources)}
 # python3-venv brings ensurepip (the virtualenvs' pip); ca-certificates lets pip reach PyPI
 # over TLS; passwd (useradd, in minbase already) is named because the trainer's Dockerfile runs it.
 PACKAGES=python3,python3-venv,ca-certificates,passwd
-KEEP=${LBTRAIN_IMAGE_KEEP:-2}   # archives kept per image name (the newest), so keys can flip back
+KEEP=${LBTRAIN_IMAGE_KEEP:-1}   # archives kept per image name (the newest): a trainer archive is ~7 GB
 
 log() { echo "images: $*" >&2; }
 die() { log "$*"; exit 2; }
