@@ -93,7 +93,7 @@ from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.binaries import ensure_binaries
 from lbtrain_dev.testbed.cli import default_node_store
-from lbtrain_dev.testbed.node import NodeError, import_image, leftovers
+from lbtrain_dev.testbed.node import MARKER, NodeError, import_image, leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "lbtrain"
@@ -224,6 +224,16 @@ def service_url(plane: ControlPlane) -> str:
         "-o", "jsonpath={.spec.clusterIP}:{.spec.ports[0].port}", check=True,
     )  # fmt: skip
     return f"http://{done.stdout.strip()}"
+
+
+def node_taken_over(plane: ControlPlane) -> str | None:
+    """The run folder of another node that claimed this machine's one node (its bridge,
+    routes and kube-proxy chains) since ours started; None while the claim is still ours."""
+    try:
+        claimed = json.loads(MARKER.read_text()).get("run_dir", "")
+    except (OSError, ValueError):
+        return "(no claim on the node left)"
+    return None if Path(claimed) == plane.run_dir else str(claimed)
 
 
 # --- what the watches see ----------------------------------------------------------------------
@@ -528,6 +538,12 @@ async def measure(
                 if time.monotonic() > deadline:
                     log(f"--max-minutes reached: {done} pairs measured of {args.runs}")
                     break
+                if (intruder := node_taken_over(plane)) is not None:
+                    failures.append(
+                        f"another testbed node took this machine's node over: {intruder}"
+                    )
+                    log(f"stopping: {failures[-1]}")
+                    break
                 pair: list[Run] = []
                 try:
                     for go in order if attempt % 2 == 0 else order[::-1]:
@@ -619,7 +635,7 @@ def summarise(
         f"kernel {info['kernel']}, Python {info['python']}; the control plane, the node, the "
         f"pods and the benchmark share it. Load average (1 min) before/after: "
         f"{info['load_before']}/{info['load']}. Run on {info['date']} at commit "
-        f"{info['commit']}: `{info['command']}`.",
+        f"{info['commit']}: `{info['command']}`. Images: `{info['images']}`.",
         "",
         "| path | runs | p50 s | p99 s | mean s | min s | max s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -793,6 +809,7 @@ def main(argv: list[str]) -> int:
         log(f"no pair measured; failures: {failures}")
         return 1
     info.update(machine())
+    info["images"] = f"{images.lbtrain.ref}`, `{images.trainer.ref}"
     info["command"] = ".venv/bin/python bench/realnode_bench.py" + "".join(f" {a}" for a in argv)
     text = summarise(results, failures, info, args)
     print("\n" + text + "\n")
