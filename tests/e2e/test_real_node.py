@@ -20,6 +20,7 @@ import hmac
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +31,7 @@ from lbtrain_dev.fake_labelbox import FakeLabelbox
 from lbtrain_dev.images import ImageSet
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed import nodeconfig as nc
+from lbtrain_dev.testbed.node import NodeError, leftovers
 from lbtrain_trainer.synthetic import make_dataset
 
 from ..helm.helpers import CHART, Helm, set_args
@@ -261,6 +263,21 @@ async def test_helm_install_then_train_model_completes_on_a_real_pod(
         logs = installed.kubectl("logs", "-n", RELEASE_NS, pod["metadata"]["name"], "-c", stage)
         assert logs.returncode == 0 and logs.stdout.strip(), (stage, logs.stderr)
     assert pod["spec"]["nodeName"] == nc.NODE_NAME
+
+
+def test_a_second_node_is_refused_and_leaves_the_running_one_alone(
+    installed: ControlPlane, tmp_path: Path
+) -> None:
+    """One node per machine: a second `up --node` says which run folder holds it, and its
+    clean-up (the demo's `finally`, a test's teardown) must not take the running node's bridge
+    or kube-proxy rules with it: that once cut the API server off mid-run."""
+    second = ControlPlane(installed.bin_dir, tmp_path, node_store=Path(installed.state.node_store))
+    with pytest.raises(NodeError, match=str(installed.run_dir)):
+        second.start(timeout=30)
+    second.stop()
+    assert installed.kubectl("get", "--raw", "/readyz").returncode == 0
+    assert installed.kubectl("get", "pods", "-n", RELEASE_NS).returncode == 0
+    assert not leftovers(tmp_path, Path(installed.state.node_store)).processes
 
 
 # --- real failures -----------------------------------------------------------------------------

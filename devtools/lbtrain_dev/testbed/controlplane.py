@@ -102,6 +102,9 @@ class State:
     node_store: str = ""
     node_ports: dict[str, int] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)
+    # This plane holds the machine's one node: only then may `stop` tear the node's network
+    # down. A start refused because another node runs must leave that node alone.
+    node_claimed: bool = False
 
     @property
     def server(self) -> str:
@@ -165,10 +168,12 @@ class ControlPlane:
         if st.node:
             nodeio.preflight()
             nodeio.claim(self.node_paths)
+            st.node_claimed = True
             try:
                 st.sysctls = nodeio.network_up()
             except BaseException:
                 nodeio.release(self.run_dir, Path(st.node_store), {})
+                st.node_claimed = False
                 raise
             nodeio.record(self.node_paths, os.getpid(), st.sysctls)
         write_pki(self.pki, st.host if st.node else None)
@@ -210,8 +215,9 @@ class ControlPlane:
                 _signal(pid, signal.SIGKILL)
             self._reap(name, block=True)
         self.state.pids.clear()
-        if self.state.node:
+        if self.state.node_claimed:
             nodeio.release(self.run_dir, Path(self.state.node_store), self.state.sysctls)
+            self.state.node_claimed = False
         state_file = self.run_dir / "state.json"
         if state_file.exists():
             state_file.unlink()
