@@ -49,6 +49,7 @@ from lbtrain_dev.testbed.podrunner import LocalPodRunner
 from lbtrain_webhook.signature import sign
 
 NAMESPACE = "lbtrain-demo"
+ARTIFACTS_CLAIM = "lbtrain-artifacts"  # what examples/templates mount at /artifacts
 DEMO_MODEL_ID = "demo-model"
 HEADLINE_KEYS = ("headline", "macro_f1", "accuracy", "map", "mAP", "f1", "micro_f1")
 
@@ -128,6 +129,40 @@ def demo_templates(
             spec["hyperparameters"]["epochs"] = epochs
         out.append({"metadata": {"name": doc["metadata"]["name"]}, "spec": spec})
     return out
+
+
+def artifacts_volume(plane: ControlPlane, folder: Path) -> None:
+    """The example templates' artifacts claim, bound to a folder of this machine (as a cluster's
+    storage would provide it): on a real node the trained weights land in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o1777)  # the trainer runs as uid 10001; hostPath keeps the folder's mode
+    claim = ARTIFACTS_CLAIM
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{NAMESPACE}-{claim}"},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": NAMESPACE, "name": claim},
+                "persistentVolumeReclaimPolicy": "Retain",
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": NAMESPACE},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        },
+    ]
+    for doc in docs:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(doc), check=True)
 
 
 @contextlib.contextmanager
@@ -227,6 +262,8 @@ async def run_demo(
             )
             for template in demo_templates(endpoint, rest, args.epochs, trainer_image):
                 await kube.create(TRAININGTEMPLATES, template, NAMESPACE)
+            if trainer_image:
+                artifacts_volume(plane, work / "artifacts")
             say(f"installed the CRDs and the TrainingTemplates in namespace {NAMESPACE}")
             port, wh_metrics = free_port(), free_port()
             common = {"KUBECONFIG": str(plane.kubeconfig), "NO_PROXY": "127.0.0.1,localhost"}
