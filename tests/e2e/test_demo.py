@@ -136,7 +136,7 @@ def test_demo_on_the_real_node_trains_in_pods_of_the_built_trainer_image(
     result = subprocess.run(
         [
             sys.executable, "-m", "lbtrain", "demo", "--real-node",
-            "--model-type", "text_single_classification", "--rows", "20",
+            "--model-type", "text_single_classification", "--rows", "40",
             "--report", str(report),
         ],
         capture_output=True,
