@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Builds kube-apiserver, kube-controller-manager and etcd from Go modules on first use
-# (about 25 minutes on 2 cores), then answers from the cache in under a second.
+# Builds kube-apiserver, kube-controller-manager, etcd and the node's kubelet, kube-scheduler and
+# kube-proxy from Go modules on first use
+# (5 to 15 minutes on 2 cores), then answers from the cache in under a second.
 testbed: install
 	PYTHON=$(PY) bash testbed/build.sh >/dev/null
 

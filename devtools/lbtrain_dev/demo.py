@@ -437,7 +437,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
     signal.signal(signal.SIGTERM, _raise_terminated)
-    say("lbtrain demo: starting a local control plane (the first run builds it: ~15 min)")
+    say("lbtrain demo: starting a local control plane (the first run builds it: 5 to 15 min)")
     bin_dir = ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="lbtrain-demo-") as tmp:
         work = Path(tmp)

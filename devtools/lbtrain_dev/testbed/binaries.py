@@ -23,7 +23,7 @@ def build_script() -> Path:
 
 
 def ensure_binaries(*, quiet: bool = False) -> Path:
-    """The folder holding every binary; builds them on first use (a cold build takes ~25 min).
+    """The folder holding every binary; builds them on first use (a cold build takes 5 to 15 min).
 
     `LBTRAIN_TESTBED_BIN` names a ready folder and skips the build (for packagers and CI caches).
     Build progress streams to stderr so a long first run is visibly alive.

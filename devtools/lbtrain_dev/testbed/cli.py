@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         "kubelet or `lbtrain demo` runs them. With `up --node` (root; Debian's containerd, "
         "runc, CNI plugins and iptables, see testbed/node-deps.sh) a real node joins: the API "
         "server then listens on the node's bridge address 10.244.0.1, and pods run for real. "
-        "The first `up` builds the binaries from Go modules (about 25 minutes on 2 cores); later "
+        "The first `up` builds the binaries from Go modules (5 to 15 minutes on 2 cores); later "
         "starts take seconds.",
     )
     p.add_argument(
