@@ -171,22 +171,7 @@ def install_chart(
 ) -> None:
     kubectl = plane.kubectl
     kubectl("create", "namespace", NAMESPACE, check=True)
-    artifacts = work / "artifacts"
-    artifacts.mkdir()
-    artifacts.chmod(0o1777)  # trainer pods run as uid 10001; hostPath keeps the folder's mode
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": "lbtrain-artifacts-bench"},
-        "spec": {
-            "capacity": {"storage": "100Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "hostPath": {"path": str(artifacts), "type": "Directory"},
-            "claimRef": {"namespace": NAMESPACE, "name": "lbtrain-artifacts"},
-            "persistentVolumeReclaimPolicy": "Retain",
-        },
-    }
-    kubectl("apply", "-f", "-", input=json.dumps(pv), check=True)
+    plane.bind_hostpath_claim(work / "artifacts", NAMESPACE, "lbtrain-artifacts")
     repo, tag = lbtrain_ref.rsplit(":", 1)
     trepo, ttag = trainer_ref.rsplit(":", 1)
     values: dict[str, Any] = {

@@ -134,35 +134,18 @@ def demo_templates(
 def artifacts_volume(plane: ControlPlane, folder: Path) -> None:
     """The example templates' artifacts claim, bound to a folder of this machine (as a cluster's
     storage would provide it): on a real node the trained weights land in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o1777)  # the trainer runs as uid 10001; hostPath keeps the folder's mode
-    claim = ARTIFACTS_CLAIM
-    docs = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{NAMESPACE}-{claim}"},
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": NAMESPACE, "name": claim},
-                "persistentVolumeReclaimPolicy": "Retain",
-            },
+    plane.bind_hostpath_claim(folder, NAMESPACE, ARTIFACTS_CLAIM, size="10Gi")
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": ARTIFACTS_CLAIM, "namespace": NAMESPACE},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "resources": {"requests": {"storage": "10Gi"}},
         },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": NAMESPACE},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "resources": {"requests": {"storage": "10Gi"}},
-            },
-        },
-    ]
-    for doc in docs:
-        plane.kubectl("apply", "-f", "-", input=json.dumps(doc), check=True)
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(claim), check=True)
 
 
 @contextlib.contextmanager

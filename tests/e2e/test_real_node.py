@@ -81,21 +81,10 @@ def installed(
     kubectl = real_node.kubectl
     for ns in (RELEASE_NS, OOM_NS, PULL_NS):
         kubectl("create", "namespace", ns, check=True)
-    artifacts = tmp_path_factory.mktemp("artifacts")
-    artifacts.chmod(0o1777)  # trainer pods run as uid 10001; hostPath keeps the folder's mode
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": "lbtrain-artifacts-testbed"},
-        "spec": {
-            "capacity": {"storage": "100Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "hostPath": {"path": str(artifacts), "type": "Directory"},
-            "claimRef": {"namespace": RELEASE_NS, "name": "lbtrain-artifacts"},
-            "persistentVolumeReclaimPolicy": "Retain",
-        },
-    }
-    kubectl("apply", "-f", "-", input=json.dumps(pv), check=True)
+    # The default templates' artifacts claim (the chart creates it) on a folder of this machine.
+    real_node.bind_hostpath_claim(
+        tmp_path_factory.mktemp("artifacts"), RELEASE_NS, "lbtrain-artifacts"
+    )
     home = tmp_path_factory.mktemp("helm")
     helm = Helm(real_node.bin_dir / "helm", home, real_node.kubeconfig)
     values = {

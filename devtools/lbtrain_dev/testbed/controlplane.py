@@ -208,10 +208,10 @@ class ControlPlane:
             pid = self.state.pids[name]
             _signal(pid, signal.SIGTERM)
             deadline = time.monotonic() + grace
-            while _alive(pid) and time.monotonic() < deadline:
+            while nodeio.alive(pid) and time.monotonic() < deadline:
                 self._reap(name)
                 time.sleep(0.05)
-            if _alive(pid):
+            if nodeio.alive(pid):
                 _signal(pid, signal.SIGKILL)
             self._reap(name, block=True)
         self.state.pids.clear()
@@ -223,7 +223,7 @@ class ControlPlane:
             state_file.unlink()
 
     def running(self) -> dict[str, bool]:
-        return {name: _alive(pid) for name, pid in self.state.pids.items()}
+        return {name: nodeio.alive(pid) for name, pid in self.state.pids.items()}
 
     # --- using it --------------------------------------------------------------------------------
     def kubectl(
@@ -433,6 +433,28 @@ class ControlPlane:
         self._wait("kubelet", timeout, lambda: self._node_gpus() == nc.DEFAULT_GPUS)
         nodeio.record(paths, st.pids["kubelet"], st.sysctls)
 
+    def bind_hostpath_claim(
+        self, folder: Path, namespace: str, claim: str, size: str = "100Gi"
+    ) -> None:
+        """A PersistentVolume on `folder` of this machine, bound ahead to the claim
+        `namespace/claim` (what a storage provisioner does on a real cluster; the testbed has
+        none). Pods of the trainer (uid 10001) may write there: hostPath keeps the mode."""
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o1777)
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{namespace}-{claim}"},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": claim},
+                "persistentVolumeReclaimPolicy": "Retain",
+            },
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(volume), check=True)
+
     def advertise_gpus(self, count: int) -> None:
         """Advertise `count` GPUs as the node's extended resource (what a device plugin does on
         a GPU node): the chart's GPU templates then schedule here."""
@@ -511,16 +533,6 @@ def term_when_parent_dies() -> None:
 
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -90,7 +90,7 @@ def claim(paths: nc.NodePaths) -> None:
     if MARKER.exists():
         previous = json.loads(MARKER.read_text())
         pid = int(previous.get("pid", 0))
-        if pid and _alive(pid):
+        if pid and alive(pid):
             raise NodeError(
                 f"a testbed node already runs on this machine (run folder "
                 f"{previous['run_dir']}); stop it first with "
@@ -416,7 +416,8 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (a zombie counts until reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
