@@ -27,7 +27,9 @@ def images(request: pytest.FixtureRequest) -> ImageSet:
         return ensure_images()
 
 
-@pytest.fixture(scope="session")
+# Module scope: the machine has one node, and `lbtrain demo --real-node` (tests/e2e/test_demo.py)
+# starts its own, so this one must be gone once its module is done, whatever the test order.
+@pytest.fixture(scope="module")
 def real_node(testbed_bin: Path, images: ImageSet) -> Iterator[ControlPlane]:
     """A control plane with a real node, both images imported. On teardown, `down` must leave
     no process, mount, bridge or kube-proxy chain behind: that is asserted here."""
