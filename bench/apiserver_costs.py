@@ -44,6 +44,7 @@ from lbtrain.kube import (
     load_config,
 )
 from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.binaries import ensure_binaries
 
@@ -64,11 +65,11 @@ async def operator_status(
     secret = {"metadata": {"name": "lbtrain-labelbox"}, "stringData": {"api-key": ob.API_KEY}}
     await kube.create(SECRETS, secret, ns)
     await kube.create(TRAININGTEMPLATES, ob.TEMPLATE, ns)
-    fake.add_model_run("status-sample-0")
+    fake.add_model_run(fake_cuid("status-sample-0"))
     op = ob.Operator(plane.kubeconfig, ns, fake, work / "operator.log", None)
     op.start()
     try:
-        await kube.create(MODELRUNS, ob.run_body(0, "status-sample-0"), ns)
+        await kube.create(MODELRUNS, ob.run_body(0, fake_cuid("status-sample-0")), ns)
         mr = await kube.wait_for(
             MODELRUNS,
             "run-00000",

@@ -72,6 +72,7 @@ from lbtrain.kube import (
     load_config,
 )
 from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.ids import fake_cuid
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "bench-key-not-a-secret"
@@ -307,7 +308,7 @@ def run_body(
     from lbtrain_webhook.modelruns import build_model_run
     from lbtrain_webhook.payload import ModelRunRequest
 
-    body = build_model_run(ModelRunRequest(run_id, model_type, "bench-model"))
+    body = build_model_run(ModelRunRequest(run_id, model_type, fake_cuid("bench-model")))
     body["metadata"]["name"] = f"run-{i:05d}"
     if not for_operator:
         del body["metadata"]["finalizers"]
@@ -611,10 +612,10 @@ async def operator_phase(
         SECRETS, {"metadata": {"name": "lbtrain-labelbox"}, "stringData": {"api-key": API_KEY}}, ns
     )
     await kube.create(TRAININGTEMPLATES, TEMPLATE, ns)
-    run_ids = [f"{ns}-{i}" for i in range(n)]
+    run_ids = [fake_cuid(f"{ns}-{i}") for i in range(n)]
     for run_id in run_ids:
         fake.add_model_run(run_id)
-    fake.add_model_run(f"{ns}-canary")
+    fake.add_model_run(fake_cuid(f"{ns}-canary"))
 
     created: dict[str, float] = {}  # run name -> its create was sent
     jobs: dict[str, float] = {}  # run name -> its Job seen
@@ -666,7 +667,7 @@ async def operator_phase(
     timeout_done = args.timeout_scale * max(240.0, n * 1.5)
     try:
         # Ready: the canary (no template for its type) reported FAILED through the real SDK.
-        await kube.create(MODELRUNS, run_body(99999, f"{ns}-canary", "ner"), ns)
+        await kube.create(MODELRUNS, run_body(99999, fake_cuid(f"{ns}-canary"), "ner"), ns)
         if not await until(lambda: "run-99999" in acks.get("FAILED", {}), 120):
             raise RuntimeError("the operator did not report the canary run\n" + op.tail())
         await asyncio.sleep(1.0)

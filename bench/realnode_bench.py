@@ -89,6 +89,7 @@ from lbtrain.kube import (
     load_config,
 )
 from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.binaries import ensure_binaries
@@ -350,7 +351,7 @@ class Bench:
 
         self.count += 1
         tag = "wh" if kind == WEBHOOK else "bare"
-        run_id = f"bench-{tag}-{self.count:03d}-{secrets.token_hex(3)}"
+        run_id = fake_cuid(f"bench-{tag}-{self.count:03d}-{secrets.token_hex(3)}")
         data = make_dataset(
             MODEL_TYPE, self.args.rows, media_url_for=self.labelbox.add_media, model_run_id=run_id
         )
@@ -362,8 +363,8 @@ class Bench:
     async def webhook_run(self) -> Run:
         run = self.seed(WEBHOOK)
         body = json.dumps(
-            {"modelRunId": run.run_id, "modelType": MODEL_TYPE, "modelId": "model-1",
-             "organizationId": "org-1"}
+            {"modelRunId": run.run_id, "modelType": MODEL_TYPE, "modelId": fake_cuid("model1"),
+             "organizationId": fake_cuid("org1")}
         ).encode()  # fmt: skip
         signature = "sha1=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
         headers = {"X-Hub-Signature": signature, "Content-Type": "application/json"}

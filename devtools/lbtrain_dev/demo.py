@@ -39,6 +39,7 @@ from lbtrain.kube import (
     KubeClient,
     load_config,
 )
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.images import ensure_images
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.binaries import ensure_binaries, repo_root
@@ -50,7 +51,7 @@ from lbtrain_webhook.signature import sign
 
 NAMESPACE = "lbtrain-demo"
 ARTIFACTS_CLAIM = "lbtrain-artifacts"  # what examples/templates mount at /artifacts
-DEMO_MODEL_ID = "demo-model"
+DEMO_MODEL_ID = fake_cuid("demo-model")
 HEADLINE_KEYS = ("headline", "macro_f1", "accuracy", "map", "mAP", "f1", "micro_f1")
 
 
@@ -218,7 +219,7 @@ async def run_demo(
     with fake_ctx as fake:
         endpoint = fake.endpoint if fake is not None else args.labelbox_endpoint
         rest = fake.rest_endpoint if fake is not None else args.labelbox_rest_endpoint
-        run_ids = {t: (args.model_run_id if real else f"demo-{t.replace('_', '-')}") for t in types}
+        run_ids = {t: (args.model_run_id if real else fake_cuid(f"demo-{t}")) for t in types}
         if fake is not None:
             from lbtrain_trainer.synthetic import make_dataset
 
@@ -324,7 +325,7 @@ async def drive(
                     "modelRunId": run_id,
                     "modelType": model_type,
                     "modelId": DEMO_MODEL_ID,
-                    "organizationId": "demo-org",
+                    "organizationId": fake_cuid("demo-org"),
                 }
             ).encode()
             async with session.post(

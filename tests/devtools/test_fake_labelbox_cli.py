@@ -12,6 +12,7 @@ import urllib.request
 
 import labelbox
 
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.controlplane import free_port
 
 
@@ -49,7 +50,7 @@ def test_service_serves_datasets_and_a_timeline() -> None:
             rest_endpoint=base + "/api/v1",
             enable_experimental=True,
         )
-        run = client.get_model_run("fake-ner")
+        run = client.get_model_run(fake_cuid("fake-ner"))
         task = run.export(params={"predictions": False, "model_run_details": True})
         task.wait_till_done()
         rows = [
@@ -61,11 +62,11 @@ def test_service_serves_datasets_and_a_timeline() -> None:
         run.update_status("EXPORTING_DATA", metadata={"phase": "Exporting"})
         run.update_status("FAILED", error_message="BadInput: no labels")
         timeline = urllib.request.urlopen(base + "/timeline", timeout=5).read().decode()
-        assert "fake-ner  status EXPORTING_DATA" in timeline
+        assert f"{fake_cuid('fake-ner')}  status EXPORTING_DATA" in timeline
         assert "status FAILED  error: BadInput: no labels" in timeline
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert "model run fake-text-single-classification" in out
+    assert f"model run {fake_cuid('fake-text_single_classification')}" in out
     assert "status FAILED" in out  # the printed timeline

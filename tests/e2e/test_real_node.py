@@ -28,6 +28,7 @@ import pytest
 
 from lbtrain.kube import JOBS, MODELRUNS, PODS, KubeClient, NotFound, load_config
 from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.images import ImageSet
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed import nodeconfig as nc
@@ -155,8 +156,8 @@ def seed(labelbox: FakeLabelbox, run_id: str, rows: int = 40, *, labelled: bool 
 
 async def post_model_run(url: str, run_id: str, model_type: str = TEXT_TYPE) -> str:
     body = json.dumps(
-        {"modelRunId": run_id, "modelType": model_type, "modelId": "model-1",
-         "organizationId": "org-1"}
+        {"modelRunId": run_id, "modelType": model_type, "modelId": fake_cuid("model1"),
+         "organizationId": fake_cuid("org1")}
     ).encode()  # fmt: skip
     headers = {"X-Hub-Signature": sign(body), "Content-Type": "application/json"}
     async with (
@@ -228,7 +229,7 @@ async def test_helm_install_then_train_model_completes_on_a_real_pod(
         async with session.get(f"{url}/models", headers=headers) as resp:
             assert resp.status == 200, await resp.text()
             assert TEXT_TYPE in await resp.json()
-    run_id = "cl-real-node-complete-01"
+    run_id = fake_cuid("real-node-complete-01")
     seed(labelbox, run_id)
     await post_model_run(url, run_id)
     name = (await model_run(kube, run_id))["metadata"]["name"]
@@ -295,7 +296,7 @@ async def run_by_hand(plane: ControlPlane, namespace: str, run_id: str) -> str:
         "apiVersion": "lbtrain.io/v1alpha1",
         "kind": "ModelRun",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"modelRunId": run_id, "modelType": TEXT_TYPE, "modelId": "model-1"},
+        "spec": {"modelRunId": run_id, "modelType": TEXT_TYPE, "modelId": fake_cuid("model1")},
     }
     plane.kubectl("apply", "-f", "-", input=json.dumps(mr), check=True)
     return name
@@ -309,7 +310,7 @@ async def test_a_tiny_memory_limit_is_oomkilled_and_labelbox_says_so(
         OOM_NS, images, resources={"requests": {"cpu": "100m"}, "limits": {"memory": "48Mi"}}
     )
     installed.kubectl("apply", "-f", "-", input=json.dumps(template), check=True)
-    run_id = "cl-real-node-oom-01"
+    run_id = fake_cuid("real-node-oom-01")
     seed(labelbox, run_id)
     name = await run_by_hand(installed, OOM_NS, run_id)
     try:
@@ -329,7 +330,7 @@ async def test_an_unpullable_image_fails_the_run_as_image_pull_failed(
 ) -> None:
     template = small_template(PULL_NS, images, image=UNPULLABLE, imagePullGracePeriodSeconds=5)
     installed.kubectl("apply", "-f", "-", input=json.dumps(template), check=True)
-    run_id = "cl-real-node-pull-01"
+    run_id = fake_cuid("real-node-pull-01")
     seed(labelbox, run_id)
     name = await run_by_hand(installed, PULL_NS, run_id)
     try:
@@ -350,7 +351,7 @@ async def test_an_unpullable_image_fails_the_run_as_image_pull_failed(
 async def test_data_that_cannot_train_exits_65_and_is_not_retried(
     installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
 ) -> None:
-    run_id = "cl-real-node-baddata-01"
+    run_id = fake_cuid("real-node-baddata-01")
     seed(labelbox, run_id, labelled=False)
     await post_model_run(await service_url(installed), run_id)
     name = (await model_run(kube, run_id))["metadata"]["name"]
@@ -378,7 +379,7 @@ async def test_data_that_cannot_train_exits_65_and_is_not_retried(
 async def test_deleting_a_running_model_run_stops_its_pod_and_tells_labelbox(
     installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
 ) -> None:
-    run_id = "cl-real-node-cancel-01"
+    run_id = fake_cuid("real-node-cancel-01")
     seed(labelbox, run_id)
     await post_model_run(await service_url(installed), run_id)
     name = (await model_run(kube, run_id))["metadata"]["name"]
@@ -397,7 +398,7 @@ async def test_deleting_a_running_model_run_stops_its_pod_and_tells_labelbox(
 async def test_the_operator_pod_deleted_mid_run_comes_back_and_finishes_the_run(
     installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
 ) -> None:
-    run_id = "cl-real-node-restart-01"
+    run_id = fake_cuid("real-node-restart-01")
     seed(labelbox, run_id)
     await post_model_run(await service_url(installed), run_id)
     name = (await model_run(kube, run_id))["metadata"]["name"]

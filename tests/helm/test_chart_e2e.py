@@ -27,6 +27,7 @@ import pytest
 
 from lbtrain.kube import JOBS, LEASES, MODELRUNS, KubeClient
 from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.controlplane import free_port
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
@@ -35,7 +36,7 @@ from .helpers import API_KEY, Helm, Releases, documents, one, sa_kubeconfig
 
 pytestmark = pytest.mark.testbed
 
-RUN_ID = "cl-helm-e2e-0001"
+RUN_ID = fake_cuid("helm-e2e-0001")
 MODEL_TYPES = {
     "bounding_box",
     "ner",
@@ -252,8 +253,8 @@ async def test_signed_post_trains_a_model_with_the_charts_service_accounts(
                 {
                     "modelRunId": RUN_ID,
                     "modelType": "image_single_classification",
-                    "modelId": "model-1",
-                    "organizationId": "org-1",
+                    "modelId": fake_cuid("model1"),
+                    "organizationId": fake_cuid("org1"),
                 }
             ).encode()
             headers = {"X-Hub-Signature": sign(secret, body), "Content-Type": "application/json"}

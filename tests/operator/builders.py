@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lbtrain.resources.models import ModelRun, TrainingTemplate
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import fake_kubelet as fk
 
 IMAGE = "ghcr.io/lbtrain/trainer:test"
@@ -20,7 +21,12 @@ def run(
     return ModelRun.model_validate(
         {
             "metadata": {"name": name, "namespace": "ns", "uid": "uid-1"},
-            "spec": {"modelRunId": "cl-run-1", "modelType": model_type, "modelId": "m-1", **spec},
+            "spec": {
+                "modelRunId": fake_cuid("run-1"),
+                "modelType": model_type,
+                "modelId": fake_cuid("model1"),
+                **spec,
+            },
         }
     )
 

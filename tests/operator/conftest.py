@@ -16,6 +16,7 @@ import pytest
 
 from lbtrain.kube import MODELRUNS, SECRETS, TRAININGTEMPLATES, KubeClient
 from lbtrain_dev.fake_labelbox import FakeLabelbox
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.controlplane import free_port
 
@@ -144,12 +145,17 @@ def make_run(kube: KubeClient, namespace: str, fake_labelbox: FakeLabelbox) -> C
         register: bool = True,
         **spec: Any,
     ) -> dict[str, Any]:
-        run_id = model_run_id or f"cl-{name}"
+        run_id = model_run_id or fake_cuid(name)
         if register:  # else the test registered the run with its own data
             fake_labelbox.add_model_run(run_id)
         body = {
             "metadata": {"name": name},
-            "spec": {"modelRunId": run_id, "modelType": model_type, "modelId": "m-1", **spec},
+            "spec": {
+                "modelRunId": run_id,
+                "modelType": model_type,
+                "modelId": fake_cuid("model1"),
+                **spec,
+            },
         }
         return await kube.create(MODELRUNS, body, namespace)
 

@@ -21,6 +21,7 @@ import pytest
 from lbtrain.kube import JOBS, MODELRUNS, PODS, ApiError, KubeClient
 from lbtrain.resources.models import LabelboxStatus
 from lbtrain.resources.names import LABEL_MODEL_RUN
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 from .test_operator_lifecycle import FULL
@@ -181,7 +182,7 @@ async def test_random_kills_never_turn_labelbox_back(
     faults: dict[str, list[str]] = {}
     repeats = 0
     for name in names:
-        problems, repeated = timeline_faults(fake_labelbox.status_updates(f"cl-{name}"), kills)
+        problems, repeated = timeline_faults(fake_labelbox.status_updates(fake_cuid(name)), kills)
         repeats += repeated
         if jobs[name] != 1:
             problems.append(f"{jobs[name]} Jobs")
@@ -191,7 +192,7 @@ async def test_random_kills_never_turn_labelbox_back(
         print(
             f"\nchaos {chaos}: {kills} kills, {len(names)} runs, {len(pods)} pods, "
             f"{repeats} repeated statuses at Labelbox, "
-            f"{sum(len(fake_labelbox.status_updates(f'cl-{n}')) for n in names)} updates in all"
+            f"{sum(len(fake_labelbox.status_updates(fake_cuid(n))) for n in names)} updates in all"
         )
     assert kills == chaos.kills
     assert not faults, dict(itertools.islice(faults.items(), 10))

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from lbtrain.kube import MODELRUNS, TRAININGTEMPLATES, Invalid, KubeClient
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.binaries import repo_root
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds")]
@@ -15,7 +16,12 @@ pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds")]
 def run_body(name: str = "r1", **spec: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": name},
-        "spec": {"modelRunId": "cl-1", "modelType": "ner", "modelId": "m-1", **spec},
+        "spec": {
+            "modelRunId": fake_cuid("1"),
+            "modelType": "ner",
+            "modelId": fake_cuid("model1"),
+            **spec,
+        },
     }
 
 
@@ -52,9 +58,44 @@ async def test_missing_required_fields_are_refused(kube: KubeClient, namespace: 
     assert "spec.modelRunId: Required value" in info.value.message
 
 
+# Shapes a Labelbox id never has (lbtrain.ids); the webhook refuses the same with 422.
+NOT_LABELBOX_IDS = ["../../etc/passwd", "cl-run-1", "CKX0RUN000000000000000001", "c" * 19, "x y"]
+
+
+@pytest.mark.parametrize("field", ["modelRunId", "modelId", "organizationId"])
+async def test_ids_that_are_not_labelbox_ids_are_refused(
+    kube: KubeClient, namespace: str, field: str
+) -> None:
+    for n, bad in enumerate(NOT_LABELBOX_IDS):
+        with pytest.raises(Invalid) as info:
+            await kube.create(MODELRUNS, run_body(f"bad-{n}", **{field: bad}), namespace)
+        assert f"{field} must be a Labelbox id: a cuid" in info.value.message, bad
+    assert (await kube.list(MODELRUNS, namespace))["items"] == []
+    ok = ["9b2f7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4", "9B2F7C1E-3D4A-4B5C-8D6E-7F8091A2B3C4"]
+    for n, good in enumerate([fake_cuid("ok"), "cjhfn5y6s0pk507024nz1ocys", *ok]):
+        await kube.create(MODELRUNS, run_body(f"good-{n}", **{field: good}), namespace)
+
+
+def test_kubectl_apply_of_a_bad_id_says_what_is_allowed(kubectl, namespace, tmp_path) -> None:
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(
+        "apiVersion: lbtrain.io/v1alpha1\nkind: ModelRun\nmetadata: {name: escape}\n"
+        "spec: {modelRunId: ../../etc/passwd, modelType: ner}\n"
+    )
+    result = kubectl("apply", "-n", namespace, "-f", str(manifest))
+    assert result.returncode != 0
+    assert "spec.modelRunId: Invalid value" in result.stderr
+    assert "modelRunId must be a Labelbox id: a cuid" in result.stderr
+    assert "escape" not in kubectl("get", "mr", "-n", namespace, "-o", "name").stdout
+
+
 async def test_identity_is_immutable(kube: KubeClient, namespace: str) -> None:
     await kube.create(MODELRUNS, run_body(), namespace)
-    for field, value in (("modelRunId", "cl-2"), ("modelType", "bounding_box"), ("modelId", "m-2")):
+    for field, value in (
+        ("modelRunId", fake_cuid("2")),
+        ("modelType", "bounding_box"),
+        ("modelId", fake_cuid("model2")),
+    ):
         with pytest.raises(Invalid) as info:
             await kube.patch(MODELRUNS, "r1", {"spec": {field: value}}, namespace)
         assert f"{field} is immutable" in info.value.message

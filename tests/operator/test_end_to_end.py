@@ -11,6 +11,7 @@ import pytest
 
 from lbtrain.kube import PODS
 from lbtrain.resources.names import LABEL_MODEL_RUN
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.podrunner import LocalPodRunner
 
 from .test_operator_lifecycle import FULL, statuses_settle, until
@@ -71,13 +72,17 @@ async def test_bad_export_row_fails_in_prepare_with_the_trainers_message(
     from lbtrain_trainer.synthetic import make_dataset
 
     data = make_dataset(
-        "ner", 24, media_url_for=fake_labelbox.add_media, model_id="m-1", model_run_id="cl-badrow"
+        "ner",
+        24,
+        media_url_for=fake_labelbox.add_media,
+        model_id=fake_cuid("model1"),
+        model_run_id=fake_cuid("badrow"),
     )
     row_id = break_first_entity(data.rows)
-    fake_labelbox.add_model_run("cl-badrow", rows=data.rows)
+    fake_labelbox.add_model_run(fake_cuid("badrow"), rows=data.rows)
     await make_template("ner", backoffLimit=3, **trainer_template(fake_labelbox))
     start_operator()
-    await make_run("badrow", "ner", model_run_id="cl-badrow", register=False)
+    await make_run("badrow", "ner", model_run_id=fake_cuid("badrow"), register=False)
     st = await until(
         kube,
         namespace,
@@ -87,7 +92,7 @@ async def test_bad_export_row_fails_in_prepare_with_the_trainers_message(
     )
     assert (st["phase"], st["reason"]) == ("Failed", "BadInput")
     assert row_id in st["message"]
-    updates = fake_labelbox.status_updates("cl-badrow")
+    updates = fake_labelbox.status_updates(fake_cuid("badrow"))
     assert [u.status for u in updates] == ["EXPORTING_DATA", "PREPARING_DATA", "FAILED"]
     assert (
         updates[-1].error_message.startswith("BadInput: ") and row_id in updates[-1].error_message
@@ -109,13 +114,13 @@ async def test_pod_deleted_mid_training_is_retried_as_the_template_asks(
         "image_single_classification",
         40,
         media_url_for=fake_labelbox.add_media,
-        model_id="m-1",
-        model_run_id="cl-retry",
+        model_id=fake_cuid("model1"),
+        model_run_id=fake_cuid("retry"),
     )
-    fake_labelbox.add_model_run("cl-retry", rows=data.rows)
+    fake_labelbox.add_model_run(fake_cuid("retry"), rows=data.rows)
     await make_template(backoffLimit=1, **trainer_template(fake_labelbox, epochs=40))
     start_operator()
-    await make_run("retry", model_run_id="cl-retry", register=False)
+    await make_run("retry", model_run_id=fake_cuid("retry"), register=False)
     await until(kube, namespace, "retry", lambda s: s.get("phase") == "Training", timeout=240)
     await asyncio.sleep(1.0)
     [first] = (await kube.list(PODS, namespace, label_selector=f"{LABEL_MODEL_RUN}=retry"))["items"]
@@ -130,6 +135,6 @@ async def test_pod_deleted_mid_training_is_retried_as_the_template_asks(
     assert st["phase"] == "Succeeded", st
     assert st["attempts"] == 1  # the deleted pod counted against backoffLimit 1
     assert st["podName"] != first["metadata"]["name"]
-    statuses = fake_labelbox.statuses("cl-retry")
+    statuses = fake_labelbox.statuses(fake_cuid("retry"))
     assert [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]] == FULL
-    await statuses_settle(fake_labelbox, "cl-retry", statuses)
+    await statuses_settle(fake_labelbox, fake_cuid("retry"), statuses)

@@ -6,6 +6,7 @@ import json
 
 from lbtrain import contract
 from lbtrain.resources.names import LABEL_MODEL_RUN
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_operator.jobspec import build_job, job_name, label_value
 from lbtrain_operator.settings import Settings
 
@@ -59,7 +60,7 @@ def test_trainer_environment_contract() -> None:
     r = run(hyperparameters={"epochs": 5})
     env = build_job(r, "u", t, Settings())["spec"]["template"]["spec"]["containers"][0]["env"]
     values = {e["name"]: e.get("value") for e in env}
-    assert values[contract.ENV_MODEL_RUN_ID] == "cl-run-1"
+    assert values[contract.ENV_MODEL_RUN_ID] == fake_cuid("run-1")
     assert values[contract.ENV_MODEL_TYPE] == "image_single_classification"
     assert values[contract.ENV_LABELBOX_ENDPOINT] == "http://lb/graphql"
     assert json.loads(values[contract.ENV_HYPERPARAMETERS]) == {"epochs": 5, "lr": 0.1}

@@ -11,6 +11,7 @@ import pytest
 
 from lbtrain.kube import EVENTS, JOBS, MODELRUNS, PODS, KubeClient, NotFound
 from lbtrain.resources.names import FINALIZER, LABEL_MODEL_RUN
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds", "lbsecret")]
@@ -92,8 +93,8 @@ async def test_happy_path_job_stages_and_labelbox_timeline(
     st = await until_acknowledged(kube, namespace, "happy", "COMPLETE")
     assert (st["phase"], st["reason"]) == ("Succeeded", "Succeeded")
     assert st["summary"] == summary and st["completionTime"]
-    assert fake_labelbox.statuses("cl-happy") == FULL
-    final = fake_labelbox.status_updates("cl-happy")[-1]
+    assert fake_labelbox.statuses(fake_cuid("happy")) == FULL
+    final = fake_labelbox.status_updates(fake_cuid("happy"))[-1]
     assert final.metadata["job"] == "happy-train" and final.metadata["node"] == "testbed-node-1"
     assert final.metadata["summary"] == summary and final.metadata["gpus"] == 1
     assert final.error_message is None
@@ -117,7 +118,7 @@ async def test_missing_template_fails_with_known_types(
     st = await until_acknowledged(kube, namespace, "nope", "FAILED")
     assert (st["phase"], st["reason"]) == ("Failed", "TemplateMissing")
     assert "'Text_multi_classification'" in st["message"] and "ner" in st["message"]
-    [update] = fake_labelbox.status_updates("cl-nope")
+    [update] = fake_labelbox.status_updates(fake_cuid("nope"))
     assert update.status == "FAILED" and update.error_message.startswith("TemplateMissing: ")
     assert len(update.error_message) <= 255
 
@@ -133,8 +134,8 @@ async def test_unschedulable_is_visible_and_keeps_the_message(
     await kubelet.unschedulable(pod, msg)
     st = await until(kube, namespace, "queued", lambda s: s.get("reason") == "Unschedulable")
     assert st["phase"] == "Pending" and msg in st["message"]
-    await statuses_settle(fake_labelbox, "cl-queued", ["EXPORTING_DATA"])
-    assert msg in fake_labelbox.status_updates("cl-queued")[0].metadata["message"]
+    await statuses_settle(fake_labelbox, fake_cuid("queued"), ["EXPORTING_DATA"])
+    assert msg in fake_labelbox.status_updates(fake_cuid("queued"))[0].metadata["message"]
     # `kubectl get events --field-selector type=Warning` shows why the run waits.
     selector = "involvedObject.name=queued,type=Warning"
     for _ in range(50):
@@ -162,7 +163,7 @@ async def test_image_pull_failure_fails_after_grace_and_stops_the_job(
         JOBS, "pull-train", namespace, lambda j: j["spec"].get("suspend") is True
     )
     assert job["spec"]["suspend"] is True
-    await statuses_settle(fake_labelbox, "cl-pull", ["EXPORTING_DATA", "FAILED"])
+    await statuses_settle(fake_labelbox, fake_cuid("pull"), ["EXPORTING_DATA", "FAILED"])
 
 
 @pytest.mark.parametrize(
@@ -201,8 +202,8 @@ async def test_failures_that_end_the_run_at_once(
     if expected == "BadInput":
         assert "rows: ck1" in st["message"]
     stages = {"prepare": ["EXPORTING_DATA", "PREPARING_DATA"], "train": FULL[:3]}[stage]
-    await statuses_settle(fake_labelbox, "cl-boom", [*stages, "FAILED"])
-    assert fake_labelbox.status_updates("cl-boom")[-1].error_message.startswith(expected)
+    await statuses_settle(fake_labelbox, fake_cuid("boom"), [*stages, "FAILED"])
+    assert fake_labelbox.status_updates(fake_cuid("boom"))[-1].error_message.startswith(expected)
     assert len(await kubelet.pods(f"{LABEL_MODEL_RUN}=boom")) == 1  # not retried
 
 
@@ -227,7 +228,7 @@ async def test_eviction_is_retried_without_counting(
     st = await until_acknowledged(kube, namespace, "evict", "COMPLETE")
     assert st["phase"] == "Succeeded" and st["attempts"] == 0
     # Never backwards on the retry; TRAINING_MODEL may be re-sent to say why the run waits.
-    updates = fake_labelbox.status_updates("cl-evict")
+    updates = fake_labelbox.status_updates(fake_cuid("evict"))
     statuses = [u.status for u in updates]
     assert [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]] == FULL
     resent = [u for u in updates[3:] if u.status == "TRAINING_MODEL"]
@@ -268,7 +269,7 @@ async def test_deadline_exceeded(
     await kubelet.run_stage(pod, "export")
     st = await until(kube, namespace, "slow", lambda s: s.get("phase") == "Failed", timeout=40)
     assert st["reason"] == "DeadlineExceeded"
-    await statuses_settle(fake_labelbox, "cl-slow", ["EXPORTING_DATA", "FAILED"])
+    await statuses_settle(fake_labelbox, fake_cuid("slow"), ["EXPORTING_DATA", "FAILED"])
 
 
 async def test_crash_loop_backoff(
@@ -320,8 +321,10 @@ async def test_deleting_a_running_run_cancels_it(
     await until_gone(kube, namespace, "cancel", "ModelRun still exists", timeout=20)
     with pytest.raises(NotFound):
         await kube.get(JOBS, "cancel-train", namespace)
-    assert fake_labelbox.statuses("cl-cancel") == [*FULL[:3], "FAILED"]
-    assert fake_labelbox.status_updates("cl-cancel")[-1].error_message.startswith("Cancelled")
+    assert fake_labelbox.statuses(fake_cuid("cancel")) == [*FULL[:3], "FAILED"]
+    assert fake_labelbox.status_updates(fake_cuid("cancel"))[-1].error_message.startswith(
+        "Cancelled"
+    )
     # The cancellation's report is measured like every other: four reports, all answered.
     code, metrics = await op.get(op.metrics_port, "/metrics")
     assert code == 200
@@ -337,19 +340,22 @@ async def test_a_run_deleted_before_the_operator_saw_it_is_cancelled_in_labelbox
     from lbtrain_webhook.payload import ModelRunRequest
 
     await make_template()
-    fake_labelbox.add_model_run("cl-early")
-    body = build_model_run(ModelRunRequest("cl-early", "image_single_classification", "m-1"))
+    run_id = fake_cuid("early")  # a Labelbox id, and so also the ModelRun's name
+    fake_labelbox.add_model_run(run_id)
+    body = build_model_run(
+        ModelRunRequest(run_id, "image_single_classification", fake_cuid("model1"))
+    )
     await kube.create(MODELRUNS, body, namespace)
-    await kube.delete(MODELRUNS, "cl-early", namespace)
-    held = await kube.get(MODELRUNS, "cl-early", namespace)
+    await kube.delete(MODELRUNS, run_id, namespace)
+    held = await kube.get(MODELRUNS, run_id, namespace)
     assert held["metadata"].get("deletionTimestamp"), "the finalizer holds it for the operator"
 
     start_operator()
-    await until_gone(kube, namespace, "cl-early", "the operator did not release the deleted run")
-    await statuses_settle(fake_labelbox, "cl-early", ["FAILED"])
-    assert fake_labelbox.status_updates("cl-early")[-1].error_message.startswith("Cancelled")
+    await until_gone(kube, namespace, run_id, "the operator did not release the deleted run")
+    await statuses_settle(fake_labelbox, run_id, ["FAILED"])
+    assert fake_labelbox.status_updates(run_id)[-1].error_message.startswith("Cancelled")
     with pytest.raises(NotFound):
-        await kube.get(JOBS, "cl-early-train", namespace)
+        await kube.get(JOBS, f"{run_id}-train", namespace)
 
 
 async def test_deletion_is_not_blocked_forever_when_labelbox_is_down(

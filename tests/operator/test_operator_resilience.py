@@ -9,6 +9,7 @@ import pytest
 
 from lbtrain.kube import JOBS, MODELRUNS
 from lbtrain.resources.names import LABEL_MODEL_RUN
+from lbtrain_dev.ids import fake_cuid
 
 from .test_operator_lifecycle import (
     FULL,
@@ -44,7 +45,7 @@ async def test_restart_at_every_stage_makes_one_job_and_one_timeline(
     assert len(jobs) == 1
     # In order, every stage, ending in COMPLETE; a kill right after a call and before its
     # answer was stored costs one repeat of that status, never an older one.
-    got = fake_labelbox.statuses("cl-phoenix")
+    got = fake_labelbox.statuses(fake_cuid("phoenix"))
     assert list(dict.fromkeys(got)) == FULL and got[-1] == "COMPLETE", got
     assert [FULL.index(s) for s in got] == sorted(FULL.index(s) for s in got), got
     assert len(got) - len(FULL) <= 4, got  # four kills
@@ -83,9 +84,9 @@ async def test_labelbox_outage_never_blocks_training_and_the_final_status_arrive
     await until(kube, namespace, "outage", lambda s: s["labelbox"].get("attempts", 0) >= 2)
     st = (await kube.get(MODELRUNS, "outage", namespace))["status"]
     assert st["labelbox"]["lastError"] and "test-key" not in st["labelbox"]["lastError"]
-    assert fake_labelbox.statuses("cl-outage") == []
+    assert fake_labelbox.statuses(fake_cuid("outage")) == []
     fake_labelbox.heal()
-    await statuses_settle(fake_labelbox, "cl-outage", FULL, timeout=30)
+    await statuses_settle(fake_labelbox, fake_cuid("outage"), FULL, timeout=30)
     st = await until(
         kube, namespace, "outage", lambda s: s["labelbox"].get("acknowledged") == "COMPLETE"
     )
@@ -105,7 +106,7 @@ async def test_labelbox_5xx_burst_is_absorbed(
     await kubelet.run_stage(pod, "export")
     await kubelet.run_stage(pod, "prepare")
     await statuses_settle(
-        fake_labelbox, "cl-burst", ["EXPORTING_DATA", "PREPARING_DATA"], timeout=60
+        fake_labelbox, fake_cuid("burst"), ["EXPORTING_DATA", "PREPARING_DATA"], timeout=60
     )
 
 
@@ -114,7 +115,7 @@ async def test_unknown_model_run_at_labelbox_is_detected_not_swallowed(
 ) -> None:
     await make_template()
     start_operator()
-    await make_run("ghost", model_run_id="cl-not-in-labelbox", register=False)
+    await make_run("ghost", model_run_id=fake_cuid("not-in-labelbox"), register=False)
     [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=ghost")
     await kubelet.schedule(pod)
     await kubelet.run_stage(pod, "export")
@@ -129,4 +130,4 @@ async def test_unknown_model_run_at_labelbox_is_detected_not_swallowed(
     )
     warning = [e for e in events if e["reason"] == "LabelboxModelRunNotFound"]
     assert warning[0]["type"] == "Warning"
-    assert fake_labelbox.statuses("cl-not-in-labelbox") == []
+    assert fake_labelbox.statuses(fake_cuid("not-in-labelbox")) == []

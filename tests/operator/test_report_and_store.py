@@ -15,6 +15,7 @@ import pytest
 
 from lbtrain.kube import MODELRUNS, ApiError, KubeClient
 from lbtrain.resources.names import LABEL_MODEL_RUN
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 from .test_operator_lifecycle import FULL, statuses_settle, until, until_acknowledged
@@ -94,7 +95,7 @@ async def test_each_phase_is_stored_with_its_labelbox_call_before_the_call(
             await until_acknowledged(kube, namespace, "fold", STATUS_OF_PHASE[phase], timeout=10)
         await kubelet.succeed(pod)
         await until_acknowledged(kube, namespace, "fold", "COMPLETE")
-    assert fake_labelbox.statuses("cl-fold") == FULL
+    assert fake_labelbox.statuses(fake_cuid("fold")) == FULL
     phases = [s.get("phase") for s in stored]
     assert set(STATUS_OF_PHASE) <= set(phases), phases
     # Every stored phase already has its Labelbox status on record (sent, or being sent): a
@@ -124,10 +125,10 @@ async def test_stages_passed_while_labelbox_answered_are_all_sent_in_order(
         await asyncio.sleep(0.5)
         await kubelet.run_stage(pod, "prepare")  # ... while the pod goes on to train
         await kubelet.run_stage(pod, "train")
-        await statuses_settle(fake_labelbox, "cl-quick", FULL[:3], timeout=30)
+        await statuses_settle(fake_labelbox, fake_cuid("quick"), FULL[:3], timeout=30)
         await kubelet.succeed(pod)
         await until_acknowledged(kube, namespace, "quick", "COMPLETE")
-    assert fake_labelbox.statuses("cl-quick") == FULL
+    assert fake_labelbox.statuses(fake_cuid("quick")) == FULL
     records = [on_record(s.get("labelbox") or {}) for s in stored]
     ranks = [RANK[x] for x in records if x is not None]
     assert ranks == sorted(ranks), records
@@ -160,7 +161,7 @@ async def test_a_slow_labelbox_does_not_hold_the_phase_back(
     assert st["labelbox"].get("acknowledged") is None
     st = await until_acknowledged(kube, namespace, "slow-lb", "EXPORTING_DATA", timeout=30)
     assert st["labelbox"]["pending"] == [] and st["labelbox"].get("sending") is None
-    assert fake_labelbox.statuses("cl-slow-lb") == ["EXPORTING_DATA"]
+    assert fake_labelbox.statuses(fake_cuid("slow-lb")) == ["EXPORTING_DATA"]
 
 
 def test_report_wait_flag_sets_the_wait_and_refuses_negative_seconds(

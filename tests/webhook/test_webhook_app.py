@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lbtrain.kube import MODELRUNS, KubeClient
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_webhook.app import METRICS
 from lbtrain_webhook.metrics import make_metrics_app
 from lbtrain_webhook.naming import short_hash
@@ -135,7 +136,10 @@ async def test_reference_sample_body_creates_a_model_run(client, kube, seeded):
 
 async def test_repeat_delivery_is_the_same_success_and_creates_nothing(client, kube, seeded):
     body = run_body(
-        "9b2f7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4", "ner", modelId="m-1", organizationId="org-1"
+        "9b2f7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4",
+        "ner",
+        modelId=fake_cuid("model1"),
+        organizationId=fake_cuid("org1"),
     )
     first = await post(client, body)
     second = await post(client, body)
@@ -144,23 +148,29 @@ async def test_repeat_delivery_is_the_same_success_and_creates_nothing(client, k
     assert first[1] == second[1]
     runs = await model_runs(kube, seeded)
     assert [r["metadata"]["name"] for r in runs] == ["9b2f7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4"]
-    assert runs[0]["spec"]["organizationId"] == "org-1"
+    assert runs[0]["spec"]["organizationId"] == fake_cuid("org1")
 
 
 async def test_same_id_different_body_is_409(client, kube, seeded):
-    assert (await post(client, run_body("run-409", "ner", modelId="m-1")))[0] == 201
-    status, doc = await post(client, run_body("run-409", "ner", modelId="m-2"))
+    assert (await post(client, run_body(fake_cuid("run-409"), "ner", modelId=fake_cuid("model1"))))[
+        0
+    ] == 201
+    status, doc = await post(
+        client, run_body(fake_cuid("run-409"), "ner", modelId=fake_cuid("model2"))
+    )
     assert status == 409
     assert doc["error"] == "conflict"
     assert "modelId" in doc["detail"]
-    status, doc = await post(client, run_body("run-409", "bounding_box", modelId="m-1"))
+    status, doc = await post(
+        client, run_body(fake_cuid("run-409"), "bounding_box", modelId=fake_cuid("model1"))
+    )
     assert status == 409
     assert "modelType" in doc["detail"]
     assert len(await model_runs(kube, seeded)) == 1
 
 
 async def test_concurrent_duplicates_make_exactly_one_model_run(client, kube, seeded):
-    body = run_body("concurrent-run", "bounding_box", modelId="m")
+    body = run_body(fake_cuid("concurrent-run"), "bounding_box", modelId=fake_cuid("model"))
     results = await asyncio.gather(*(post(client, body) for _ in range(20)))
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * 19 + [201]
@@ -168,26 +178,50 @@ async def test_concurrent_duplicates_make_exactly_one_model_run(client, kube, se
     assert len(await model_runs(kube, seeded)) == 1
 
 
-async def test_unicode_fields(client, kube, seeded):
-    mr_id = "Ünïcode run ✓ 1"
-    body = json.dumps(
-        {"modelRunId": mr_id, "modelType": "ner", "modelId": "モデル-1", "organizationId": "Ørg"},
-        ensure_ascii=False,
-    ).encode()
-    status, doc = await post(client, body)
+async def test_uppercase_uuid_is_kept_exactly_under_a_derived_name(client, kube, seeded):
+    mr_id = "9B2F7C1E-3D4A-4B5C-8D6E-7F8091A2B3C4"  # RFC 9562 readers accept either case
+    status, doc = await post(client, run_body(mr_id, "ner"))
     assert status == 201
-    assert doc["name"] == f"mr-n-code-run-1-{short_hash(mr_id)}"
+    assert doc["name"] == f"mr-{mr_id.lower()[: 63 - 3 - 11]}-{short_hash(mr_id)}"
     assert doc["modelRunId"] == mr_id
     obj = await kube.get(MODELRUNS, doc["name"], seeded)
     assert obj["spec"]["modelRunId"] == mr_id
-    assert obj["spec"]["modelId"] == "モデル-1"
     assert obj["metadata"]["annotations"]["lbtrain.io/model-run-id"] == mr_id
-    assert (await post(client, body))[0] == 200
+    assert (await post(client, run_body(mr_id, "ner")))[0] == 200
+
+
+# Each shape a Labelbox id never has, in each id field: 422 naming the field and the rule.
+NOT_LABELBOX_IDS = [
+    "../../etc/passwd",  # the escape that prompted the rule
+    "ckx0run0000000000000001/..",
+    "Ünïcode run ✓ 1",
+    "ckx0-run-0000000000000001",  # a cuid has no hyphens
+    "CKX0RUN000000000000000001",  # nor capitals
+    "1kx0run000000000000000001",  # and starts with a letter
+    "c" * 19,  # too short
+    "c" * 33,  # too long
+    "9b2f7c1e3d4a4b5c8d6e7f8091a2b3c4",  # a UUID without its hyphens
+    "{9b2f7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4}",
+    "9b2f7c1e-3d4a-4b5c-8d6e-7f8091a2b3cg",
+    "ckx0run000000000000000001\n",  # a trailing newline (a bare `$` would let it through)
+    "ckx0run 000000000000000001",
+]
+
+
+@pytest.mark.parametrize("field", ["modelRunId", "modelId", "organizationId"])
+@pytest.mark.parametrize("bad", NOT_LABELBOX_IDS)
+async def test_ids_that_are_not_labelbox_ids_are_refused(client, kube, seeded, field, bad):
+    fields = {"modelRunId": fake_cuid("valid-run"), "modelType": "ner", field: bad}
+    status, doc = await post(client, json.dumps(fields).encode())
+    assert status == 422, doc
+    assert doc["error"] == ("invalid_model_run_id" if field == "modelRunId" else "invalid_field")
+    assert f"field '{field}' must be a Labelbox id: a cuid" in doc["detail"]
+    assert await model_runs(kube, seeded) == []
 
 
 # --- POST /model_run: refusals --------------------------------------------------------------------
 async def test_signature_refusals_are_identical_and_create_nothing(client, kube, seeded):
-    body = run_body("never-created", "ner")
+    body = run_body(fake_cuid("never-created"), "ner")
     compact = body
     spaced = json.dumps(json.loads(body), indent=2).encode()
     cases = [
@@ -217,7 +251,7 @@ async def test_signature_refusals_are_identical_and_create_nothing(client, kube,
         (b'{"modelRunId": "a", "modelType": "ner", "modelId": {"x": 1}}', 400, "invalid_body"),
         (b'{"modelType": "ner"}', 400, "invalid_body"),
         (
-            b'{"modelRunId": "a", "modelType": "text_multi_classification"}',
+            b'{"modelRunId": "ckx0run000000000000000001", "modelType": "text_multi_classification"}',
             422,
             "unknown_model_type",
         ),
@@ -233,14 +267,14 @@ async def test_bad_bodies(client, kube, seeded, body, status, error):
 
 
 async def test_unknown_model_type_lists_the_known_ones(client):
-    status, doc = await post(client, run_body("a", "resnet"))
+    status, doc = await post(client, run_body(fake_cuid("a"), "resnet"))
     assert status == 422
     for known in SEED_TYPES:
         assert known in doc["detail"]
 
 
 async def test_too_large_by_header_and_by_bytes(client):
-    big = run_body("a", "ner", padding="x" * 5000)
+    big = run_body(fake_cuid("a"), "ner", padding="x" * 5000)
     status, doc = await post(client, big)
     assert (status, doc["error"]) == (413, "payload_too_large")
 
@@ -253,7 +287,7 @@ async def test_too_large_by_header_and_by_bytes(client):
 
 
 async def test_not_json_is_415(client):
-    body = run_body("a", "ner")
+    body = run_body(fake_cuid("a"), "ner")
     status, doc = await post(client, body, **{"Content-Type": "text/plain"})
     assert (status, doc["error"]) == (415, "unsupported_media_type")
 
@@ -283,8 +317,8 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_metrics(client, aiohttp_client):
-    await post(client, run_body("metrics-run", "ner"))
-    await post(client, run_body("metrics-run", "ner"))
+    await post(client, run_body(fake_cuid("metrics-run"), "ner"))
+    await post(client, run_body(fake_cuid("metrics-run"), "ner"))
     await client.get("/models")
     metrics = await aiohttp_client(make_metrics_app(client.app[METRICS]))
     text = await (await metrics.get("/metrics")).text()
@@ -304,9 +338,9 @@ async def test_metrics(client, aiohttp_client):
 
 async def test_every_log_line_about_a_run_carries_its_id(client, caplog):
     caplog.clear()
-    await post(client, run_body("logged-run", "ner"))
-    await post(client, run_body("logged-run", "ner", modelId="changed"))
-    await post(client, run_body("logged-run", "no-such-type"))
+    await post(client, run_body(fake_cuid("logged-run"), "ner"))
+    await post(client, run_body(fake_cuid("logged-run"), "ner", modelId=fake_cuid("changed")))
+    await post(client, run_body(fake_cuid("logged-run"), "no-such-type"))
     about = [
         r
         for r in caplog.records
@@ -314,7 +348,7 @@ async def test_every_log_line_about_a_run_carries_its_id(client, caplog):
     ]
     assert len(about) >= 3
     assert "ModelRun created" in [r.getMessage() for r in about]
-    assert all(getattr(r, "model_run_id", None) == "logged-run" for r in about), [
+    assert all(getattr(r, "model_run_id", None) == fake_cuid("logged-run") for r in about), [
         r.__dict__ for r in about
     ]
 
@@ -322,7 +356,7 @@ async def test_every_log_line_about_a_run_carries_its_id(client, caplog):
 # --- secrets --------------------------------------------------------------------------------------
 async def test_secret_rotation_without_restart(client, secret_file):
     new = "wh-secret-rotated-2"
-    body = run_body("rotation-run", "ner")
+    body = run_body(fake_cuid("rotation-run"), "ner")
 
     async def accepted(secret: str) -> bool:
         resp = await client.get("/models", headers={"X-Hub-Signature": sign(secret.encode(), b"")})

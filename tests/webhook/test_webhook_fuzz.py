@@ -23,7 +23,11 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-ids = st.text(max_size=40) | st.from_regex(r"[a-z0-9]{1,25}", fullmatch=True)
+ids = (
+    st.text(max_size=40)
+    | st.from_regex(r"[a-z][a-z0-9]{19,31}", fullmatch=True)  # a cuid, see lbtrain.ids
+    | st.uuids().map(str)
+)
 json_leaf = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 )

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from lbtrain.kube import MODELRUNS, KubeClient, NotFound, load_config
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_webhook.app import CACHE
 from lbtrain_webhook.signature import sign
 
@@ -76,7 +77,7 @@ async def test_api_unreachable_from_the_start_is_503(
     kubeconfig.write_text(yaml.safe_dump(doc))
     settings = dataclasses.replace(webhook_settings, kubeconfig=str(kubeconfig))
     client = await make_client(settings, wait=False)
-    body = run_body("unreachable-run", "ner")
+    body = run_body(fake_cuid("unreachable-run"), "ner")
     resp = await client.post("/model_run", data=body, headers=signed_headers(body))
     assert resp.status == 503
     doc = await resp.json()
@@ -101,7 +102,7 @@ async def test_api_lost_after_sync_then_back(
         assert (await client.get("/readyz")).status == 200
 
         await proxy.stop()
-        body = run_body("outage-run", "ner")
+        body = run_body(fake_cuid("outage-run"), "ner")
         resp = await client.post("/model_run", data=body, headers=signed_headers(body))
         assert resp.status == 503
         assert (await resp.json())["error"] == "unavailable"

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lbtrain.ids import is_labelbox_id
 from lbtrain_webhook.errors import WebhookError
 from lbtrain_webhook.payload import (
     ModelRunRequest,
@@ -26,25 +27,30 @@ def status_of(raw: bytes) -> int:
     return 200
 
 
+RUN = "ckx0run000000000000000001"  # a cuid
+MODEL = "9b2f7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4"  # a UUID
+ORG = "cjhfn5y6s0pk507024nz1ocys"
+
+
 def test_full_body():
     raw = json.dumps(
-        {"modelRunId": "mr1", "modelType": "ner", "modelId": "m1", "organizationId": "o1"}
+        {"modelRunId": RUN, "modelType": "ner", "modelId": MODEL, "organizationId": ORG}
     ).encode()
-    assert parse_model_run(raw) == ModelRunRequest("mr1", "ner", "m1", "o1")
+    assert parse_model_run(raw) == ModelRunRequest(RUN, "ner", MODEL, ORG)
 
 
 def test_reference_body_without_optional_fields():
     # Labelbox's reference test script sends only these two fields (LABELBOX.md §1.3).
-    raw = json.dumps({"modelRunId": "mr1", "modelType": "bounding_box"}).encode()
+    raw = json.dumps({"modelRunId": MODEL, "modelType": "bounding_box"}).encode()
     req = parse_model_run(raw)
     assert req.model_id is None
     assert req.organization_id is None
-    assert req.spec() == {"modelRunId": "mr1", "modelType": "bounding_box"}
+    assert req.spec() == {"modelRunId": MODEL, "modelType": "bounding_box"}
 
 
 def test_nulls_are_absent_and_unknown_fields_ignored():
-    raw = b'{"modelRunId":"a","modelType":"ner","modelId":null,"future":[1,2]}'
-    assert parse_model_run(raw) == ModelRunRequest("a", "ner")
+    raw = b'{"modelRunId":"ckx0run000000000000000001","modelType":"ner","modelId":null,"x":[1]}'
+    assert parse_model_run(raw) == ModelRunRequest(RUN, "ner")
 
 
 @pytest.mark.parametrize(
@@ -82,29 +88,49 @@ def test_broken_bodies_are_400(raw):
         {"modelRunId": "a" * 129, "modelType": "ner"},
         {"modelRunId": "a\nb", "modelType": "ner"},
         {"modelRunId": "a\x00", "modelType": "ner"},
-        {"modelRunId": "a", "modelType": "ner", "modelId": "m" * 129},
-        {"modelRunId": "a", "modelType": "ner", "organizationId": "o\tx"},
+        {"modelRunId": "../../etc/passwd", "modelType": "ner"},
+        {"modelRunId": "ünï-çødé-✓", "modelType": "ner"},
+        {"modelRunId": RUN, "modelType": "ner", "modelId": "m" * 129},
+        {"modelRunId": RUN, "modelType": "ner", "modelId": "モデル"},
+        {"modelRunId": RUN, "modelType": "ner", "organizationId": "o\tx"},
+        {"modelRunId": RUN, "modelType": "ner", "organizationId": "Ørg"},
     ],
 )
-def test_unusable_values_are_422(doc):
+def test_ids_that_are_not_labelbox_ids_are_422(doc):
     assert status_of(json.dumps(doc).encode()) == 422
 
 
-def test_id_that_cannot_name_a_resource_says_so():
+def test_an_id_that_is_not_a_labelbox_id_says_what_is_allowed():
+    with pytest.raises(WebhookError) as info:
+        parse_model_run(b'{"modelRunId":"../../etc/passwd","modelType":"ner"}')
+    assert info.value.error == "invalid_model_run_id"
+    assert info.value.detail == (
+        "field 'modelRunId' must be a Labelbox id: a cuid (a lowercase letter, then 19 to 31 "
+        'lowercase letters or digits) or a UUID (8-4-4-4-12 hexadecimal digits), not "../../etc/passwd"'
+    )
     with pytest.raises(WebhookError) as info:
         parse_model_run(b'{"modelRunId":"","modelType":"ner"}')
-    assert info.value.error == "invalid_model_run_id"
+    assert (info.value.error, info.value.detail) == (
+        "invalid_model_run_id",
+        "field 'modelRunId' must not be empty",
+    )
 
 
-def test_unicode_values_are_kept_exactly():
-    doc = {
-        "modelRunId": "ünï-çødé-✓",
-        "modelType": "ner",
-        "modelId": "モデル",
-        "organizationId": "Ørg",
-    }
-    req = parse_model_run(json.dumps(doc, ensure_ascii=False).encode())
-    assert (req.model_run_id, req.model_id, req.organization_id) == ("ünï-çødé-✓", "モデル", "Ørg")
+@pytest.mark.parametrize(
+    "value",
+    [
+        RUN,
+        ORG,
+        "c" + "0" * 19,  # the shortest cuid2
+        "c" + "z" * 31,  # the longest
+        MODEL,
+        MODEL.upper(),
+    ],
+)
+def test_labelbox_ids_are_kept_exactly(value):
+    doc = {"modelRunId": value, "modelType": "ner", "modelId": value, "organizationId": value}
+    req = parse_model_run(json.dumps(doc).encode())
+    assert (req.model_run_id, req.model_id, req.organization_id) == (value, value, value)
 
 
 def test_model_type_is_matched_byte_for_byte():
@@ -163,3 +189,6 @@ def test_any_object_gives_400_422_or_a_request(doc):
         req = parse_model_run(raw)
         assert req.model_run_id == doc["modelRunId"]
         assert req.model_type == doc["modelType"]
+        assert all(
+            is_labelbox_id(v) for v in (req.model_run_id, req.model_id, req.organization_id) if v
+        )

@@ -13,6 +13,7 @@ import sys
 import aiohttp
 import pytest
 
+from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.pki import write_pki
 from lbtrain_webhook.server import Server
 from lbtrain_webhook.signature import sign
@@ -35,7 +36,7 @@ async def test_graceful_stop_finishes_the_request_in_flight(webhook_settings):
     server = Server(settings)
     await server.start()
     await server.wait_ready(15)
-    body = run_body("graceful-run", "ner")
+    body = run_body(fake_cuid("graceful-run"), "ner")
     head = (
         "POST /model_run HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nX-Hub-Signature: {sign(SECRET.encode(), body)}\r\n"

@@ -1,21 +1,22 @@
 """The `POST /model_run` body: parsed and checked by pure functions, before anything is created.
 
 Bad JSON or a wrong field type is a 400 (the sender is broken); a well-formed body whose values
-cannot be used (an unknown model type, an id that cannot name a resource) is a 422. Fields this
-webhook does not know are ignored, so a future Labelbox field does not break the intake.
+cannot be used (an unknown model type, an id that is not a Labelbox id) is a 422. The ids must
+have the shape of Labelbox's ids (:mod:`lbtrain.ids`): they become resource names, labels and
+artifact paths, so nothing else is let in. Fields this webhook does not know are ignored, so a
+future Labelbox field does not break the intake.
 """
 
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from lbtrain import ids
 from lbtrain_webhook.errors import WebhookError
 
-MAX_ID_LENGTH = 128  # the CRD's maxLength for modelRunId, modelType, modelId, organizationId
 REQUIRED = ("modelRunId", "modelType")
 OPTIONAL = ("modelId", "organizationId")
 JSON_TYPES = ("application/json",)
@@ -102,19 +103,15 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _usable(name: str, value: str) -> str:
-    """A string field that can go into a ModelRun: valid Unicode, printable, not too long."""
+def _labelbox_id(name: str, value: str) -> str:
+    """An id field: valid Unicode (else 400), and a Labelbox id (else 422 naming the rule)."""
     if not _valid_unicode(value):
         raise _bad(f"field {name!r} is not valid Unicode (a lone surrogate escape)")
-    if not value:
-        raise WebhookError(422, "invalid_field", f"field {name!r} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise WebhookError(
-            422, "invalid_field", f"field {name!r} is longer than {MAX_ID_LENGTH} characters"
-        )
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        raise WebhookError(422, "invalid_field", f"field {name!r} contains control characters")
-    return value
+    if ids.is_labelbox_id(value):
+        return value
+    problem = "must not be empty" if not value else f"must be {ids.RULE}, not {_show(value)}"
+    code = "invalid_model_run_id" if name == "modelRunId" else "invalid_field"
+    raise WebhookError(422, code, f"field {name!r} {problem}")
 
 
 def parse_model_run(raw: bytes) -> ModelRunRequest:
@@ -133,21 +130,15 @@ def parse_model_run(raw: bytes) -> ModelRunRequest:
         if not isinstance(value, str):
             raise _bad(f"field {name!r} must be a string, not {_type_name(value)}")
         values[name] = value
-    run_id, model_type = str(values["modelRunId"]), str(values["modelType"])
-    try:
-        _usable("modelRunId", run_id)
-    except WebhookError as exc:
-        if exc.status == 422:  # say plainly that the id cannot name a ModelRun
-            raise WebhookError(
-                422, "invalid_model_run_id", f"{exc.detail}: {_show(run_id)}"
-            ) from None
-        raise
+    model_type = str(values["modelType"])
     if not _valid_unicode(model_type):  # any other value is checked against the templates
         raise _bad("field 'modelType' is not valid Unicode (a lone surrogate escape)")
-    for name in OPTIONAL:
+    for name in ids.ID_FIELDS:
         if values[name] is not None:
-            _usable(name, str(values[name]))
-    return ModelRunRequest(run_id, model_type, values["modelId"], values["organizationId"])
+            _labelbox_id(name, str(values[name]))
+    return ModelRunRequest(
+        str(values["modelRunId"]), model_type, values["modelId"], values["organizationId"]
+    )
 
 
 def _valid_unicode(value: str) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from lbtrain import contract
 from lbtrain_dev.fake_labelbox.server import FakeLabelbox
+from lbtrain_dev.ids import fake_cuid
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
         help="serve a model run of this type (repeatable; default: all six)",
     )
     p.add_argument("--rows", type=int, default=40, help="rows in each bundled dataset")
-    p.add_argument("--model-id", default="fake-model", help="the Labelbox model id of the runs")
+    p.add_argument(
+        "--model-id", default=fake_cuid("fake-model"), help="the Labelbox model id of the runs"
+    )
     p.add_argument("--quiet", action="store_true", help="do not print the timeline as it grows")
     return p
 
@@ -53,7 +56,7 @@ def seed(fake: FakeLabelbox, types: Sequence[str], rows: int, model_id: str) -> 
         make_dataset = None  # type: ignore[assignment]
     runs = {}
     for model_type in types:
-        run_id = f"fake-{model_type.replace('_', '-')}"
+        run_id = fake_cuid(f"fake-{model_type}")
         data = (
             make_dataset(
                 model_type,
