@@ -19,6 +19,9 @@ ENV_LABELBOX_ENDPOINT: Final = "LABELBOX_ENDPOINT"
 ENV_LABELBOX_REST_ENDPOINT: Final = "LABELBOX_REST_ENDPOINT"
 ENV_WORKSPACE: Final = "LBTRAIN_WORKSPACE"
 ENV_ARTIFACTS: Final = "LBTRAIN_ARTIFACTS"
+# The root the artifact destination must stay under (lbtrain.destination); the trainer checks
+# it again before it writes.
+ENV_ARTIFACTS_ROOT: Final = "LBTRAIN_ARTIFACTS_ROOT"
 ENV_HYPERPARAMETERS: Final = "LBTRAIN_HYPERPARAMETERS"
 ENV_TERMINATION_MESSAGE_PATH: Final = "LBTRAIN_TERMINATION_MESSAGE_PATH"
 ENV_PRETRAINED: Final = "LBTRAIN_PRETRAINED"
@@ -40,6 +43,9 @@ EXIT_OK: Final = 0
 # The data of the model run cannot train (no labels, a class with too few examples, broken
 # media...). Retrying cannot help, so the Job's podFailurePolicy fails the run at once.
 EXIT_BAD_INPUT: Final = 65  # sysexits EX_DATAERR
+# The artifact destination would leave its root (lbtrain.destination): a template or run that
+# must be fixed, so the run fails at once, with its own reason.
+EXIT_DESTINATION_ESCAPES: Final = 77  # sysexits EX_NOPERM
 # Any other non-zero exit is treated as transient and retried up to the template's backoffLimit.
 
 # Kubernetes truncates a termination message to 4096 bytes; the trainer keeps under it.

@@ -72,7 +72,9 @@ def root_of(template: str) -> str:
         return prefix.partition(PLACEHOLDER)[0]
     head, found, _ = path.partition(PLACEHOLDER)
     fixed = head[: head.rfind("/") + 1] if found else head
-    return prefix + (fixed.rstrip("/") or ("/" if fixed.startswith("/") else ""))
+    if fixed.rstrip("/") or prefix:
+        return prefix + fixed.rstrip("/")
+    return "/" if fixed.startswith("/") else ""  # "/{modelRunId}": the whole disk
 
 
 def check_confined(destination: str, root: str) -> None:

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from lbtrain import contract
+from lbtrain import contract, destination
 from lbtrain.resources.models import ModelRun, TrainingTemplate
 from lbtrain.resources.names import (
     GROUP_VERSION,
@@ -25,6 +25,8 @@ from lbtrain.resources.names import (
 )
 from lbtrain_operator.settings import Settings
 
+# Exit codes that retrying cannot fix: the Job fails at once (sorted, as the API requires).
+PERMANENT_EXIT_CODES = sorted([contract.EXIT_BAD_INPUT, contract.EXIT_DESTINATION_ESCAPES])
 WORKSPACE_VOLUME = "workspace"
 TMP_VOLUME = "tmp"
 ANNOTATION_MODEL_RUN_ID = "lbtrain.io/model-run-id"
@@ -56,9 +58,7 @@ def _env(run: ModelRun, template: TrainingTemplate, settings: Settings) -> list[
     secret = tspec.labelbox.api_key_secret_ref
     secret_name = secret.name if secret else settings.api_key_secret_name
     secret_key = secret.key if secret else settings.api_key_secret_key
-    destination = (tspec.artifacts.destination or "/workspace/artifacts").replace(
-        "{modelRunId}", spec.model_run_id
-    )
+    artifacts = destination.expand(tspec.artifacts.destination, spec.model_run_id)
     values = {
         contract.ENV_MODEL_RUN_ID: spec.model_run_id,
         contract.ENV_MODEL_TYPE: spec.model_type,
@@ -68,7 +68,8 @@ def _env(run: ModelRun, template: TrainingTemplate, settings: Settings) -> list[
         contract.ENV_LABELBOX_REST_ENDPOINT: tspec.labelbox.rest_endpoint
         or settings.labelbox_rest_endpoint,
         contract.ENV_WORKSPACE: contract.DEFAULT_WORKSPACE,
-        contract.ENV_ARTIFACTS: destination,
+        contract.ENV_ARTIFACTS: artifacts.destination,
+        contract.ENV_ARTIFACTS_ROOT: artifacts.root,
         contract.ENV_HYPERPARAMETERS: json.dumps(hyperparameters(run, template), sort_keys=True),
         contract.ENV_TERMINATION_MESSAGE_PATH: contract.DEFAULT_TERMINATION_MESSAGE_PATH,
         "HF_HUB_OFFLINE": "1",
@@ -155,7 +156,11 @@ def _pod_security_context(template: TrainingTemplate, settings: Settings) -> dic
 def build_job(
     run: ModelRun, run_uid: str, template: TrainingTemplate, settings: Settings
 ) -> dict[str, Any]:
-    """The complete batch/v1 Job body for `run`, owned by it."""
+    """The complete batch/v1 Job body for `run`, owned by it.
+
+    Raises `lbtrain.destination.DestinationEscapes` when the run's artifact destination would
+    leave the template's root: no Job is built for it.
+    """
     tspec, name = template.spec, run.metadata.name
     labels = {
         LABEL_MODEL_RUN: name,
@@ -223,7 +228,7 @@ def build_job(
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                     {
                         "action": "FailJob",
-                        "onExitCodes": {"operator": "In", "values": [contract.EXIT_BAD_INPUT]},
+                        "onExitCodes": {"operator": "In", "values": PERMANENT_EXIT_CODES},
                     },
                 ]
             },

@@ -26,6 +26,9 @@ IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNev
 FATAL_WAITING_REASONS = frozenset({"InvalidImageName"})
 CONFIG_ERROR_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 SUMMARY_MAX_CHARS = contract.TERMINATION_MESSAGE_MAX_BYTES
+# Failures the Job's podFailurePolicy ends at once (jobspec.PERMANENT_EXIT_CODES): the run is
+# Failed as soon as the pod is, without waiting for the Job controller.
+PERMANENT_REASONS = (r.BAD_INPUT, r.ARTIFACT_DESTINATION_ESCAPES)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,14 @@ def pod_failure(pod: dict[str, Any]) -> PodFailure:
             return PodFailure(
                 r.BAD_INPUT,
                 r.MSG_BAD_INPUT.format(detail=detail or "see pod logs"),
+                container=name,
+                exit_code=code,
+            )
+        if code == contract.EXIT_DESTINATION_ESCAPES:
+            detail = parse_summary(text).get("error") or text or f"{name} exited with code {code}"
+            return PodFailure(
+                r.ARTIFACT_DESTINATION_ESCAPES,
+                r.MSG_ARTIFACT_DESTINATION_ESCAPES.format(detail=detail),
                 container=name,
                 exit_code=code,
             )
@@ -270,7 +281,7 @@ def observe(
         if job_reason == "DeadlineExceeded":
             msg = r.MSG_DEADLINE_EXCEEDED.format(seconds=limits.active_deadline_s)
             return at(Phase.FAILED, r.DEADLINE_EXCEEDED, msg)
-        if last and last.reason in (r.OOM_KILLED, r.BAD_INPUT):
+        if last and last.reason in (r.OOM_KILLED, *PERMANENT_REASONS):
             return at(Phase.FAILED, last.reason, last.message)
         if job_reason == "BackoffLimitExceeded":
             msg = r.MSG_BACKOFF_LIMIT_EXCEEDED.format(
@@ -294,7 +305,7 @@ def observe(
         return at(Phase.TRAINING, r.COMPLETING, r.MSG_COMPLETING)
     if failed:
         last_pod, last = failed[-1], failures[-1]
-        if last.reason == r.BAD_INPUT:
+        if last.reason in PERMANENT_REASONS:
             # The podFailurePolicy fails the Job on this exit code; say so before it does.
             return at(Phase.FAILED, last.reason, last.message)
         if last.disrupted:

@@ -46,6 +46,11 @@ TEMPLATE_MISSING: Final = "TemplateMissing"
 MSG_TEMPLATE_MISSING: Final = "no TrainingTemplate serves model type {model_type!r}; known: {known}"
 INVALID_TEMPLATE: Final = "InvalidTemplate"
 MSG_INVALID_TEMPLATE: Final = "TrainingTemplate {template} cannot build a Job: {detail}"
+ARTIFACT_DESTINATION_ESCAPES: Final = "ArtifactDestinationEscapes"
+MSG_ARTIFACT_DESTINATION_ESCAPES: Final = (
+    "{detail}; the run would write outside its own artifact folder, so it was not started "
+    "(fix the template's artifacts.destination)"
+)
 JOB_REJECTED: Final = "JobRejected"
 MSG_JOB_REJECTED: Final = "the API server refused the Job: {detail}"
 IMAGE_PULL_FAILED: Final = "ImagePullFailed"

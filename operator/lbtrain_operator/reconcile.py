@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lbtrain.destination import DestinationEscapes
 from lbtrain.kube import (
     JOBS,
     MODELRUNS,
@@ -159,7 +160,13 @@ class Pass:
                 template=template_body["metadata"]["name"], detail=detail
             )
             return Observation(Phase.FAILED, r.INVALID_TEMPLATE, msg)
-        job = jobspec.build_job(self.run, self.body["metadata"]["uid"], template, self.ctx.settings)
+        try:
+            job = jobspec.build_job(
+                self.run, self.body["metadata"]["uid"], template, self.ctx.settings
+            )
+        except DestinationEscapes as exc:
+            msg = r.MSG_ARTIFACT_DESTINATION_ESCAPES.format(detail=exc)
+            return Observation(Phase.FAILED, r.ARTIFACT_DESTINATION_ESCAPES, msg)
         job["metadata"]["annotations"][ANNOTATION_PULL_GRACE] = str(
             template.spec.image_pull_grace_period_seconds
         )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lbtrain import contract
+from lbtrain.destination import DestinationEscapes
 from lbtrain.resources.names import LABEL_MODEL_RUN
 from lbtrain_dev.ids import fake_cuid
 from lbtrain_operator.jobspec import build_job, job_name, label_value
@@ -69,6 +72,31 @@ def test_trainer_environment_contract() -> None:
     assert "value" not in key  # the key itself never appears in the Job
 
 
+def test_artifact_destination_is_the_run_s_folder_under_its_root() -> None:
+    t = template(artifacts={"destination": "s3://models/runs/{modelRunId}/weights"})
+    env = build_job(run(), "u", t, Settings())["spec"]["template"]["spec"]["containers"][0]["env"]
+    values = {e["name"]: e.get("value") for e in env}
+    assert values[contract.ENV_ARTIFACTS] == f"s3://models/runs/{fake_cuid('run-1')}/weights"
+    assert values[contract.ENV_ARTIFACTS_ROOT] == "s3://models/runs"
+
+
+@pytest.mark.parametrize(
+    "template_destination",
+    ["/artifacts/../{modelRunId}", "s3://{modelRunId}/weights", "artifacts/{modelRunId}"],
+)
+def test_a_destination_that_would_escape_builds_no_job(template_destination: str) -> None:
+    t = template(artifacts={"destination": template_destination})
+    with pytest.raises(DestinationEscapes):
+        build_job(run(), "u", t, Settings())
+
+
+def test_a_run_id_that_is_not_one_path_segment_builds_no_job() -> None:
+    # The CRD refuses such ids now; a ModelRun stored before it did must not escape either.
+    t = template(artifacts={"destination": "/artifacts/{modelRunId}"})
+    with pytest.raises(DestinationEscapes, match="not one path segment"):
+        build_job(run(modelRunId="../../etc"), "u", t, Settings())
+
+
 def test_failure_policy_ignores_disruptions_and_fails_fast_on_bad_input() -> None:
     t = template(backoffLimit=4, activeDeadlineSeconds=3600, ttlSecondsAfterFinished=60)
     spec = build_job(run(), "u", t, Settings())["spec"]
@@ -80,7 +108,10 @@ def test_failure_policy_ignores_disruptions_and_fails_fast_on_bad_input() -> Non
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     assert rules[1]["action"] == "FailJob"
-    assert rules[1]["onExitCodes"]["values"] == [contract.EXIT_BAD_INPUT]
+    assert rules[1]["onExitCodes"]["values"] == [
+        contract.EXIT_BAD_INPUT,
+        contract.EXIT_DESTINATION_ESCAPES,
+    ]
 
 
 def test_run_overrides_template_retries_and_deadline() -> None:

@@ -109,6 +109,23 @@ async def test_happy_path_job_stages_and_labelbox_timeline(
     assert 'lbtrain_modelruns_finished_total{phase="Succeeded",reason="Succeeded"} 1.0' in metrics
 
 
+async def test_template_whose_destination_escapes_fails_without_a_job(
+    kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template(artifacts={"destination": "/artifacts/../{modelRunId}"})
+    start_operator()
+    await make_run("escape")
+    st = await until_acknowledged(kube, namespace, "escape", "FAILED")
+    assert (st["phase"], st["reason"]) == ("Failed", "ArtifactDestinationEscapes")
+    assert "'..' path segment" in st["message"] and "artifacts.destination" in st["message"]
+    [update] = fake_labelbox.status_updates(fake_cuid("escape"))
+    assert update.error_message.startswith("ArtifactDestinationEscapes: artifact destination")
+    assert len(update.error_message) <= 255
+    with pytest.raises(NotFound):  # nothing ran, so nothing was written anywhere
+        await kube.get(JOBS, "escape-train", namespace)
+    assert await kubelet.pods(f"{LABEL_MODEL_RUN}=escape") == []
+
+
 async def test_missing_template_fails_with_known_types(
     kube, namespace, fake_labelbox, start_operator, make_template, make_run
 ) -> None:
@@ -171,6 +188,7 @@ async def test_image_pull_failure_fails_after_grace_and_stops_the_job(
     [
         ("train", 137, "OOMKilled", "OOMKilled"),
         ("prepare", 65, "Error", "BadInput"),
+        ("export", 77, "Error", "ArtifactDestinationEscapes"),
     ],
 )
 async def test_failures_that_end_the_run_at_once(
@@ -193,15 +211,22 @@ async def test_failures_that_end_the_run_at_once(
     [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=boom")
     await kubelet.schedule(pod)
     await kubelet.run_stage(pod, stage)
-    message = (
-        json.dumps({"error": "class 'cat' has 1 example; rows: ck1"}) if exit_code == 65 else ""
-    )
+    message = {
+        65: json.dumps({"error": "class 'cat' has 1 example; rows: ck1"}),
+        77: json.dumps({"error": "artifact destination '/x' is refused: it is not under '/a'"}),
+    }.get(exit_code, "")
     await kubelet.fail(pod, stage, exit_code=exit_code, reason=reason, message=message)
     st = await until(kube, namespace, "boom", lambda s: s.get("phase") == "Failed")
     assert st["reason"] == expected
     if expected == "BadInput":
         assert "rows: ck1" in st["message"]
-    stages = {"prepare": ["EXPORTING_DATA", "PREPARING_DATA"], "train": FULL[:3]}[stage]
+    if expected == "ArtifactDestinationEscapes":
+        assert st["message"].startswith("artifact destination '/x' is refused")
+    stages = {
+        "export": ["EXPORTING_DATA"],
+        "prepare": ["EXPORTING_DATA", "PREPARING_DATA"],
+        "train": FULL[:3],
+    }[stage]
     await statuses_settle(fake_labelbox, fake_cuid("boom"), [*stages, "FAILED"])
     assert fake_labelbox.status_updates(fake_cuid("boom"))[-1].error_message.startswith(expected)
     assert len(await kubelet.pods(f"{LABEL_MODEL_RUN}=boom")) == 1  # not retried

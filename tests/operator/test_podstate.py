@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from lbtrain import contract
 from lbtrain.resources.models import Phase
 from lbtrain_dev.testbed import fake_kubelet as fk
 from lbtrain_operator import progress
@@ -174,3 +175,14 @@ def test_bad_input_is_final_before_the_job_says_so() -> None:
     p = pod(phase="Failed", export=done("export"), prepare=bad)
     obs = observe(job(), [p], at(1), LIMITS)  # the Job has not applied its podFailurePolicy yet
     assert (obs.phase, obs.reason) == (Phase.FAILED, r.BAD_INPUT)
+
+
+def test_an_escaping_artifact_destination_is_final_with_its_own_reason() -> None:
+    message = "{\"error\": \"artifact destination '/a/../b' is refused: it contains '..'\"}"
+    refused = fk.terminated("export", IMAGE, contract.EXIT_DESTINATION_ESCAPES, message=message)
+    p = pod(phase="Failed", export=refused)
+    obs = observe(job(), [p], at(1), LIMITS)  # before the Job applies its podFailurePolicy
+    assert (obs.phase, obs.reason) == (Phase.FAILED, r.ARTIFACT_DESTINATION_ESCAPES)
+    assert obs.message.startswith("artifact destination '/a/../b' is refused")
+    failed_job = observe(job(("Failed", "PodFailurePolicy")), [p], at(2), LIMITS)
+    assert (failed_job.reason, failed_job.message) == (obs.reason, obs.message)

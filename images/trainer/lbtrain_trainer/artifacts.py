@@ -5,6 +5,10 @@ loses, so resuming needs checkpoints at the artifact destination. A local path n
 ``s3://``, ``gs://`` and the like work when ``fsspec`` (and its backend) is installed. Writes
 are atomic on local disks (write, then rename), so a pod killed mid-write never leaves a
 truncated checkpoint that the next attempt would trust.
+
+Every file stays inside the destination: a relative name that climbs out (``..``) is refused
+(:func:`lbtrain.destination.join`), and on a local disk so is a folder that a symlink leads
+elsewhere. The destination itself was checked against its root when the settings were read.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import importlib
 import os
 from pathlib import Path
 
-from lbtrain_trainer.errors import ConfigError
+from lbtrain import destination
+from lbtrain_trainer.errors import ConfigError, DestinationEscapesError
 
 
 class Destination:
@@ -31,12 +36,22 @@ class Destination:
             self.fs, _ = fsspec.core.url_to_fs(uri)
 
     def path(self, relative: str) -> str:
-        return str(self.local / relative) if self.local is not None else f"{self.uri}/{relative}"
+        try:
+            base = str(self.local) if self.local is not None else self.uri
+            return destination.join(base, relative)
+        except destination.DestinationEscapes as exc:
+            raise DestinationEscapesError(str(exc)) from None
 
     def write_bytes(self, relative: str, data: bytes) -> str:
         target = self.path(relative)
         if self.local is not None:
             path = Path(target)
+            # Checked before the folders are made: an existing symlink is followed here.
+            if not path.parent.resolve().is_relative_to(self.local.resolve()):
+                raise DestinationEscapesError(
+                    f"artifact destination {self.uri!r} is refused: {relative!r} leads outside "
+                    "it through a symbolic link"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(path.name + ".partial")
             with partial.open("wb") as out:

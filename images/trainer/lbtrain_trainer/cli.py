@@ -45,12 +45,14 @@ environment (each also a flag; flags win):
   {contract.ENV_LABELBOX_REST_ENDPOINT:34} --rest-endpoint      REST endpoint
   {contract.ENV_WORKSPACE:34} --workspace          workspace ({contract.DEFAULT_WORKSPACE})
   {contract.ENV_ARTIFACTS:34} --artifacts          weights and checkpoints: path or fsspec URI
+  {contract.ENV_ARTIFACTS_ROOT:34} --artifacts-root     refuse an --artifacts outside this root
   {contract.ENV_HYPERPARAMETERS:34} --hyperparameters    JSON object of template defaults
   {contract.ENV_TERMINATION_MESSAGE_PATH:34} --termination-message-path
   {contract.ENV_PRETRAINED:34} --pretrained         directory of pretrained weights
   {contract.ENV_ALLOW_HUB_DOWNLOAD:34} --allow-hub-download allow downloading weights from a hub
 
 exit codes: {contract.EXIT_OK} done; {contract.EXIT_BAD_INPUT} the data cannot train (no retry); \
+{contract.EXIT_DESTINATION_ESCAPES} the artifact destination leaves its root (no retry); \
 2 bad settings; 1 other (retried)
 """
 
@@ -68,6 +70,7 @@ def _common() -> argparse.ArgumentParser:
         "rest-endpoint",
         "workspace",
         "artifacts",
+        "artifacts-root",
         "hyperparameters",
         "termination-message-path",
         "pretrained",

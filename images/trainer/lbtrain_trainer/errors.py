@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lbtrain.contract import EXIT_BAD_INPUT
+from lbtrain.contract import EXIT_BAD_INPUT, EXIT_DESTINATION_ESCAPES
 
 # How many row ids an error message lists before it says "and N more".
 MAX_LISTED_ROWS = 10
@@ -47,6 +47,13 @@ class ConfigError(TrainerError):
     """The trainer was started with a missing or invalid setting (exit 2, like a usage error)."""
 
     exit_code = 2
+
+
+class DestinationEscapesError(TrainerError):
+    """The artifact destination would leave its root (``lbtrain.destination``): a template or
+    run to fix, never retried (exit 77). Raised before anything is written there."""
+
+    exit_code = EXIT_DESTINATION_ESCAPES
 
 
 class UploadError(TrainerError):

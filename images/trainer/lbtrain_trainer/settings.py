@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lbtrain import contract
-from lbtrain_trainer.errors import ConfigError
+from lbtrain import contract, destination
+from lbtrain_trainer.errors import ConfigError, DestinationEscapesError
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -64,6 +64,7 @@ class Settings:
     endpoint: str = contract.DEFAULT_LABELBOX_ENDPOINT
     rest_endpoint: str = contract.DEFAULT_LABELBOX_REST_ENDPOINT
     artifacts: str = ""
+    artifacts_root: str = ""  # set by the operator: `artifacts` must lie under it
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     termination_message_path: Path | None = None
     pretrained: Path | None = None
@@ -90,6 +91,7 @@ FLAG_ENV: dict[str, str] = {
     "rest_endpoint": contract.ENV_LABELBOX_REST_ENDPOINT,
     "workspace": contract.ENV_WORKSPACE,
     "artifacts": contract.ENV_ARTIFACTS,
+    "artifacts_root": contract.ENV_ARTIFACTS_ROOT,
     "hyperparameters": contract.ENV_HYPERPARAMETERS,
     "termination_message_path": contract.ENV_TERMINATION_MESSAGE_PATH,
     "pretrained": contract.ENV_PRETRAINED,
@@ -114,6 +116,12 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str] | None =
     ]
     if missing or run_id is None or model_type is None:
         raise ConfigError(f"missing required setting(s): {', '.join(missing)}")
+    artifacts, artifacts_root = get("artifacts") or "", get("artifacts_root") or ""
+    if artifacts_root:  # checked before any stage runs, so nothing is written anywhere
+        try:
+            destination.check_confined(artifacts, artifacts_root)
+        except destination.DestinationEscapes as exc:
+            raise DestinationEscapesError(str(exc)) from None
     term = get("termination_message_path")
     pretrained = get("pretrained")
     return Settings(
@@ -125,7 +133,8 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str] | None =
         api_key=get("api_key") or "",
         endpoint=get("endpoint") or contract.DEFAULT_LABELBOX_ENDPOINT,
         rest_endpoint=get("rest_endpoint") or contract.DEFAULT_LABELBOX_REST_ENDPOINT,
-        artifacts=get("artifacts") or "",
+        artifacts=artifacts,
+        artifacts_root=artifacts_root,
         hyperparameters=parse_hyperparameters(get("hyperparameters")),
         termination_message_path=Path(term) if term else None,
         pretrained=Path(pretrained) if pretrained else None,
