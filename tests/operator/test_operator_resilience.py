@@ -120,7 +120,7 @@ async def test_unknown_model_run_at_labelbox_is_detected_not_swallowed(
     await kubelet.schedule(pod)
     await kubelet.run_stage(pod, "export")
     st = await until(kube, namespace, "ghost", lambda s: (s.get("labelbox") or {}).get("lastError"))
-    assert "no model run 'cl-not-in-labelbox'" in st["labelbox"]["lastError"]
+    assert f"no model run '{fake_cuid('not-in-labelbox')}'" in st["labelbox"]["lastError"]
     assert st["phase"] == "Exporting"  # training is not blocked by it
     events = await events_eventually(
         kube,
