@@ -375,15 +375,23 @@ async def test_data_that_cannot_train_exits_65_and_is_not_retried(
     assert 65 in exits.values(), exits
 
 
+async def start_run(
+    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox, run_id: str
+) -> str:
+    """Seed `run_id`, post it to the webhook, wait until it exports; answer its ModelRun name."""
+    seed(labelbox, run_id)
+    await post_model_run(await service_url(installed), run_id)
+    name = str((await model_run(kube, run_id))["metadata"]["name"])
+    await labelbox.wait_for_status(run_id, "EXPORTING_DATA", timeout=300)
+    return name
+
+
 @pytest.mark.timeout(600)
 async def test_deleting_a_running_model_run_stops_its_pod_and_tells_labelbox(
     installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
 ) -> None:
     run_id = fake_cuid("real-node-cancel-01")
-    seed(labelbox, run_id)
-    await post_model_run(await service_url(installed), run_id)
-    name = (await model_run(kube, run_id))["metadata"]["name"]
-    await labelbox.wait_for_status(run_id, "EXPORTING_DATA", timeout=300)
+    name = await start_run(installed, kube, labelbox, run_id)
     pod = await trainer_pod(kube, name, RELEASE_NS)
     grace = pod["spec"]["terminationGracePeriodSeconds"]
     installed.kubectl("delete", "mr", name, "-n", RELEASE_NS, "--timeout=120s", check=True)
@@ -399,10 +407,7 @@ async def test_the_operator_pod_deleted_mid_run_comes_back_and_finishes_the_run(
     installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
 ) -> None:
     run_id = fake_cuid("real-node-restart-01")
-    seed(labelbox, run_id)
-    await post_model_run(await service_url(installed), run_id)
-    name = (await model_run(kube, run_id))["metadata"]["name"]
-    await labelbox.wait_for_status(run_id, "EXPORTING_DATA", timeout=300)
+    name = await start_run(installed, kube, labelbox, run_id)
     installed.kubectl(
         "delete", "pod", "-n", RELEASE_NS, "-l", "app.kubernetes.io/component=operator",
         "--wait=false", check=True,
