@@ -8,9 +8,10 @@ module runs it and reads its answer (one `<ref> <archive>` line per image, in a 
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from lbtrain_dev.source import run_build_script
 
 
 @dataclass(frozen=True)
@@ -27,18 +28,6 @@ class ImageSet:
 
     lbtrain: BuiltImage
     trainer: BuiltImage
-
-
-def repo_root() -> Path:
-    """The checkout this package runs from; the images are built from the source tree.
-
-    This file is devtools/lbtrain_dev/images.py, two folders below the root.
-    """
-    return Path(__file__).resolve().parents[2]
-
-
-def build_script() -> Path:
-    return repo_root() / "images" / "build.sh"
 
 
 def parse_built(stdout: str) -> ImageSet:
@@ -64,21 +53,7 @@ def ensure_images(*, quiet: bool = False) -> ImageSet:
     `LBTRAIN_IMAGE_CACHE` moves the cache. Build progress streams to stderr so a long first
     run is visibly alive; `quiet` drops it.
     """
-    script = build_script()
-    if not script.exists():
-        raise FileNotFoundError(f"{script} not found: the images need a source checkout")
-    result = subprocess.run(
-        ["bash", str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL if quiet else None,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{script} failed with exit code {result.returncode} (see its output above)"
-        )
-    images = parse_built(result.stdout)
+    images = parse_built(run_build_script("images/build.sh", quiet=quiet))
     for image in (images.lbtrain, images.trainer):
         if not image.archive.is_file():
             raise RuntimeError(f"images/build.sh named {image.archive}, which does not exist")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lbtrain_dev.images import BuiltImage, ImageSet, build_script, parse_built
+from lbtrain_dev.images import BuiltImage, ImageSet, parse_built
+from lbtrain_dev.source import repo_root
 
 
 def test_parse_built_reads_one_line_per_image_in_order() -> None:
@@ -48,7 +49,7 @@ def test_build_names_the_missing_tool(tmp_path: Path) -> None:
     for tool in ("dirname", "basename"):
         (bin_dir / tool).symlink_to(f"/usr/bin/{tool}")
     result = subprocess.run(
-        ["/bin/bash", str(build_script())],
+        ["/bin/bash", str(repo_root() / "images" / "build.sh")],
         capture_output=True,
         text=True,
         env={**os.environ, "PATH": str(bin_dir), "LBTRAIN_IMAGE_CACHE": str(tmp_path / "c")},

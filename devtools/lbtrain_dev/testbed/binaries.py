@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from lbtrain_dev.source import repo_root, run_build_script
+
+__all__ = ["REQUIRED", "ensure_binaries", "repo_root"]
+
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
-
-
-def repo_root() -> Path:
-    """The checkout this package runs from; the testbed is a development tool of the source tree.
-
-    This file is devtools/lbtrain_dev/testbed/binaries.py, three folders below the root.
-    """
-    return Path(__file__).resolve().parents[3]
-
-
-def build_script() -> Path:
-    return repo_root() / "testbed" / "build.sh"
 
 
 def ensure_binaries(*, quiet: bool = False) -> Path:
@@ -35,20 +26,5 @@ def ensure_binaries(*, quiet: bool = False) -> Path:
         if missing:
             raise FileNotFoundError(f"LBTRAIN_TESTBED_BIN={folder} lacks {', '.join(missing)}")
         return folder
-    script = build_script()
-    if not script.exists():
-        raise FileNotFoundError(f"{script} not found: the testbed needs a source checkout")
-    env = {**os.environ, "PYTHON": sys.executable}
-    result = subprocess.run(
-        ["bash", str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL if quiet else None,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{script} failed with exit code {result.returncode} (see its output above)"
-        )
-    return Path(result.stdout.strip().splitlines()[-1])
+    stdout = run_build_script("testbed/build.sh", quiet=quiet, env={"PYTHON": sys.executable})
+    return Path(stdout.strip().splitlines()[-1])
