@@ -79,12 +79,12 @@ class Fetcher:
     """Thread-safe: share one between the download threads (``concurrency`` of them)."""
 
     def __init__(
-        self, concurrency: int, attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S
+        self, concurrency: int, attempts: int | None = None, backoff_s: float | None = None
     ) -> None:
         import urllib3
 
-        self.attempts = max(1, attempts)
-        self.backoff_s = backoff_s
+        self.attempts = max(1, ATTEMPTS if attempts is None else attempts)
+        self.backoff_s = BACKOFF_S if backoff_s is None else backoff_s
         self._pool_args: dict[str, Any] = {
             "num_pools": 32,
             "maxsize": max(1, concurrency),
