@@ -19,7 +19,7 @@ from lbtrain_trainer.manifest import ManifestWriter, PreparedDataset
 from lbtrain_trainer.progress import ProgressReporter, ProgressSnapshot, format_progress
 
 pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
+from PIL import Image
 
 
 def _image(size: tuple[int, int], fmt: str, color: tuple[int, int, int] = (200, 30, 90)) -> bytes:
@@ -200,7 +200,12 @@ def test_manifest_writer_writes_what_prepared_dataset_loads(tmp_path):
     assert json.loads((tmp_path / "d.json").read_text()) == json.loads(
         (tmp_path / "e.json").read_text()
     )
-    with pytest.raises(RuntimeError), ManifestWriter(tmp_path / "f.json", "ner", "") as writer:
-        writer.add(examples[0])
-        raise RuntimeError("prepare failed")
+
+    def fail_midway() -> None:
+        with ManifestWriter(tmp_path / "f.json", "ner", "") as writer:
+            writer.add(examples[0])
+            raise RuntimeError("prepare failed")
+
+    with pytest.raises(RuntimeError):
+        fail_midway()
     assert not (tmp_path / "f.json").exists() and not (tmp_path / "f.partial").exists()
