@@ -19,7 +19,8 @@ to it) runs in this process. For each case, alternating in each repeat:
   baseline of the issue that asked for this benchmark.
 
 Ratios are baseline time / export time per repeat, and the medians are printed. Then the peak
-RSS (``ru_maxrss`` from ``wait4``) of the export and of the prepare stage for text rows
+RSS (``ru_maxrss`` from ``wait4``, taken by a small launcher process; see ``LAUNCHER``) of the
+export and of the prepare stage for text rows
 (``text_single_classification``, small model: inline texts, a WordPiece tokenizer trained in
 prepare). Everything shares the machine, so it prints ``nproc``, the CPU and the load average.
 """
@@ -119,28 +120,58 @@ def stage_env(
     }
 
 
-def run_stage(stage: str, env: dict[str, str]) -> StageRun:
-    """Run a trainer stage as its own process; wall time, peak RSS and CPU from ``wait4``."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lbtrain", "trainer", stage, "--log-level", "INFO"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+# Stages are started by this small launcher process, itself started before the benchmark holds
+# any data: Linux keeps the larger of a process's RSS before and after exec() in ``ru_maxrss``,
+# so a stage forked straight from this process would report this process's RSS (the fake
+# Labelbox holds every row) as its own peak.
+LAUNCHER = r"""
+import json, os, subprocess, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    with open(req["log"], "wb") as log:
+        proc = subprocess.Popen(req["argv"], env=req["env"], stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        tail = log.read().decode(errors="replace")[-3000:]
-    return StageRun(
-        seconds,
-        usage.ru_maxrss / 1024,
-        usage.ru_utime + usage.ru_stime,
-        proc.returncode,
-        tail,
-    )
+    reply = {"code": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss,
+             "cpu_s": usage.ru_utime + usage.ru_stime}
+    print(json.dumps(reply), flush=True)
+"""
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", LAUNCHER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, argv: list[str], env: dict[str, str]) -> StageRun:
+        """Run a stage as its own process; wall time, peak RSS and CPU from ``wait4``."""
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        with tempfile.NamedTemporaryFile(suffix=".log") as log:
+            started = time.perf_counter()
+            self.proc.stdin.write(json.dumps({"argv": argv, "env": env, "log": log.name}) + "\n")
+            self.proc.stdin.flush()
+            reply = json.loads(self.proc.stdout.readline())
+            seconds = time.perf_counter() - started
+            tail = Path(log.name).read_text(errors="replace")[-3000:]
+        return StageRun(seconds, reply["maxrss_kib"] / 1024, reply["cpu_s"], reply["code"], tail)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+LAUNCHER_PROCESS: Launcher | None = None
+
+
+def run_stage(stage: str, env: dict[str, str]) -> StageRun:
+    assert LAUNCHER_PROCESS is not None
+    argv = [sys.executable, "-m", "lbtrain", "trainer", stage, "--log-level", "INFO"]
+    return LAUNCHER_PROCESS.run(argv, env)
 
 
 def fetch_keepalive(urls: list[str], save_to: Path | None = None) -> float:
@@ -308,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load(),
     }
     print(json.dumps(machine), flush=True)
+    global LAUNCHER_PROCESS
+    LAUNCHER_PROCESS = Launcher()
     jpegs = 8 if any(kind == "jpeg" for kind, _ in cases) else 0
     server = subprocess.Popen(
         [sys.executable, "-m", "lbtrain_dev.media_server", "--png", "32", "--jpeg", str(jpegs)],
@@ -334,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stdin.close()
         server.wait(timeout=30)
+        LAUNCHER_PROCESS.close()
     machine["load_after"] = load()
     machine["bench_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(report, indent=1))
