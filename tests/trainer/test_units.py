@@ -413,7 +413,7 @@ def test_media_download_shrinks_images_and_records_broken_ones(tmp_path, fake):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     good = fake.add_media("units/big.png", buffer.getvalue(), "image/png")
-    index = media.download_all(
+    summary = media.download_all(
         [
             ("dr-good", good),
             ("dr-404", fake.base_url + "/media/nothing.png"),
@@ -425,24 +425,31 @@ def test_media_download_shrinks_images_and_records_broken_ones(tmp_path, fake):
         max_side=100,
         concurrency=2,
     )
-    assert (index["dr-good"].width, index["dr-good"].height) == (400, 200)
-    with Image.open(tmp_path / str(index["dr-good"].path)) as stored:
+    assert (summary.fetched, summary.broken, summary.kept) == (1, 3, 0)
+    with media.MediaIndex(tmp_path) as index:
+        good_entry, e404, etext, eempty = (
+            index.get(i) for i in ("dr-good", "dr-404", "dr-text", "dr-empty")
+        )
+    assert good_entry is not None and e404 and etext and eempty
+    assert (good_entry.width, good_entry.height) == (400, 200)
+    with Image.open(tmp_path / str(good_entry.path)) as stored:
         assert stored.size == (100, 50)
-    assert "404" in str(index["dr-404"].error)
-    assert "decodable" in str(index["dr-text"].error) and index["dr-empty"].error
-    assert media.load_index(tmp_path)["dr-good"] == index["dr-good"]
+    assert "404" in str(e404.error)
+    assert "decodable" in str(etext.error) and eempty.error
 
 
 def test_inline_text_and_prepared_dataset_round_trip(tmp_path):
-    index = media.download_all(
+    media.download_all(
         [("dr-1", "Alice went home."), ("dr-2", "data:text/plain,B%C3%B6b")],
         "text",
         tmp_path / "media",
         max_side=1,
         concurrency=1,
     )
-    assert (tmp_path / "media" / str(index["dr-1"].path)).read_text() == "Alice went home."
-    assert (tmp_path / "media" / str(index["dr-2"].path)).read_text() == "Böb"
+    with media.MediaIndex(tmp_path / "media") as index:
+        paths = [str(getattr(index.get(i), "path", None)) for i in ("dr-1", "dr-2")]
+    assert (tmp_path / "media" / paths[0]).read_text() == "Alice went home."
+    assert (tmp_path / "media" / paths[1]).read_text() == "Böb"
     dataset = PreparedDataset(
         "ner",
         "",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from lbtrain_trainer import hyperparams, labelbox_io, media
@@ -26,21 +28,29 @@ def media_kind(model_type: str) -> str:
     return "image" if model_type in IMAGE_TYPES else "text"
 
 
-def fetch_media(settings: Settings, hp: hyperparams.Hyperparameters) -> dict[str, media.MediaEntry]:
-    """Download the media of every row in the workspace's export."""
-    ws = Workspace(settings.workspace)
-    items = []
-    with ws.require(ws.export_file, "export").open(encoding="utf-8") as lines:
+def media_sources(path: Path, model_run_id: str, model_id: str) -> Iterator[tuple[str, str]]:
+    """(data row id, row data) of each row of an export file, read as a stream."""
+    with path.open(encoding="utf-8") as lines:
         for line in lines:
             if line.strip():
-                row = parse_row(json.loads(line), settings.model_run_id, settings.model_id)
-                items.append((row.data_row_id, row.row_data))
+                row = parse_row(json.loads(line), model_run_id, model_id)
+                yield row.data_row_id, row.row_data
+
+
+def fetch_media(
+    settings: Settings, hp: hyperparams.Hyperparameters, rows: int | None = None
+) -> media.MediaSummary:
+    """Download the media of every row in the workspace's export (``rows`` of them, if known:
+    the progress log then has an ETA)."""
+    ws = Workspace(settings.workspace)
+    export_file = ws.require(ws.export_file, "export")
     return media.download_all(
-        items,
+        media_sources(export_file, settings.model_run_id, settings.model_id),
         media_kind(settings.model_type),
         ws.media_dir,
         max_side=hp.max_image_side,
         concurrency=hp.download_concurrency,
+        total=rows,
     )
 
 
@@ -56,10 +66,12 @@ def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, An
         log.warning("ignoring unknown hyperparameters: %s", ", ".join(ignored))
     rows = labelbox_io.write_export(model_run, ws.export_file)
     log.info("exported %d rows of model run %s", rows, settings.model_run_id)
-    index = fetch_media(settings, hp)
+    fetched = fetch_media(settings, hp, rows)
     return {
         "stage": "export",
         "rows": rows,
-        "media_broken": sum(1 for e in index.values() if e.error),
+        "media_fetched": fetched.fetched,
+        "media_kept": fetched.kept,
+        "media_broken": fetched.broken,
         "ignored_hyperparameters": ignored,
     }

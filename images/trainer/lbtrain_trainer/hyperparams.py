@@ -56,7 +56,7 @@ class Hyperparameters:
     num_workers: int = 2
     # CPU threads for torch; 0: the container's CPU quota (cgroup), else the visible cores.
     cpu_threads: int = 0
-    # Labelbox export: how many media downloads in flight.
+    # Export: media download threads, and keep-alive connections per host (one per thread).
     download_concurrency: int = 16
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 It holds, per kept data row, the split, the local media file and the ground truth in the
 trainer's own terms, plus the label set and the rows that were dropped and why. The train
 stage needs nothing else from the export, and a person can read the file to see what the model
-was trained on.
+was trained on. ``prepare`` writes it with :class:`ManifestWriter`, one example at a time, so
+its memory does not grow with the number of rows; the file is the same JSON object that
+:meth:`PreparedDataset.save` writes (the label set and splits come after the examples).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 from lbtrain_trainer.rows import Box, Entity
 from lbtrain_trainer.splits import Split
@@ -78,3 +81,71 @@ class PreparedDataset:
             tune_split=Split(raw["tune_split"]),
             dropped={k: list(v) for k, v in raw["dropped"].items()},
         )
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    """What :class:`ManifestWriter` wrote, less the examples."""
+
+    model_type: str
+    feature_name: str
+    classes: tuple[str, ...]
+    splits: dict[str, int]
+    eval_split: Split
+    tune_split: Split
+    dropped: dict[str, list[str]]
+
+
+class ManifestWriter:
+    """Write a :class:`PreparedDataset` file example by example (atomically, on finish)."""
+
+    def __init__(self, path: Path, model_type: str, feature_name: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.partial = path.with_suffix(".partial")
+        self.model_type = model_type
+        self.feature_name = feature_name
+        self._out: IO[str] = self.partial.open("w", encoding="utf-8")
+        head = {"model_type": model_type, "feature_name": feature_name}
+        self._out.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"examples":[')
+        self._count = 0
+
+    def add(self, example: Example) -> None:
+        self._out.write(
+            ("," if self._count else "") + json.dumps(asdict(example), separators=(",", ":"))
+        )
+        self._count += 1
+
+    def finish(
+        self,
+        classes: tuple[str, ...],
+        splits: dict[str, int],
+        eval_split: Split,
+        tune_split: Split,
+        dropped: dict[str, list[str]],
+    ) -> ManifestSummary:
+        tail = {
+            "classes": list(classes),
+            "eval_split": eval_split,
+            "tune_split": tune_split,
+            "dropped": dropped,
+        }
+        self._out.write("]," + json.dumps(tail, separators=(",", ":"))[1:])
+        self._out.close()
+        self.partial.replace(self.path)
+        return ManifestSummary(
+            self.model_type, self.feature_name, classes, splits, eval_split, tune_split, dropped
+        )
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self._out.closed:  # not finished: leave no half-written manifest behind
+            self._out.close()
+            self.partial.unlink(missing_ok=True)

@@ -1,112 +1,75 @@
 """Fetch the media of the export's data rows into the workspace.
 
 Labelbox exports reference media by URL (signed storage URLs, fetched without auth), or hold
-text inline. The export stage downloads every row's media once, with bounded concurrency and
-retries, so training never touches the network. Images are decoded and pre-shrunk to the
-longest side the model can use (boxes stay in original pixels; the original size is kept), and
-text is stored as UTF-8. A row whose media is missing or undecodable is recorded as broken with
-the reason; :mod:`lbtrain_trainer.prepare` turns that into a bad-input error naming the rows,
-while a server that keeps failing (5xx, timeouts) is a transient error and fails the stage.
+text inline. The export stage downloads every row's media once, so training never touches the
+network. Images are stored as they came when training can read them as they are, else decoded
+and pre-shrunk to the longest side the model can use (:mod:`lbtrain_trainer.imagestore`; boxes
+stay in original pixels, so the original size is kept); text is stored as UTF-8. A row whose
+media is missing or undecodable is recorded as broken with the reason;
+:mod:`lbtrain_trainer.prepare` turns that into a bad-input error naming the rows, while a server
+that keeps failing (5xx, timeouts) is a transient error and fails the stage.
+
+The rows stream through: ``download_concurrency`` threads take them from a short queue, share
+one keep-alive connection pool (:mod:`lbtrain_trainer.fetcher`), and record each row in the
+on-disk index (:mod:`lbtrain_trainer.media_index`) as it finishes, so memory does not grow with
+the number of rows and a restarted container keeps what an earlier attempt stored. At most one
+image per CPU is decoded at a time (the rest wait with their bytes), which bounds memory for
+large photos without idling a core. Progress goes to the log every few seconds
+(:mod:`lbtrain_trainer.progress`).
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import hashlib
-import io
-import json
 import logging
+import queue
 import re
-import time
-import urllib.parse
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from lbtrain_trainer.cpus import cpu_quota
+from lbtrain_trainer.fetcher import BrokenMediaError, Fetcher, TransientMediaError
+from lbtrain_trainer.imagestore import store_image
+from lbtrain_trainer.media_index import MediaEntry, MediaIndex
+from lbtrain_trainer.progress import ProgressReporter
+
+__all__ = [
+    "BrokenMediaError",
+    "MediaEntry",
+    "MediaIndex",
+    "MediaSummary",
+    "TransientMediaError",
+    "download_all",
+    "is_reference",
+]
 
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("http://", "https://", "data:", "file://")
-INDEX_NAME = "index.json"
-TIMEOUT_S = 30.0
-
-
-class TransientMediaError(Exception):
-    """The media server failed in a way that may go away (5xx, 429, network errors)."""
-
-
-class BrokenMediaError(Exception):
-    """The media cannot be used (4xx, undecodable image, not UTF-8 text)."""
+QUEUE_PER_THREAD = 4  # rows waiting per download thread: enough to never starve one
 
 
 @dataclass(frozen=True)
-class MediaEntry:
-    path: str | None = None  # relative to the media directory
-    width: int | None = None  # original size (images)
-    height: int | None = None
-    error: str | None = None
+class MediaSummary:
+    fetched: int
+    kept: int  # stored by an earlier attempt in the same workspace
+    broken: int
+    bytes: int
+    seconds: float
 
 
 def is_reference(row_data: str) -> bool:
     return row_data.startswith(URL_SCHEMES)
 
 
-def _filename(data_row_id: str, suffix: str) -> str:
+def file_stem(data_row_id: str) -> str:
+    """A file name (without suffix) for a data row: readable, safe, and unique."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", data_row_id)[:80]
     digest = hashlib.sha256(data_row_id.encode()).hexdigest()[:8]
-    return f"{safe}-{digest}{suffix}"
-
-
-def fetch_bytes(url: str, attempts: int = 4, backoff_s: float = 0.5) -> bytes:
-    """Get the bytes of a URL; retry transient failures, raise BrokenMediaError for 4xx."""
-    if url.startswith("data:"):
-        header, _, payload = url.partition(",")
-        if header.endswith(";base64"):
-            return base64.b64decode(payload)
-        return urllib.parse.unquote_to_bytes(payload)
-    if url.startswith("file://"):
-        try:
-            return Path(urllib.parse.urlparse(url).path).read_bytes()
-        except OSError as exc:
-            raise BrokenMediaError(str(exc)) from exc
-    import requests
-
-    last: Exception | None = None
-    for attempt in range(attempts):
-        try:
-            response = requests.get(url, timeout=TIMEOUT_S)
-            if response.status_code < 400:
-                return response.content
-            if response.status_code != 429 and response.status_code < 500:
-                raise BrokenMediaError(f"HTTP {response.status_code}")
-            last = TransientMediaError(f"HTTP {response.status_code}")
-        except requests.RequestException as exc:
-            last = TransientMediaError(f"{type(exc).__name__}: {exc}")
-        if attempt + 1 < attempts:
-            time.sleep(backoff_s * 2**attempt)
-    assert last is not None
-    raise last
-
-
-def store_image(data: bytes, target: Path, max_side: int) -> tuple[int, int]:
-    """Decode, convert to RGB, shrink to ``max_side``; return the original (width, height)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            width, height = image.size
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BrokenMediaError(f"not a decodable image: {exc}") from exc
-    if max(width, height) > max_side:
-        rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    if target.suffix == ".jpg":
-        rgb.save(target, format="JPEG", quality=95)
-    else:
-        rgb.save(target, format="PNG")
-    return width, height
+    return f"{safe}-{digest}"
 
 
 def store_text(data: bytes, target: Path) -> None:
@@ -117,29 +80,35 @@ def store_text(data: bytes, target: Path) -> None:
     target.write_text(text, encoding="utf-8")
 
 
-def _fetch_one(
-    data_row_id: str, row_data: str, kind: str, media_dir: Path, max_side: int
-) -> MediaEntry:
-    if not row_data:
-        return MediaEntry(error="data row has no row_data")
-    if kind == "text":
-        name = _filename(data_row_id, ".txt")
-        data = fetch_bytes(row_data) if is_reference(row_data) else row_data.encode()
-        store_text(data, media_dir / name)
-        return MediaEntry(path=name)
-    if not is_reference(row_data):
-        return MediaEntry(error="row_data is not a URL")
-    name = _filename(data_row_id, ".png" if max_side <= 256 else ".jpg")
-    width, height = store_image(fetch_bytes(row_data), media_dir / name, max_side)
-    return MediaEntry(path=name, width=width, height=height)
+@dataclass
+class _Job:
+    kind: str  # "image" or "text"
+    media_dir: Path
+    max_side: int
+    fetcher: Fetcher
+    decode_slots: threading.BoundedSemaphore
+
+    def fetch_one(self, data_row_id: str, row_data: str) -> tuple[MediaEntry, int]:
+        """Fetch and store one row's media; returns its entry and the bytes downloaded."""
+        if not row_data:
+            return MediaEntry(error="data row has no row_data"), 0
+        stem = file_stem(data_row_id)
+        if self.kind == "text":
+            name = stem + ".txt"
+            data = self.fetcher.get(row_data) if is_reference(row_data) else row_data.encode()
+            store_text(data, self.media_dir / name)
+            return MediaEntry(path=name), len(data)
+        if not is_reference(row_data):
+            return MediaEntry(error="row_data is not a URL"), 0
+        data = self.fetcher.get(row_data)
+        name, width, height = store_image(
+            data, self.media_dir / stem, self.max_side, self.decode_slots
+        )
+        return MediaEntry(path=name, width=width, height=height), len(data)
 
 
-def load_index(media_dir: Path) -> dict[str, MediaEntry]:
-    path = media_dir / INDEX_NAME
-    if not path.exists():
-        return {}
-    raw: dict[str, dict[str, Any]] = json.loads(path.read_text())
-    return {k: MediaEntry(**v) for k, v in raw.items()}
+def _reusable(entry: MediaEntry | None, media_dir: Path) -> bool:
+    return bool(entry and entry.error is None and entry.path and (media_dir / entry.path).exists())
 
 
 def download_all(
@@ -149,37 +118,70 @@ def download_all(
     *,
     max_side: int,
     concurrency: int,
-    fetch: Callable[[str, str, str, Path, int], MediaEntry] = _fetch_one,
-) -> dict[str, MediaEntry]:
+    total: int | None = None,
+) -> MediaSummary:
     """Fetch ``(data_row_id, row_data)`` media; ``kind`` is "image" or "text".
 
     Rows already fetched by an earlier attempt (same workspace) are kept. Broken media are
-    recorded per row; a transient failure that survives the retries is raised.
+    recorded per row; a transient failure that survives the retries is raised (after the rows
+    in flight finish). ``total`` (the number of items, if known) gives the progress an ETA.
     """
-    media_dir.mkdir(parents=True, exist_ok=True)
-    index = {
-        k: v
-        for k, v in load_index(media_dir).items()
-        if v.error is None and v.path and (media_dir / v.path).exists()
-    }
-    todo = [(row_id, data) for row_id, data in items if row_id not in index]
+    threads_wanted = max(1, concurrency)
+    fetcher = Fetcher(threads_wanted)
+    work: queue.Queue[tuple[str, str] | None] = queue.Queue(threads_wanted * QUEUE_PER_THREAD)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    progress = ProgressReporter(total, log)
+    with MediaIndex(media_dir) as index:
+        job = _Job(kind, media_dir, max_side, fetcher, threading.BoundedSemaphore(cpu_quota()))
 
-    def work(item: tuple[str, str]) -> tuple[str, MediaEntry]:
-        row_id, data = item
+        def worker() -> None:
+            while (item := work.get()) is not None:
+                if stop.is_set():
+                    continue  # drain the queue without fetching
+                row_id, row_data = item
+                try:
+                    entry, nbytes = job.fetch_one(row_id, row_data)
+                except BrokenMediaError as exc:
+                    entry, nbytes = MediaEntry(error=str(exc)[:200]), 0
+                except BaseException as exc:  # transient, or a bug: fail the stage
+                    failures.append(exc)
+                    stop.set()
+                    continue
+                index.put(row_id, entry)
+                broken = entry.error is not None
+                progress.add(fetched=int(not broken), broken=int(broken), nbytes=nbytes)
+
+        threads = [
+            threading.Thread(target=worker, name=f"media-{n}", daemon=True)
+            for n in range(threads_wanted)
+        ]
+        for thread in threads:
+            thread.start()
         try:
-            return row_id, fetch(row_id, data, kind, media_dir, max_side)
-        except BrokenMediaError as exc:
-            return row_id, MediaEntry(error=str(exc)[:200])
-
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for row_id, entry in pool.map(work, todo):
-            index[row_id] = entry
-    (media_dir / INDEX_NAME).write_text(json.dumps({k: asdict(v) for k, v in index.items()}))
-    broken = sum(1 for v in index.values() if v.error)
-    log.info(
-        "media: %d fetched, %d kept from an earlier attempt, %d broken",
-        len(todo),
-        len(index) - len(todo),
-        broken,
-    )
-    return index
+            for row_id, row_data in items:
+                if stop.is_set():
+                    break
+                if _reusable(index.get(row_id), media_dir):
+                    progress.add(kept=1)
+                    continue
+                work.put((row_id, row_data))
+        except BaseException:
+            # SIGTERM or a bad row: drop what waits, let the threads end without waiting for
+            # the downloads in flight.
+            stop.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    work.get_nowait()
+            for _ in threads:
+                work.put_nowait(None)
+            raise
+        for _ in threads:
+            work.put(None)
+        for thread in threads:
+            thread.join()
+        fetcher.close()
+        if failures:
+            raise failures[0]
+        snap = progress.finish()
+    return MediaSummary(snap.fetched, snap.kept, snap.broken, snap.bytes, snap.elapsed_s)

@@ -2,11 +2,17 @@
 
 It turns the export and the fetched media into a :class:`PreparedDataset`: splits (the model
 run's own; a stable hash for unassigned rows), the label set found in the data, and per-row
-ground truth for the model type. Everything that makes the data untrainable is found here,
-before a GPU is spent, and reported as :class:`BadInputError` (exit 65) naming the data rows:
-no labelled rows, a class with too few training examples, broken media, entity offsets that do
-not match the text. Rows that are merely unusable (no label, no answer for the trained
-question) are dropped and counted, and the counts reach the summary.
+ground truth for the model type (:mod:`lbtrain_trainer.ground_truth`). Everything that makes
+the data untrainable is found here, before a GPU is spent, and reported as
+:class:`BadInputError` (exit 65) naming the data rows: no labelled rows, a class with too few
+training examples, broken media, entity offsets that do not match the text. Rows that are
+merely unusable (no label, no answer for the trained question) are dropped and counted, and the
+counts reach the summary.
+
+Memory stays flat in the number of rows: the export is read twice as a stream (a survey that
+counts rows and classification answers, then the examples), media are looked up in the on-disk
+index, examples go to the manifest file as they are made, and only counts, the dropped rows' ids
+and at most ``MAX_IDS`` row ids per error are kept.
 """
 
 from __future__ import annotations
@@ -14,33 +20,32 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbtrain_trainer import hyperparams, media
 from lbtrain_trainer.errors import BadInputError
 from lbtrain_trainer.export import media_kind
+from lbtrain_trainer.ground_truth import CLASSIFICATION_KIND, class_members, make_example
 from lbtrain_trainer.hyperparams import Hyperparameters
-from lbtrain_trainer.manifest import Example, PreparedDataset
-from lbtrain_trainer.rows import Box, Entity, ExportRow, parse_row, utf16_to_codepoints
+from lbtrain_trainer.manifest import ManifestSummary, ManifestWriter
+from lbtrain_trainer.rows import ExportRow, parse_row
 from lbtrain_trainer.settings import Settings
-from lbtrain_trainer.splits import Split, hash_split
+from lbtrain_trainer.splits import Split
 from lbtrain_trainer.workspace import Workspace
+
+if TYPE_CHECKING:
+    from lbtrain_trainer.text_encoding import WordCounter
 
 log = logging.getLogger(__name__)
 
-CLASSIFICATION_KIND = {
-    "image_single_classification": "radio",
-    "text_single_classification": "radio",
-    "image_multi_classification": "checklist",
-    "text_multi_classification": "checklist",
-}
+MAX_IDS = 1000  # row ids kept for an error message (the termination message shows 20)
 
 
-def read_export(path: Path, model_run_id: str, model_id: str) -> list[ExportRow]:
-    rows = []
+def read_export(path: Path, model_run_id: str, model_id: str) -> Iterator[ExportRow]:
+    """The export's rows, parsed one at a time (call again for another pass)."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -49,229 +54,203 @@ def read_export(path: Path, model_run_id: str, model_id: str) -> list[ExportRow]
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BadInputError(f"export line {number} is not JSON: {exc}") from exc
-            rows.append(parse_row(raw, model_run_id, model_id))
-    return rows
+            yield parse_row(raw, model_run_id, model_id)
 
 
-def choose_feature(rows: Iterable[ExportRow], model_type: str, wanted: str) -> str:
-    """The classification question to learn: the configured one, else the most frequent one
-    of the model type's kind (radio for single, checklist for multi), else of any kind."""
-    kind = CLASSIFICATION_KIND[model_type]
-    by_kind: Counter[str] = Counter()
-    every: Counter[str] = Counter()
+@dataclass
+class _Tally:
+    """What one pass over the rows keeps: counts, and at most ``MAX_IDS`` row ids per list."""
+
+    rows: int = 0
+    labelled: int = 0
+    row_ids: list[str] = field(default_factory=list)  # some rows (for errors)
+    labelled_ids: list[str] = field(default_factory=list)
+    by_kind: Counter[str] = field(default_factory=Counter)  # classification name -> rows
+    every: Counter[str] = field(default_factory=Counter)
+
+
+def _note(ids: list[str], row_id: str) -> None:
+    if len(ids) < MAX_IDS:
+        ids.append(row_id)
+
+
+def _survey(rows: Iterable[ExportRow], model_type: str) -> _Tally:
+    tally = _Tally()
+    kind = CLASSIFICATION_KIND.get(model_type)
     for row in rows:
+        tally.rows += 1
+        _note(tally.row_ids, row.data_row_id)
+        if not row.labelled:
+            continue
+        tally.labelled += 1
+        _note(tally.labelled_ids, row.data_row_id)
         for cls in row.classifications:
-            every[cls.name] += 1
+            tally.every[cls.name] += 1
             if cls.kind == kind:
-                by_kind[cls.name] += 1
+                tally.by_kind[cls.name] += 1
+    return tally
+
+
+def _feature(tally: _Tally, model_type: str, wanted: str) -> str:
+    """As :func:`choose_feature`, from the counts of a survey."""
     if wanted:
-        if wanted not in every:
+        if wanted not in tally.every:
             raise BadInputError(
                 f"no label answers the classification {wanted!r} "
-                f"(found: {', '.join(sorted(every)) or 'none'})"
+                f"(found: {', '.join(sorted(tally.every)) or 'none'})"
             )
         return wanted
-    counts = by_kind or every
+    counts = tally.by_kind or tally.every
     if not counts:
         raise BadInputError("no label has a classification answer to learn")
     return counts.most_common(1)[0][0]
 
 
-def _check_entities(row: ExportRow, text: str) -> tuple[Entity, ...]:
-    fixed = []
-    for entity in row.entities:
-        start, end = entity.start, entity.end
-        matches = 0 <= start <= end < len(text) and (
-            entity.token is None or text[start : end + 1] == entity.token
-        )
-        if not matches and entity.token is not None:
-            try:  # offsets counted in UTF-16 code units, as a browser counts
-                start, end = utf16_to_codepoints(text, entity.start, entity.end)
-                matches = text[start : end + 1] == entity.token
-            except ValueError:
-                matches = False
-        if not matches:
-            raise BadInputError(
-                f"entity {entity.name!r} at {entity.start}..{entity.end} (inclusive) does not "
-                f"match the text of its data row",
-                [row.data_row_id],
-            )
-        fixed.append(replace(entity, start=start, end=end))
-    return tuple(fixed)
-
-
-def _clip_boxes(row: ExportRow, width: int, height: int) -> tuple[tuple[Box, ...], int]:
-    kept, dropped = [], 0
-    for box in row.boxes:
-        left, top = max(0.0, box.left), max(0.0, box.top)
-        right, bottom = (
-            min(float(width), box.left + box.width),
-            min(float(height), box.top + box.height),
-        )
-        if right - left < 1 or bottom - top < 1:
-            dropped += 1
-            continue
-        kept.append(Box(box.name, left, top, right - left, bottom - top))
-    return tuple(kept), dropped
-
-
-def _assign_split(row: ExportRow, hp: Hyperparameters) -> Split:
-    return row.split or hash_split(row.data_row_id, hp.validation_fraction, hp.test_fraction)
-
-
 def build_dataset(
-    rows: list[ExportRow],
+    rows: Callable[[], Iterable[ExportRow]],
     model_type: str,
-    index: dict[str, media.MediaEntry],
+    lookup: Callable[[str], media.MediaEntry | None],
     media_root: Path,
     hp: Hyperparameters,
-) -> PreparedDataset:
-    """Validate the rows and build the dataset; raises :class:`BadInputError`."""
-    if not rows:
+    out: Path,
+    words: WordCounter | None = None,
+) -> ManifestSummary:
+    """Validate the rows and write the dataset to ``out``; raises :class:`BadInputError`.
+
+    ``rows`` gives a fresh pass over the export each call (two passes: a survey, then the
+    examples, written as they are made); ``lookup`` finds a row's media. ``words``, if given,
+    counts the words of the training texts (for a small model's tokenizer).
+    """
+    tally = _survey(rows(), model_type)
+    if not tally.rows:
         raise BadInputError("the model run has no data rows")
-    dropped: dict[str, list[str]] = defaultdict(list)
-    labelled = [r for r in rows if r.labelled]
-    if not labelled:
-        raise BadInputError(
-            "no data row of the model run has a label", [r.data_row_id for r in rows]
-        )
-    dropped["no label in this model run"] = [r.data_row_id for r in rows if not r.labelled]
-    broken = {
-        r.data_row_id: index[r.data_row_id].error
-        for r in labelled
-        if r.data_row_id not in index or index[r.data_row_id].error
-    }
-    if broken and not hp.skip_broken_media:
-        first = next(iter(broken.values())) or "not fetched"
-        raise BadInputError(
-            f"media of {len(broken)} data row(s) could not be loaded (first: {first})", list(broken)
-        )
-    dropped["broken media"] = list(broken)
+    if not tally.labelled:
+        raise BadInputError("no data row of the model run has a label", tally.row_ids)
     feature = (
-        choose_feature(labelled, model_type, hp.feature_name)
-        if model_type in CLASSIFICATION_KIND
-        else ""
+        _feature(tally, model_type, hp.feature_name) if model_type in CLASSIFICATION_KIND else ""
     )
-    examples: list[Example] = []
+    dropped: dict[str, list[str]] = defaultdict(list)
+    broken: list[str] = []
+    first_error = ""
+    splits: Counter[str] = Counter()
+    train_counts: Counter[str] = Counter()
+    class_ids: dict[str, list[str]] = defaultdict(list)
     degenerate_boxes = 0
-    for row in labelled:
-        if row.data_row_id in broken:
-            continue
-        entry = index[row.data_row_id]
-        assert entry.path is not None
-        rel = str(Path(media_root.name) / entry.path)
-        example = Example(
-            row.data_row_id, row.global_key, _assign_split(row, hp), rel, entry.width, entry.height
-        )
-        if model_type in CLASSIFICATION_KIND:
-            answers = [c for c in row.classifications if c.name == feature]
-            if not answers:
-                dropped[f"no answer for {feature!r}"].append(row.data_row_id)
+    with ManifestWriter(out, model_type, feature) as writer:
+        for row in rows():
+            if not row.labelled:
+                dropped["no label in this model run"].append(row.data_row_id)
                 continue
-            labels = tuple(sorted(set(answers[0].answers)))
-            if CLASSIFICATION_KIND[model_type] == "radio" and len(labels) != 1:
-                dropped[f"not exactly one answer for {feature!r}"].append(row.data_row_id)
+            entry = lookup(row.data_row_id)
+            if entry is None or entry.error or entry.path is None:
+                first_error = first_error or (entry.error if entry else None) or "not fetched"
+                _note(broken, row.data_row_id)
+                dropped["broken media"].append(row.data_row_id)
                 continue
-            example = replace(example, labels=labels)
-        elif model_type == "bounding_box":
-            wanted = [b for b in row.boxes if not hp.feature_name or b.name == hp.feature_name]
-            boxes, bad = _clip_boxes(
-                replace(row, boxes=tuple(wanted)), entry.width or 0, entry.height or 0
-            )
+            example, reason, bad = make_example(row, entry, model_type, feature, media_root, hp)
             degenerate_boxes += bad
-            example = replace(example, boxes=boxes)
-        else:
-            text = (media_root / entry.path).read_text(encoding="utf-8")
-            entities = _check_entities(row, text)
-            if hp.feature_name:
-                entities = tuple(e for e in entities if e.name == hp.feature_name)
-            example = replace(example, entities=entities)
-        examples.append(example)
-    if degenerate_boxes:
-        log.warning(
-            "dropped %d boxes smaller than a pixel or outside their image", degenerate_boxes
-        )
-    if not examples:
-        raise BadInputError(
-            "no labelled data row is usable for " + model_type, [r.data_row_id for r in labelled]
-        )
-    dataset = PreparedDataset(
-        model_type,
-        feature,
-        _classes(examples),
-        examples,
-        dropped={k: v for k, v in dropped.items() if v},
-    )
-    _check_classes(dataset, hp)
-    _choose_eval_splits(dataset)
-    return dataset
-
-
-def _class_members(example: Example) -> list[str]:
-    return (
-        list(example.labels) + [b.name for b in example.boxes] + [e.name for e in example.entities]
-    )
-
-
-def _classes(examples: list[Example]) -> tuple[str, ...]:
-    return tuple(sorted({c for e in examples for c in _class_members(e)}))
-
-
-def _check_classes(dataset: PreparedDataset, hp: Hyperparameters) -> None:
-    if not dataset.classes:
-        raise BadInputError(
-            f"the labels hold no {dataset.model_type} annotation to learn",
-            [e.data_row_id for e in dataset.examples],
-        )
-    if dataset.model_type.endswith("single_classification") and len(dataset.classes) < 2:
-        raise BadInputError(
-            f"single classification needs at least two classes; every row "
-            f"answers {dataset.classes[0]!r}"
-        )
-    train = dataset.split(Split.TRAIN)
-    if not train:
-        raise BadInputError("no data row is in the training split")
-    counts = Counter(c for e in train for c in _class_members(e))
-    for cls in dataset.classes:
-        if counts[cls] < hp.min_examples_per_class:
-            rows = [e.data_row_id for e in dataset.examples if cls in _class_members(e)]
+            if example is None:
+                dropped[reason].append(row.data_row_id)
+                continue
+            writer.add(example)
+            splits[example.split.value] += 1
+            members = class_members(example)
+            for cls in set(members):
+                _note(class_ids[cls], example.data_row_id)
+            if example.split == Split.TRAIN:
+                train_counts.update(members)
+                if words is not None:
+                    words.add((media_root / entry.path).read_text(encoding="utf-8"))
+        if dropped["broken media"] and not hp.skip_broken_media:
             raise BadInputError(
-                f"class {cls!r} has {counts[cls]} training example(s); at least "
+                f"media of {len(dropped['broken media'])} data row(s) could not be loaded "
+                f"(first: {first_error})",
+                broken,
+            )
+        if degenerate_boxes:
+            log.warning(
+                "dropped %d boxes smaller than a pixel or outside their image", degenerate_boxes
+            )
+        if not splits:
+            raise BadInputError(
+                "no labelled data row is usable for " + model_type, tally.labelled_ids
+            )
+        classes = tuple(sorted(class_ids))
+        _check_classes(model_type, classes, splits, train_counts, class_ids, hp)
+        eval_split, tune_split = _choose_eval_splits(splits)
+        return writer.finish(
+            classes,
+            {s.value: splits[s.value] for s in Split},
+            eval_split,
+            tune_split,
+            {k: v for k, v in dropped.items() if v},
+        )
+
+
+def _check_classes(
+    model_type: str,
+    classes: tuple[str, ...],
+    splits: Counter[str],
+    train_counts: Counter[str],
+    class_ids: dict[str, list[str]],
+    hp: Hyperparameters,
+) -> None:
+    if not classes:
+        raise BadInputError(
+            f"the labels hold no {model_type} annotation to learn",
+            [i for ids in class_ids.values() for i in ids][:MAX_IDS],
+        )
+    if model_type.endswith("single_classification") and len(classes) < 2:
+        raise BadInputError(
+            f"single classification needs at least two classes; every row answers {classes[0]!r}"
+        )
+    if not splits[Split.TRAIN.value]:
+        raise BadInputError("no data row is in the training split")
+    for cls in classes:
+        if train_counts[cls] < hp.min_examples_per_class:
+            raise BadInputError(
+                f"class {cls!r} has {train_counts[cls]} training example(s); at least "
                 f"{hp.min_examples_per_class} are needed (min_examples_per_class)",
-                rows,
+                class_ids[cls],
             )
 
 
-def _choose_eval_splits(dataset: PreparedDataset) -> None:
-    counts = dataset.counts()
-    dataset.eval_split = next(
-        s for s in (Split.TEST, Split.VALIDATION, Split.TRAIN) if counts[s.value]
-    )
-    dataset.tune_split = next(s for s in (Split.VALIDATION, Split.TRAIN) if counts[s.value])
-    if dataset.eval_split != Split.TEST:
-        log.warning("no test rows: evaluating on the %s split", dataset.eval_split.value)
+def _choose_eval_splits(splits: Counter[str]) -> tuple[Split, Split]:
+    eval_split = next(s for s in (Split.TEST, Split.VALIDATION, Split.TRAIN) if splits[s.value])
+    tune_split = next(s for s in (Split.VALIDATION, Split.TRAIN) if splits[s.value])
+    if eval_split != Split.TEST:
+        log.warning("no test rows: evaluating on the %s split", eval_split.value)
+    return eval_split, tune_split
 
 
 def run_prepare(settings: Settings) -> dict[str, Any]:
     ws = Workspace(settings.workspace)
     hp = hyperparams.load(ws.require(ws.hyperparameters_file, "export"))
-    rows = read_export(
-        ws.require(ws.export_file, "export"), settings.model_run_id, settings.model_id
-    )
-    index = media.load_index(ws.media_dir)
-    dataset = build_dataset(rows, settings.model_type, index, ws.media_dir, hp)
-    dataset.save(ws.dataset_file)
-    if media_kind(settings.model_type) == "text" and hp.model_size == "small":
-        from lbtrain_trainer.text_encoding import train_wordpiece
+    export_file = ws.require(ws.export_file, "export")
+    small_text = media_kind(settings.model_type) == "text" and hp.model_size == "small"
+    words = None
+    if small_text:
+        from lbtrain_trainer.text_encoding import WordCounter
 
-        texts = [
-            (ws.root / e.media).read_text(encoding="utf-8") for e in dataset.split(Split.TRAIN)
-        ]
-        train_wordpiece(texts, hp.vocab_size, ws.tokenizer_file)
-    log.info("prepared %s: %s, classes %s", settings.model_type, dataset.counts(), dataset.classes)
+        words = WordCounter()
+    with media.MediaIndex(ws.media_dir) as index:
+        dataset = build_dataset(
+            lambda: read_export(export_file, settings.model_run_id, settings.model_id),
+            settings.model_type,
+            index.get,
+            ws.media_dir,
+            hp,
+            ws.dataset_file,
+            words,
+        )
+    if words is not None:
+        from lbtrain_trainer.text_encoding import save_wordpiece
+
+        save_wordpiece(words, hp.vocab_size, ws.tokenizer_file)
+    log.info("prepared %s: %s, classes %s", settings.model_type, dataset.splits, dataset.classes)
     return {
         "stage": "prepare",
-        "splits": dataset.counts(),
+        "splits": dataset.splits,
         "classes": list(dataset.classes),
         "dropped_rows": {k: len(v) for k, v in dataset.dropped.items()},
     }

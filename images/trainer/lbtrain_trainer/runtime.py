@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lbtrain_trainer.cpus import cpu_quota
 from lbtrain_trainer.hyperparams import Hyperparameters
 
 log = logging.getLogger(__name__)
@@ -63,24 +64,6 @@ def rank_from_env() -> tuple[int, int, int]:
         int(os.environ.get("WORLD_SIZE", "1")),
         int(os.environ.get("LOCAL_RANK", "0")),
     )
-
-
-def cpu_quota(cgroup_file: str = "/sys/fs/cgroup/cpu.max") -> int:
-    """CPUs this container may use: its cgroup v2 quota, else the cores it can see.
-
-    Torch sizes its thread pool from the node's cores, not the pod's CPU limit; on a busy node
-    that oversubscription makes small-model training many times slower.
-    """
-    visible = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
-    try:
-        quota, period = open(cgroup_file).read().split()[:2]  # noqa: SIM115
-        if quota != "max":
-            return max(1, min(visible, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, visible)
 
 
 def setup(hp: Hyperparameters) -> Runtime:

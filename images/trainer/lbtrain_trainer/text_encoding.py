@@ -10,7 +10,7 @@ the same code for both.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,16 +47,35 @@ def wordpiece_vocabulary(words: Counter[str], vocab_size: int) -> dict[str, int]
     return {token: i for i, token in enumerate(vocab)}
 
 
-def train_wordpiece(texts: Sequence[str], vocab_size: int, path: Path) -> None:
-    """Build a lower-casing BERT-style WordPiece tokenizer for ``texts`` and save it."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+class WordCounter:
+    """Counts the words of texts as the WordPiece tokenizer will split them, one at a time (so
+    ``prepare`` need not hold every text)."""
 
-    normalizer = normalizers.BertNormalizer(lowercase=True)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    words: Counter[str] = Counter()
+    def __init__(self) -> None:
+        from tokenizers import normalizers, pre_tokenizers
+
+        self.normalizer = normalizers.BertNormalizer(lowercase=True)
+        self.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        self.words: Counter[str] = Counter()
+
+    def add(self, text: str) -> None:
+        for word, _ in self.pre_tokenizer.pre_tokenize_str(self.normalizer.normalize_str(text)):
+            self.words[word] += 1
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, path: Path) -> None:
+    """Build a lower-casing BERT-style WordPiece tokenizer for ``texts`` and save it."""
+    counter = WordCounter()
     for text in texts:
-        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
-            words[word] += 1
+        counter.add(text)
+    save_wordpiece(counter, vocab_size, path)
+
+
+def save_wordpiece(counter: WordCounter, vocab_size: int, path: Path) -> None:
+    """Save the tokenizer whose vocabulary the counted words give."""
+    from tokenizers import Tokenizer, decoders, models, processors
+
+    normalizer, pre_tokenizer, words = counter.normalizer, counter.pre_tokenizer, counter.words
     tokenizer = Tokenizer(
         models.WordPiece(wordpiece_vocabulary(words, vocab_size), unk_token="[UNK]")
     )

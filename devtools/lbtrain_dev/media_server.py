@@ -1,0 +1,214 @@
+"""A keep-alive HTTP/1.1 media server on loopback, for the export tests and its benchmark.
+
+Labelbox rows point at media in object stores (signed URLs) that keep connections alive. The
+fake Labelbox serves media too, but from aiohttp on the test's event loop; this one is a plain
+threaded ``http.server`` (one thread per connection, HTTP/1.1 with ``Content-Length``), so it
+behaves like a real keep-alive server, can be started in its own process for the benchmark, and
+counts what a client did to it: connections accepted and requests served. It can also fail a
+path a given number of times (503 or any status) to exercise retries.
+
+Run ``python -m lbtrain_dev.media_server --png N --jpeg N`` to serve synthetic images at
+``/png/<i>.png`` and ``/jpeg/<i>.jpg`` (``N`` distinct images each, reused for any ``i``); it
+prints its base URL on the first line of stdout and serves until stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Resolver = Callable[[str], tuple[bytes, str] | None]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # socketserver's default of 5 drops bursts of new connections
+
+    def __init__(self, address: tuple[str, int], media: MediaServer) -> None:
+        self.media = media
+        super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        request = super().get_request()
+        with self.media.lock:
+            self.media.connections += 1
+        return request
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (40 ms) on every keep-alive request, as no real server makes it.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        media = self.server.media
+        path = self.path.split("?", 1)[0]
+        with media.lock:
+            media.requests += 1
+            failures = media.failures.get(path)
+            if failures:
+                status, left = failures
+                if left > 0:
+                    media.failures[path] = (status, left - 1)
+                    fail: int | None = status
+                else:
+                    fail = None
+            else:
+                fail = None
+        found = None if fail else media.resolve(path)
+        if fail or found is None:
+            body = b"failed" if fail else b"not found"
+            self.send_response(fail or 404)
+            self.send_header("Content-Type", "text/plain")
+        else:
+            body, content_type = found
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class MediaServer:
+    """Serve ``files`` (path -> (bytes, content type)) and whatever ``resolver`` answers."""
+
+    def __init__(
+        self,
+        files: dict[str, tuple[bytes, str]] | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.files = dict(files or {})
+        self.resolver = resolver
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.requests = 0
+        self.failures: dict[str, tuple[int, int]] = {}  # path -> (status, times left)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def resolve(self, path: str) -> tuple[bytes, str] | None:
+        found = self.files.get(path)
+        if found is None and self.resolver is not None:
+            found = self.resolver(path)
+        return found
+
+    def add(self, path: str, data: bytes, content_type: str) -> str:
+        self.files["/" + path.lstrip("/")] = (data, content_type)
+        return self.url(path)
+
+    def fail(self, path: str, times: int, status: int = 503) -> None:
+        """Answer ``status`` to the next ``times`` requests for ``path``."""
+        with self.lock:
+            self.failures["/" + path.lstrip("/")] = (status, times)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> MediaServer:
+        self._server = _Server((host, port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="media-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(
+        cls, host: str = "127.0.0.1", port: int = 0, **kwargs: Any
+    ) -> Iterator[MediaServer]:
+        server = cls(**kwargs).start(host, port)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def synthetic_png(index: int, width: int = 320, height: int = 240) -> bytes:
+    """A small PNG with some structure (a gradient, a block, light noise), one per ``index``."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(index)
+    gradient = np.asarray(Image.linear_gradient("L").resize((width, height)), dtype=np.int16)
+    noise = rng.integers(-6, 7, size=(height, width, 3), dtype=np.int16)
+    pixels = np.clip(gradient[..., None] + noise, 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    draw = ImageDraw.Draw(image)
+    x = (index * 37) % max(1, width - 40)
+    draw.rectangle((x, 20, x + 40, 80), fill=((index * 53) % 256, 90, 200))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def synthetic_jpeg(index: int, width: int = 4000, height: int = 3000, quality: int = 90) -> bytes:
+    """A photo-sized JPEG with texture (noise over gradients), different per ``index``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(index)
+    ys = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    xs = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    base = np.stack([ys + 0 * xs, xs + 0 * ys, (xs + ys) / 2], axis=-1)
+    noise = rng.normal(0, 12, size=(height // 4, width // 4, 3)).astype(np.float32)
+    noise = noise.repeat(4, axis=0).repeat(4, axis=1)
+    pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--png", type=int, default=16, help="distinct small PNGs")
+    parser.add_argument("--jpeg", type=int, default=0, help="distinct 4000x3000 JPEGs")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    pngs = [synthetic_png(i) for i in range(args.png)]
+    jpegs = [synthetic_jpeg(i) for i in range(args.jpeg)]
+
+    def resolve(path: str) -> tuple[bytes, str] | None:
+        kind, _, name = path.strip("/").partition("/")
+        stem = name.split(".", 1)[0]
+        if not stem.isdigit():
+            return None
+        if kind == "png" and pngs:
+            return pngs[int(stem) % len(pngs)], "image/png"
+        if kind == "jpeg" and jpegs:
+            return jpegs[int(stem) % len(jpegs)], "image/jpeg"
+        return None
+
+    with MediaServer.running(resolver=resolve, port=args.port) as server:
+        print(server.base_url, flush=True)
+        sys.stdin.read()  # serve until the parent closes our stdin
+        print(f"connections={server.connections} requests={server.requests}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
