@@ -45,6 +45,7 @@ import re
 import socket
 import ssl
 import string
+import subprocess
 import sys
 import tempfile
 import time
@@ -383,8 +384,9 @@ def report(cells: dict[tuple[str, str, int], Cell], levels: list[int]) -> str:
 
     lines = [
         "| endpoint | clients | lbtrain req/s | p50 ms | p99 ms | CPU µs/req "
-        "| reference req/s | p50 ms | p99 ms | CPU µs/req | req/s ratio | p99 ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| reference req/s | p50 ms | p99 ms | CPU µs/req | req/s ratio | p99 ratio "
+        "| generator CPU µs/req: lbtrain / reference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for endpoint in ENDPOINTS:
         for c in levels:
@@ -393,7 +395,8 @@ def report(cells: dict[tuple[str, str, int], Cell], levels: list[int]) -> str:
                 f"| `{endpoint}` | {c} | {ours.rps:,.0f} | {ours.ms(0.5):.2f} | "
                 f"{ours.ms(0.99):.2f} | {ours.cpu_us('lbtrain'):,.0f} | {ref.rps:,.0f} | "
                 f"{ref.ms(0.5):.2f} | {ref.ms(0.99):.2f} | {ref.cpu_us('reference'):,.0f} | "
-                f"{ours.rps / ref.rps:.2f} | {ours.ms(0.99) / ref.ms(0.99):.2f} |"
+                f"{ours.rps / ref.rps:.2f} | {ours.ms(0.99) / ref.ms(0.99):.2f} | "
+                f"{ours.cpu_us('generator'):,.0f} / {ref.cpu_us('generator'):,.0f} |"
             )
     lines += [
         "",
@@ -474,16 +477,39 @@ Rerun: `make bench-deps && .venv/bin/python bench/webhook_bench.py`.
 """
 
 
+BEGIN, END = "<!-- webhook_bench.py: begin -->", "<!-- webhook_bench.py: end -->"
+
+
 def write_section(text: str) -> None:
+    """Replace what the last run wrote (between the markers) and keep the hand-written text
+    after them; a README without the markers gets its whole `## webhook` section replaced."""
     readme = REPO / "bench" / "README.md"
     current = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    section = f"## webhook\n\n{text.rstrip()}\n"
-    pattern = re.compile(r"^## webhook\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: section + "\n", current).rstrip() + "\n"
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    if BEGIN in current and END in current:
+        before, rest = current.split(BEGIN, 1)
+        updated = before + block + rest.split(END, 1)[1]
     else:
-        updated = current.rstrip() + "\n\n" + section
+        section = f"## webhook\n\n{block}\n"
+        pattern = re.compile(r"^## webhook\n.*?(?=^## |\Z)", re.S | re.M)
+        if pattern.search(current):
+            updated = pattern.sub(lambda _: section + "\n", current).rstrip() + "\n"
+        else:
+            updated = current.rstrip() + "\n\n" + section
     readme.write_text(updated)
+
+
+def revision() -> str:
+    """The commit measured, marked when the working tree differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return commit + (" (with uncommitted changes)" if dirty else "")
 
 
 def main() -> int:
@@ -505,7 +531,7 @@ def main() -> int:
 
     bin_dir = ensure_binaries()
     ctx = multiprocessing.get_context("spawn")
-    load_before = os.getloadavg()
+    load_before, started = os.getloadavg(), time.time()
     cells: dict[tuple[str, str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="lbtrain-bench-") as run_dir:
         plane = ControlPlane(bin_dir, Path(run_dir))
@@ -569,7 +595,9 @@ def main() -> int:
     load_after = os.getloadavg()
     table = report(cells, levels)
     text = (
-        f"{SECTION_INTRO}\nMachine: {machine()}. Load average (1/5/15 min) before: "
+        f"{SECTION_INTRO}\nMachine: {machine()}. Run on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))} at commit {revision()}. "
+        "Load average (1/5/15 min) before: "
         f"{'/'.join(f'{v:.1f}' for v in load_before)}, after: "
         f"{'/'.join(f'{v:.1f}' for v in load_after)} (the machine is shared). {args.rounds} "
         f"alternating rounds of {args.seconds:g} s per cell, each after 0.5 s of warm-up.\n\n"
