@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= dev,trainer
 
-.PHONY: demo test install testbed node-deps images lint typecheck pytest clean
+.PHONY: demo test install testbed node-deps images lint typecheck pytest bench-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ node-deps:
 # Both images (webhook/operator and trainer) with buildah, cached under a key of every input.
 images: install node-deps
 	bash images/build.sh
+
+# FastAPI and uvicorn for bench/webhook_bench.py's reference server; not part of `make test`.
+bench-deps: install
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS),bench]'
 
 demo: testbed
 	$(VENV)/bin/lbtrain demo

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import re
+import socket
+import threading
 import time
 from typing import Any
 
@@ -351,6 +353,36 @@ async def test_every_log_line_about_a_run_carries_its_id(client, caplog):
     assert all(getattr(r, "model_run_id", None) == fake_cuid("logged-run") for r in about), [
         r.__dict__ for r in about
     ]
+
+
+async def test_the_answer_is_sent_before_the_request_is_logged(client):
+    """Counting and logging a request come after its answer is written, so they add nothing to
+    the caller's wait: here the request line's log handler blocks until the caller has the
+    answer (or 5 s), which it can only get while the handler waits if it was already sent."""
+    received = threading.Event()
+    seen_in_time: list[bool] = []
+
+    class WaitForTheCaller(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, "route", None) == "/models":
+                seen_in_time.append(received.wait(5))
+
+    def call() -> bytes:
+        with socket.create_connection(("127.0.0.1", client.port), timeout=10) as sock:
+            sock.sendall(b"GET /models HTTP/1.1\r\nHost: webhook\r\nConnection: close\r\n\r\n")
+            head = sock.recv(65536)
+            received.set()
+            return head
+
+    logger = logging.getLogger("lbtrain.webhook")
+    handler = WaitForTheCaller()
+    logger.addHandler(handler)
+    try:
+        head = await asyncio.get_running_loop().run_in_executor(None, call)
+    finally:
+        logger.removeHandler(handler)
+    assert head.startswith(b"HTTP/1.1 401"), head[:100]  # unsigned: refused, logged at INFO
+    assert seen_in_time == [True]
 
 
 # --- secrets --------------------------------------------------------------------------------------

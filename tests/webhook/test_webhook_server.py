@@ -123,6 +123,8 @@ async def test_cli_serves_and_stops_cleanly_on_sigterm(control_plane, seeded, se
     lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     messages = [line["message"] for line in lines]
     assert "webhook listening" in messages
+    listening = lines[messages.index("webhook listening")]
+    assert listening["event_loop"] == "uvloop", listening  # the command line runs on uvloop
     assert "shutting down; finishing in-flight requests" in messages
     assert SECRET not in stderr
     assert "Traceback" not in stderr

@@ -202,6 +202,18 @@ def test_json_logs_carry_context_and_mask_signatures():
     assert "Traceback" not in stream.getvalue()
 
 
+def test_json_logs_write_what_orjson_refuses():
+    """orjson writes the lines; what it refuses still comes out, through the json module."""
+    formatter = JsonFormatter()
+    record = logging.LogRecord("lbtrain.test", logging.INFO, "", 0, "odd \ud800", (), None)
+    record.counts = {1: "one"}
+    record.big = 2**70
+    line = json.loads(formatter.format(record))
+    assert line["counts"] == {"1": "one"}
+    assert line["big"] == 2**70
+    assert line["message"] == "odd \ud800"
+
+
 class ScriptedKube:
     """Just enough of KubeClient for the cache loop: list answers and scripted watch outcomes."""
 

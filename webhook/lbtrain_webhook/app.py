@@ -168,9 +168,21 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+async def _send(request: web.Request, response: web.StreamResponse) -> None:
+    """Write the answer now, so that counting and logging it (below) are not part of the
+    caller's wait; aiohttp then finds it sent. A caller that went away is aiohttp's to handle,
+    as it would have been: writing again fails the same way."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        pass
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """JSON errors, metrics and one log line for every request; no trace ever leaves."""
+    """JSON errors, metrics and one log line for every request, after its answer is sent; no
+    trace ever leaves."""
     started = time.perf_counter()
     note = request[NOTE] = RequestNote()
     error: WebhookError | None = None
@@ -196,6 +208,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         inflight.leave()
     elapsed = time.perf_counter() - started
+    await _send(request, response)
     route = _route(request)
     request.app[METRICS].observe_request(route, request.method, response.status, elapsed)
     level = logging.DEBUG if route in QUIET_ROUTES and response.status < 400 else logging.INFO

@@ -107,7 +107,10 @@ async def create_model_run(kube: KubeClient, namespace: str, request: ModelRunRe
     name = str(body["metadata"]["name"])
     for _ in range(3):  # a ModelRun deleted between our create and our read: try again
         try:
-            await _once_more_if_dropped(lambda: kube.create(MODELRUNS, body, namespace))
+            # The stored object that the API server echoes is not needed: skip decoding it.
+            await _once_more_if_dropped(
+                lambda: kube.create(MODELRUNS, body, namespace, decode=False)
+            )
             return Outcome(name, created=True)
         except AlreadyExists:
             pass

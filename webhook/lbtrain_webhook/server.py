@@ -58,6 +58,7 @@ class Server:
                 "metrics_port": s.metrics_port or None,
                 "namespace": app[NAMESPACE],
                 "secrets": app[SECRETS].describe(),
+                "event_loop": type(asyncio.get_running_loop()).__module__,
             },
         )
 
