@@ -87,9 +87,10 @@ def check_confined(destination: str, root: str) -> None:
         )
     if root_prefix.endswith("://") and root_prefix not in ("file://",):
         raise DestinationEscapes(destination, root, "the model run id would pick the bucket")
-    if ".." in _segments(path) or ".." in _segments(root_path):
+    segments, root_segments = _segments(path), _segments(root_path)
+    if ".." in segments or ".." in root_segments:
         raise DestinationEscapes(destination, root, "it contains a '..' path segment")
-    inside = _segments(path)[: len(_segments(root_path))] == _segments(root_path)
+    inside = segments[: len(root_segments)] == root_segments
     if prefix != root_prefix or not inside:
         raise DestinationEscapes(destination, root, f"it is not under its root {root!r}")
 

@@ -23,10 +23,9 @@ from lbtrain.resources.names import (
     LABEL_MODEL_TYPE,
     MANAGED_BY,
 )
+from lbtrain_operator import reasons as r
 from lbtrain_operator.settings import Settings
 
-# Exit codes that retrying cannot fix: the Job fails at once (sorted, as the API requires).
-PERMANENT_EXIT_CODES = sorted([contract.EXIT_BAD_INPUT, contract.EXIT_DESTINATION_ESCAPES])
 WORKSPACE_VOLUME = "workspace"
 TMP_VOLUME = "tmp"
 ANNOTATION_MODEL_RUN_ID = "lbtrain.io/model-run-id"
@@ -228,7 +227,7 @@ def build_job(
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                     {
                         "action": "FailJob",
-                        "onExitCodes": {"operator": "In", "values": PERMANENT_EXIT_CODES},
+                        "onExitCodes": {"operator": "In", "values": sorted(r.PERMANENT_EXITS)},
                     },
                 ]
             },

@@ -26,9 +26,7 @@ IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNev
 FATAL_WAITING_REASONS = frozenset({"InvalidImageName"})
 CONFIG_ERROR_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 SUMMARY_MAX_CHARS = contract.TERMINATION_MESSAGE_MAX_BYTES
-# Failures the Job's podFailurePolicy ends at once (jobspec.PERMANENT_EXIT_CODES): the run is
-# Failed as soon as the pod is, without waiting for the Job controller.
-PERMANENT_REASONS = (r.BAD_INPUT, r.ARTIFACT_DESTINATION_ESCAPES)
+PERMANENT_REASONS = frozenset(reason for reason, _ in r.PERMANENT_EXITS.values())
 
 
 @dataclass(frozen=True)
@@ -124,22 +122,11 @@ def pod_failure(pod: dict[str, Any]) -> PodFailure:
                 container=name,
                 exit_code=code,
             )
-        if code == contract.EXIT_BAD_INPUT:
-            detail = parse_summary(text).get("error") or parse_summary(text).get("message") or text
-            return PodFailure(
-                r.BAD_INPUT,
-                r.MSG_BAD_INPUT.format(detail=detail or "see pod logs"),
-                container=name,
-                exit_code=code,
-            )
-        if code == contract.EXIT_DESTINATION_ESCAPES:
-            detail = parse_summary(text).get("error") or text or f"{name} exited with code {code}"
-            return PodFailure(
-                r.ARTIFACT_DESTINATION_ESCAPES,
-                r.MSG_ARTIFACT_DESTINATION_ESCAPES.format(detail=detail),
-                container=name,
-                exit_code=code,
-            )
+        if code in r.PERMANENT_EXITS:
+            reason, message = r.PERMANENT_EXITS[code]
+            summary = parse_summary(text)
+            detail = summary.get("error") or summary.get("message") or text or "see pod logs"
+            return PodFailure(reason, message.format(detail=detail), container=name, exit_code=code)
         detail = f"{name} exited with code {code}" + (f": {text[-400:]}" if text else "")
         return PodFailure(r.JOB_FAILED, detail, container=name, exit_code=code)
     return PodFailure(r.JOB_FAILED, status.get("message") or "the pod failed")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from lbtrain import contract
+
 # --- waiting -------------------------------------------------------------------------------
 JOB_CREATED: Final = "JobCreated"
 MSG_JOB_CREATED: Final = "created Job {job} from TrainingTemplate {template}"
@@ -78,6 +80,17 @@ JOB_DELETED: Final = "JobDeleted"
 MSG_JOB_DELETED: Final = "the Job {job} was deleted before it finished"
 CANCELLED: Final = "Cancelled"
 MSG_CANCELLED: Final = "cancelled: the ModelRun was deleted before training finished"
+
+# Trainer exit codes that retrying cannot fix, each with the reason and message it ends the run
+# with: the Job's podFailurePolicy fails the Job on them at once (`jobspec`), and the run is
+# Failed as soon as its pod is, without waiting for the Job controller (`podstate`).
+PERMANENT_EXITS: Final = {
+    contract.EXIT_BAD_INPUT: (BAD_INPUT, MSG_BAD_INPUT),
+    contract.EXIT_DESTINATION_ESCAPES: (
+        ARTIFACT_DESTINATION_ESCAPES,
+        MSG_ARTIFACT_DESTINATION_ESCAPES,
+    ),
+}
 
 # --- Labelbox reporting -----------------------------------------------------------------------
 LABELBOX_MODEL_RUN_NOT_FOUND: Final = "LabelboxModelRunNotFound"
