@@ -5,7 +5,10 @@ fake Labelbox serves media too, but from aiohttp on the test's event loop; this 
 threaded ``http.server`` (one thread per connection, HTTP/1.1 with ``Content-Length``), so it
 behaves like a real keep-alive server, can be started in its own process for the benchmark, and
 counts what a client did to it: connections accepted and requests served. It can also fail a
-path a given number of times (503 or any status) to exercise retries.
+path a given number of times (503 or any status) to exercise retries, redirect a path, close
+idle keep-alive connections after ``idle_timeout`` seconds (as object stores do), and act as a
+plain HTTP forward proxy: a request in absolute form (``GET http://host/path``) is answered
+from ``path`` and counted in ``proxied``, with its ``Proxy-Authorization`` kept.
 
 Run ``python -m lbtrain_dev.media_server --png N --jpeg N`` to serve synthetic images at
 ``/png/<i>.png`` and ``/jpeg/<i>.jpg`` (``N`` distinct images each, reused for any ``i``); it
@@ -19,6 +22,7 @@ import contextlib
 import io
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,11 +55,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        if self.server.media.idle_timeout is not None:  # the read of the next request times out
+            self.connection.settimeout(self.server.media.idle_timeout)
+
     def do_GET(self) -> None:
         media = self.server.media
         path = self.path.split("?", 1)[0]
         with media.lock:
             media.requests += 1
+            if path.startswith(("http://", "https://")):  # absolute form: we are the proxy
+                media.proxied += 1
+                media.proxy_authorization = self.headers.get("Proxy-Authorization")
+                path = urllib.parse.urlsplit(path).path
+            redirect = media.redirects.get(path)
             failures = media.failures.get(path)
             if failures:
                 status, left = failures
@@ -66,8 +80,12 @@ class _Handler(BaseHTTPRequestHandler):
                     fail = None
             else:
                 fail = None
-        found = None if fail else media.resolve(path)
-        if fail or found is None:
+        found = None if fail or redirect else media.resolve(path)
+        if redirect and not fail:
+            body = b""
+            self.send_response(redirect[0])
+            self.send_header("Location", redirect[1])
+        elif fail or found is None:
             body = b"failed" if fail else b"not found"
             self.send_response(fail or 404)
             self.send_header("Content-Type", "text/plain")
@@ -87,6 +105,7 @@ class MediaServer:
         self,
         files: dict[str, tuple[bytes, str]] | None = None,
         resolver: Resolver | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.files = dict(files or {})
         self.resolver = resolver
@@ -94,6 +113,10 @@ class MediaServer:
         self.connections = 0
         self.requests = 0
         self.failures: dict[str, tuple[int, int]] = {}  # path -> (status, times left)
+        self.redirects: dict[str, tuple[int, str]] = {}  # path -> (status, Location)
+        self.idle_timeout = idle_timeout  # close a keep-alive connection idle this long
+        self.proxied = 0  # requests that came in absolute form, as to a proxy
+        self.proxy_authorization: str | None = None  # the last proxied request's
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -111,6 +134,12 @@ class MediaServer:
         """Answer ``status`` to the next ``times`` requests for ``path``."""
         with self.lock:
             self.failures["/" + path.lstrip("/")] = (status, times)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        """Answer requests for ``path`` with a redirect to ``location``; returns its URL."""
+        with self.lock:
+            self.redirects["/" + path.lstrip("/")] = (status, location)
+        return self.url(path)
 
     @property
     def base_url(self) -> str:

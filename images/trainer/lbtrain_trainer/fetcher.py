@@ -1,36 +1,59 @@
-"""Get media bytes by URL over pooled keep-alive connections, with retries.
+"""Get media bytes by URL over keep-alive connections, one per download thread, with retries.
 
 Labelbox rows point at signed object-store URLs. ``requests.get`` per file opened a new session
 and TCP (and TLS) connection for every file; a 16-thread export then ran at 0.21 of a plain
-parallel download from the same server. One :class:`Fetcher` holds a ``urllib3`` pool per host
-with as many connections as download threads, so N files over C threads open about C
-connections, and urllib3 costs less Python per request than a ``requests.Session`` (measured on
-loopback: ~2,900 against ~1,250 files/s at 16 threads, a bare ``http.client`` ~3,700).
+parallel download from the same server. Each download thread now keeps one ``http.client``
+connection per origin and reuses it for every file it fetches, so N files over C threads open
+about C connections to a host. Why ``http.client`` and not a pool library: on small CPUs the
+export is CPU-bound on the Python each request costs, and a urllib3 pool shared by 16 threads
+cost about twice a bare connection per thread (measured on loopback, 2 cores: 1,170 against
+1,530 files/s for the whole media step, and the bare fetch twice as fast again; see
+``bench/README.md``, "export"). Nothing is shared between the threads but the route table.
 
-What ``requests`` gave for free is kept: proxies from the environment (``HTTPS_PROXY``,
-``NO_PROXY``...), the CA bundle of ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (else certifi's),
-redirects (Labelbox-hosted media redirect to signed URLs) and gzip decoding. A dropped keep-alive
-connection is retried at once by urllib3; 5xx, 429 and network errors are retried with backoff
-and end as :class:`TransientMediaError` (the stage fails and is retried); other 4xx are
-:class:`BrokenMediaError` (the row is broken: retrying cannot help). ``data:`` and ``file://``
-URLs are read locally.
+What ``requests`` gave for free is kept:
+
+- proxies from the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``): plain HTTP is
+  sent to the proxy with the absolute URL, HTTPS goes through a ``CONNECT`` tunnel, and a
+  ``user:password@`` in the proxy URL becomes ``Proxy-Authorization``;
+- TLS verified against ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` (else certifi's bundle, else
+  the system's);
+- redirects (Labelbox-hosted media redirect to signed URLs), at most :data:`MAX_REDIRECTS`;
+- gzip and deflate bodies are decoded.
+
+Errors: a keep-alive connection the server closed meanwhile is reopened at once; 5xx, 429 and
+network errors are retried with backoff and end as :class:`TransientMediaError` (the stage fails
+and is retried); other 4xx and redirect loops are :class:`BrokenMediaError` (the row is broken:
+retrying cannot help). ``data:`` and ``file://`` URLs are read locally.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import os
+import ssl
 import threading
 import time
 import urllib.parse
 import urllib.request
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 TIMEOUT_S = 30.0
 ATTEMPTS = 4
 BACKOFF_S = 0.5
 MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = "lbtrain-trainer"
+# A reused connection the server had closed fails on its next request with one of these before
+# any answer came: the request never reached the server, so it is sent again on a new one.
+STALE_CONNECTION = (
+    http.client.RemoteDisconnected,
+    http.client.BadStatusLine,
+    BrokenPipeError,
+    ConnectionResetError,
+)
 
 
 class TransientMediaError(Exception):
@@ -63,6 +86,58 @@ def read_local(url: str) -> bytes:
         raise BrokenMediaError(str(exc)) from exc
 
 
+def decode_body(data: bytes, content_encoding: str | None) -> bytes:
+    """The body as the file it is: gzip and deflate undone, anything else as it came."""
+    encoding = (content_encoding or "").strip().lower()
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            return zlib.decompress(data, 16 + zlib.MAX_WBITS)
+        if encoding == "deflate":
+            try:
+                return zlib.decompress(data)
+            except zlib.error:  # raw deflate, as some servers send it
+                return zlib.decompress(data, -zlib.MAX_WBITS)
+    except zlib.error as exc:
+        raise BrokenMediaError(f"body does not decode as {encoding}: {exc}") from exc
+    return data
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to reach one origin: straight, or through a proxy (host, port, auth header)."""
+
+    scheme: str
+    host: str
+    port: int
+    proxy: tuple[str, int, str | None] | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def plan_route(url: str, proxies: dict[str, str]) -> Route:
+    """The route to ``url``'s origin given ``proxies`` (as ``urllib.request.getproxies()``
+    returns them); ``NO_PROXY`` is honoured through ``urllib.request.proxy_bypass``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BrokenMediaError(f"not an http(s) URL: {url[:100]!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy_url = proxies.get(parts.scheme)
+    if not proxy_url or urllib.request.proxy_bypass(parts.hostname):
+        return Route(parts.scheme, parts.hostname, port)
+    if "://" not in proxy_url:
+        proxy_url = "http://" + proxy_url
+    proxy = urllib.parse.urlsplit(proxy_url)
+    auth = None
+    if proxy.username is not None:
+        user = urllib.parse.unquote(proxy.username)
+        password = urllib.parse.unquote(proxy.password or "")
+        auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    proxy_port = proxy.port or (443 if proxy.scheme == "https" else 80)
+    return Route(parts.scheme, parts.hostname, port, (proxy.hostname or "", proxy_port, auth))
+
+
 def _ca_bundle() -> str | None:
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         if os.environ.get(name):
@@ -76,80 +151,132 @@ def _ca_bundle() -> str | None:
 
 
 class Fetcher:
-    """Thread-safe: share one between the download threads (``concurrency`` of them)."""
+    """Thread-safe: share one between the download threads; each thread keeps its own
+    connections (one per origin it fetches from), so the threads never wait on each other."""
 
-    def __init__(
-        self, concurrency: int, attempts: int | None = None, backoff_s: float | None = None
-    ) -> None:
-        import urllib3
-
+    def __init__(self, attempts: int | None = None, backoff_s: float | None = None) -> None:
         self.attempts = max(1, ATTEMPTS if attempts is None else attempts)
         self.backoff_s = BACKOFF_S if backoff_s is None else backoff_s
-        self._pool_args: dict[str, Any] = {
-            "num_pools": 32,
-            "maxsize": max(1, concurrency),
-            "block": True,  # never more than ``concurrency`` connections to one host
-            "timeout": urllib3.Timeout(connect=TIMEOUT_S, read=TIMEOUT_S),
-            "ca_certs": _ca_bundle(),
-        }
-        # Immediate retries for a keep-alive connection the server closed meanwhile; the
-        # backoff retries of :meth:`get` handle the rest.
-        self._retries = urllib3.Retry(
-            total=2, connect=2, read=2, status=0, other=0, redirect=MAX_REDIRECTS
-        )
         self._proxies = urllib.request.getproxies()
-        self._managers: dict[str | None, Any] = {}
-        self._routes: dict[tuple[str, str], str | None] = {}
+        self._routes: dict[str, Route] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._local = threading.local()
+        self._open: set[http.client.HTTPConnection] = set()
         self._lock = threading.Lock()
-
-    def _manager(self, url: str) -> Any:
-        import urllib3
-
-        parts = urllib.parse.urlsplit(url)
-        key = (parts.scheme, parts.netloc)
-        with self._lock:
-            if key not in self._routes:
-                proxy = self._proxies.get(parts.scheme)
-                bypass = not proxy or urllib.request.proxy_bypass(parts.hostname or "")
-                self._routes[key] = None if bypass else proxy
-            proxy_url = self._routes[key]
-            manager = self._managers.get(proxy_url)
-            if manager is None:
-                manager = (
-                    urllib3.PoolManager(**self._pool_args)
-                    if proxy_url is None
-                    else urllib3.ProxyManager(proxy_url, **self._pool_args)
-                )
-                self._managers[proxy_url] = manager
-            return manager
 
     def get(self, url: str) -> bytes:
         """The body of ``url``; retries transient failures, BrokenMediaError for 4xx."""
         if url.startswith(("data:", "file://")):
             return read_local(url)
-        import urllib3
-
-        manager = self._manager(url)
         last: Exception | None = None
         for attempt in range(self.attempts):
             try:
-                response = manager.urlopen("GET", url, retries=self._retries)
-                error = classify_status(response.status)
-                if error is None:
-                    data: bytes = response.data
-                    return data
-                if error is BrokenMediaError:
-                    raise BrokenMediaError(f"HTTP {response.status}")
-                last = TransientMediaError(f"HTTP {response.status}")
-            except urllib3.exceptions.HTTPError as exc:
-                last = TransientMediaError(f"{type(exc).__name__}: {exc}")
+                return self._follow(url)
+            except TransientMediaError as exc:
+                last = exc
             if attempt + 1 < self.attempts:
                 time.sleep(self.backoff_s * 2**attempt)
         assert last is not None
         raise last
 
-    def close(self) -> None:
+    def _follow(self, url: str) -> bytes:
+        """One attempt: the request, and the redirects it leads to."""
+        for _ in range(MAX_REDIRECTS + 1):
+            status, location, body = self._request(url)
+            if location is None:
+                error = classify_status(status)
+                if error is None:
+                    return body
+                raise error(f"HTTP {status}")
+            url = urllib.parse.urljoin(url, location)
+        raise BrokenMediaError(f"more than {MAX_REDIRECTS} redirects")
+
+    def _request(self, url: str) -> tuple[int, str | None, bytes]:
+        """(status, redirect target or None, decoded body) of one GET."""
+        parts = urllib.parse.urlsplit(url)
+        route = self._route(parts, url)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        if route.proxy and route.scheme == "http":
+            target = urllib.parse.urlunsplit((parts.scheme, parts.netloc, target, "", ""))
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
+        if route.proxy and route.proxy[2] and route.scheme == "http":
+            headers["Proxy-Authorization"] = route.proxy[2]
+        for fresh in (False, True):
+            conn, reused = self._connection(route, fresh)
+            try:
+                conn.request("GET", target, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+            except STALE_CONNECTION as exc:
+                self._discard(route, conn)
+                if reused:
+                    continue  # the server closed it while idle: once more on a new one
+                raise TransientMediaError(f"{type(exc).__name__}: {exc}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._discard(route, conn)
+                raise TransientMediaError(f"{type(exc).__name__}: {exc}") from exc
+            if response.will_close:
+                self._discard(route, conn)
+            location = response.getheader("Location")
+            if response.status in REDIRECTS and location:
+                return response.status, location, b""
+            encoding = response.getheader("Content-Encoding")
+            return response.status, None, decode_body(body, encoding)
+        raise AssertionError("unreachable")
+
+    def _route(self, parts: urllib.parse.SplitResult, url: str) -> Route:
+        key = f"{parts.scheme}://{parts.netloc}"
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = plan_route(url, self._proxies)
+        return route
+
+    def _connection(self, route: Route, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection for ``route`` (a new one if ``fresh``), and whether it was
+        used before."""
+        conns: dict[Route, http.client.HTTPConnection] = self._local.__dict__.setdefault(
+            "conns", {}
+        )
+        conn = None if fresh else conns.get(route)
+        if conn is not None:
+            return conn, True
+        conn = self._connect(route)
+        conns[route] = conn
         with self._lock:
-            for manager in self._managers.values():
-                manager.clear()
-            self._managers.clear()
+            self._open.add(conn)
+        return conn, False
+
+    def _connect(self, route: Route) -> http.client.HTTPConnection:
+        host, port = (route.proxy[0], route.proxy[1]) if route.proxy else (route.host, route.port)
+        if route.scheme == "http":
+            return http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+        conn = http.client.HTTPSConnection(host, port, timeout=TIMEOUT_S, context=self._context())
+        if route.proxy:
+            auth = route.proxy[2]
+            conn.set_tunnel(
+                route.host, route.port, headers={"Proxy-Authorization": auth} if auth else None
+            )
+        return conn
+
+    def _context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._tls is None:
+                self._tls = ssl.create_default_context(cafile=_ca_bundle())
+            return self._tls
+
+    def _discard(self, route: Route, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        conns = self._local.__dict__.get("conns", {})
+        if conns.get(route) is conn:
+            del conns[route]
+        with self._lock:
+            self._open.discard(conn)
+
+    def close(self) -> None:
+        """Close every thread's connections (call when the threads are done)."""
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+            self._open.clear()

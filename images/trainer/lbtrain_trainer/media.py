@@ -9,8 +9,8 @@ media is missing or undecodable is recorded as broken with the reason;
 :mod:`lbtrain_trainer.prepare` turns that into a bad-input error naming the rows, while a server
 that keeps failing (5xx, timeouts) is a transient error and fails the stage.
 
-The rows stream through: ``download_concurrency`` threads take them from a short queue, share
-one keep-alive connection pool (:mod:`lbtrain_trainer.fetcher`), and record each row in the
+The rows stream through: ``download_concurrency`` threads take them from a short queue, each
+with its own keep-alive connection (:mod:`lbtrain_trainer.fetcher`), and record each row in the
 on-disk index (:mod:`lbtrain_trainer.media_index`) as it finishes, so memory does not grow with
 the number of rows and a restarted container keeps what an earlier attempt stored. At most one
 image per CPU is decoded at a time (the rest wait with their bytes), which bounds memory for
@@ -49,6 +49,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("http://", "https://", "data:", "file://")
+UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9_.-]")
 QUEUE_PER_THREAD = 4  # rows waiting per download thread: enough to never starve one
 
 
@@ -67,7 +68,7 @@ def is_reference(row_data: str) -> bool:
 
 def file_stem(data_row_id: str) -> str:
     """A file name (without suffix) for a data row: readable, safe, and unique."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", data_row_id)[:80]
+    safe = UNSAFE_IN_NAMES.sub("_", data_row_id[:80])
     digest = hashlib.sha256(data_row_id.encode()).hexdigest()[:8]
     return f"{safe}-{digest}"
 
@@ -127,7 +128,7 @@ def download_all(
     in flight finish). ``total`` (the number of items, if known) gives the progress an ETA.
     """
     threads_wanted = max(1, concurrency)
-    fetcher = Fetcher(threads_wanted)
+    fetcher = Fetcher()
     work: queue.Queue[tuple[str, str] | None] = queue.Queue(threads_wanted * QUEUE_PER_THREAD)
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -158,11 +159,12 @@ def download_all(
         ]
         for thread in threads:
             thread.start()
+        earlier = len(index) > 0  # a fresh workspace has nothing to look up
         try:
             for row_id, row_data in items:
                 if stop.is_set():
                     break
-                if _reusable(index.get(row_id), media_dir):
+                if earlier and _reusable(index.get(row_id), media_dir):
                     progress.add(kept=1)
                     continue
                 work.put((row_id, row_data))

@@ -1,0 +1,138 @@
+"""The media fetcher against a real keep-alive HTTP server on loopback (redirects, idle
+connections the server closed, a forward proxy with credentials) and the pure pieces it is
+made of (routes, body decoding, the image header sniff)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import time
+import zlib
+from collections.abc import Iterator
+
+import pytest
+
+from lbtrain_dev.media_server import MediaServer
+from lbtrain_trainer import fetcher, media
+from lbtrain_trainer.fetcher import BrokenMediaError, Fetcher, Route, decode_body, plan_route
+from lbtrain_trainer.imagestore import sniff
+
+pytest.importorskip("PIL")
+from PIL import Image
+
+
+def _image(size: tuple[int, int], fmt: str, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 160, 20)).save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def server() -> Iterator[MediaServer]:
+    with MediaServer.running() as running:
+        yield running
+
+
+def test_redirects_are_followed_and_a_loop_is_a_broken_row(server, tmp_path):
+    png = _image((30, 20), "PNG")
+    server.add("signed/real.png", png, "image/png")
+    moved = server.redirect("moved.png", "/signed/real.png", 302)
+    relative = server.redirect("dir/rel.png", "../signed/real.png", 307)
+    server.redirect("loop-a.png", "/loop-b.png")
+    loop = server.redirect("loop-b.png", "/loop-a.png", 301)
+    items = [("dr-moved", moved), ("dr-rel", relative), ("dr-loop", loop)]
+    summary = media.download_all(items, "image", tmp_path, max_side=64, concurrency=1)
+    assert (summary.fetched, summary.broken) == (2, 1)
+    with media.MediaIndex(tmp_path) as index:
+        moved_entry, rel_entry, loop_entry = (index.get(row) for row, _ in items)
+    assert moved_entry and (tmp_path / str(moved_entry.path)).read_bytes() == png
+    assert rel_entry and (tmp_path / str(rel_entry.path)).read_bytes() == png
+    assert loop_entry and loop_entry.error == f"more than {fetcher.MAX_REDIRECTS} redirects"
+
+
+def test_a_connection_the_server_closed_while_idle_is_reopened_without_a_retry(tmp_path):
+    png = _image((8, 8), "PNG")
+    with MediaServer.running(idle_timeout=0.2) as server:
+        urls = [server.add(f"{i}.png", png, "image/png") for i in range(3)]
+        client = Fetcher(attempts=1)  # one attempt: only the stale-connection reopen may help
+        try:
+            assert client.get(urls[0]) == png
+            time.sleep(0.6)  # the server has closed the idle connection by now
+            assert client.get(urls[1]) == png
+            assert client.get(urls[2]) == png  # and the new connection is kept alive
+        finally:
+            client.close()
+        assert server.requests == 3 and server.connections == 2
+
+
+def test_a_proxy_from_the_environment_is_used_with_its_credentials(server, monkeypatch):
+    png = _image((8, 8), "PNG")
+    server.add("via-proxy.png", png, "image/png")
+    host_port = server.base_url.removeprefix("http://")
+    # The URL names a host that never resolves: only the proxy can answer for it.
+    monkeypatch.setenv("http_proxy", f"http://lb%40user:s3cret@{host_port}")
+    monkeypatch.setenv("no_proxy", "localhost")
+    client = Fetcher(attempts=1)
+    try:
+        assert client.get("http://media.invalid/via-proxy.png") == png
+    finally:
+        client.close()
+    assert server.proxied == 1
+    assert server.proxy_authorization == "Basic bGJAdXNlcjpzM2NyZXQ="  # lb@user:s3cret
+
+
+def test_routes_honour_no_proxy_and_carry_proxy_credentials(monkeypatch):
+    monkeypatch.setenv("no_proxy", "internal.example,127.0.0.1")
+    proxies = {"http": "http://u:p@proxy.example:3128", "https": "proxy.example:8080"}
+    assert plan_route("http://127.0.0.1:9/a.png", proxies) == Route("http", "127.0.0.1", 9)
+    assert plan_route("https://internal.example/a", proxies) == Route(
+        "https", "internal.example", 443
+    )
+    assert plan_route("http://bucket.example/a", proxies) == Route(
+        "http", "bucket.example", 80, ("proxy.example", 3128, "Basic dTpw")
+    )
+    assert plan_route("https://bucket.example/a", proxies) == Route(
+        "https", "bucket.example", 443, ("proxy.example", 8080, None)
+    )
+    with pytest.raises(BrokenMediaError, match="not an http"):
+        plan_route("ftp://bucket.example/a", proxies)
+
+
+def test_gzip_and_deflate_bodies_are_decoded():
+    body = b"a labelled sentence " * 50
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert decode_body(gzip.compress(body), "gzip") == body
+    assert decode_body(zlib.compress(body), "deflate") == body
+    assert decode_body(raw_deflate.compress(body) + raw_deflate.flush(), "deflate") == body
+    assert decode_body(body, None) == body
+    with pytest.raises(BrokenMediaError, match="gzip"):
+        decode_body(body, "gzip")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "size", "save"),
+    [
+        ("PNG", (321, 17), {}),
+        ("JPEG", (640, 480), {"quality": 80}),
+        ("JPEG", (33, 1000), {"progressive": True}),
+        ("JPEG", (200, 100), {"exif": b"Exif\x00\x00" + b"\x00" * 64}),  # APP1 before the frame
+    ],
+)
+def test_the_header_sniff_reads_the_size_pil_reads(fmt, size, save):
+    data = _image(size, fmt, **save)
+    with Image.open(io.BytesIO(data)) as image:
+        assert sniff(data) == (fmt, image.size) == (fmt, size)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"GIF89a" + b"\x00" * 40,
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 8,  # no IHDR
+        b"\xff\xd8\xff\xe0\x00",  # a JPEG cut inside its first segment
+        b"\xff\xd8\x00\x00\x00\x00",  # not a marker where one must be
+    ],
+)
+def test_the_header_sniff_leaves_anything_else_to_pil(data):
+    assert sniff(data) is None
