@@ -7,8 +7,10 @@ behaves like a real keep-alive server, can be started in its own process for the
 counts what a client did to it: connections accepted and requests served. It can also fail a
 path a given number of times (503 or any status) to exercise retries, redirect a path, close
 idle keep-alive connections after ``idle_timeout`` seconds (as object stores do), and act as a
-plain HTTP forward proxy: a request in absolute form (``GET http://host/path``) is answered
-from ``path`` and counted in ``proxied``, with its ``Proxy-Authorization`` kept.
+forward proxy: a request in absolute form (``GET http://host/path``) is answered from ``path``,
+and ``CONNECT host:port`` opens a tunnel to that address (loopback only), both counted in
+``proxied`` with their ``Proxy-Authorization`` kept. With ``tls`` (a server-side
+``ssl.SSLContext``) it speaks HTTPS.
 
 Run ``python -m lbtrain_dev.media_server --png N --jpeg N`` to serve synthetic images at
 ``/png/<i>.png`` and ``/jpeg/<i>.jpg`` (``N`` distinct images each, reused for any ``i``); it
@@ -20,6 +22,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import selectors
+import socket
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -37,6 +42,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], media: MediaServer) -> None:
         self.media = media
         super().__init__(address, _Handler)
+        if media.tls is not None:
+            self.socket = media.tls.wrap_socket(self.socket, server_side=True)
 
     def get_request(self) -> tuple[Any, Any]:
         request = super().get_request()
@@ -59,6 +66,22 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         if self.server.media.idle_timeout is not None:  # the read of the next request times out
             self.connection.settimeout(self.server.media.idle_timeout)
+
+    def do_CONNECT(self) -> None:
+        media = self.server.media
+        host, _, port = self.path.rpartition(":")
+        with media.lock:
+            media.proxied += 1
+            media.proxy_authorization = self.headers.get("Proxy-Authorization")
+        if host not in ("127.0.0.1", "localhost"):  # a test tunnel never leaves the machine
+            self.send_error(403, "tunnels only to loopback")
+            return
+        with socket.create_connection((host, int(port)), timeout=10) as upstream:
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            self.wfile.flush()
+            _relay(self.connection, upstream)
+        self.close_connection = True
 
     def do_GET(self) -> None:
         media = self.server.media
@@ -98,6 +121,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _relay(client: socket.socket, upstream: socket.socket) -> None:
+    """Copy bytes both ways until either side closes."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(client, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, client)
+        while True:
+            for key, _ in selector.select(timeout=10):
+                source = key.fileobj
+                assert isinstance(source, socket.socket)
+                data = source.recv(65536)
+                if not data:
+                    return
+                key.data.sendall(data)
+
+
 class MediaServer:
     """Serve ``files`` (path -> (bytes, content type)) and whatever ``resolver`` answers."""
 
@@ -106,6 +144,7 @@ class MediaServer:
         files: dict[str, tuple[bytes, str]] | None = None,
         resolver: Resolver | None = None,
         idle_timeout: float | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.files = dict(files or {})
         self.resolver = resolver
@@ -117,6 +156,7 @@ class MediaServer:
         self.idle_timeout = idle_timeout  # close a keep-alive connection idle this long
         self.proxied = 0  # requests that came in absolute form, as to a proxy
         self.proxy_authorization: str | None = None  # the last proxied request's
+        self.tls: ssl.SSLContext | None = tls
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -145,7 +185,7 @@ class MediaServer:
     def base_url(self) -> str:
         assert self._server is not None, "not started"
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"

@@ -1,11 +1,14 @@
 """The media fetcher against a real keep-alive HTTP server on loopback (redirects, idle
-connections the server closed, a forward proxy with credentials) and the pure pieces it is
+connections the server closed, a forward proxy with credentials, HTTPS straight and through a
+CONNECT tunnel) and the pure pieces it is
 made of (routes, body decoding, the image header sniff)."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import ssl
+import subprocess
 import time
 import zlib
 from collections.abc import Iterator
@@ -14,7 +17,14 @@ import pytest
 
 from lbtrain_dev.media_server import MediaServer
 from lbtrain_trainer import fetcher, media
-from lbtrain_trainer.fetcher import BrokenMediaError, Fetcher, Route, decode_body, plan_route
+from lbtrain_trainer.fetcher import (
+    BrokenMediaError,
+    Fetcher,
+    Route,
+    TransientMediaError,
+    decode_body,
+    plan_route,
+)
 from lbtrain_trainer.imagestore import sniff
 
 pytest.importorskip("PIL")
@@ -136,3 +146,67 @@ def test_the_header_sniff_reads_the_size_pil_reads(fmt, size, save):
 )
 def test_the_header_sniff_leaves_anything_else_to_pil(data):
     assert sniff(data) is None
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for localhost and 127.0.0.1: (certificate file, key file)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", key, "-out", cert, "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(certificate) -> Iterator[MediaServer]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    with MediaServer.running(tls=context) as running:
+        yield running
+
+
+def test_https_is_verified_against_the_configured_ca_bundle(tls_server, certificate, monkeypatch):
+    png = _image((8, 8), "PNG")
+    urls = [tls_server.add(f"tls/{i}.png", png, "image/png") for i in range(3)]
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+    client = Fetcher(attempts=1)
+    try:
+        assert [client.get(url) for url in urls] == [png] * 3
+    finally:
+        client.close()
+    assert tls_server.connections == 1  # one TLS handshake, then kept alive
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's bundle does not know this server
+    untrusting = Fetcher(attempts=1)
+    with pytest.raises(TransientMediaError, match="CERTIFICATE_VERIFY_FAILED"):
+        untrusting.get(urls[0])
+    untrusting.close()
+
+
+def test_https_goes_through_the_proxy_in_a_connect_tunnel(
+    server, tls_server, certificate, monkeypatch
+):
+    png = _image((8, 8), "PNG")
+    url = tls_server.add("tunnelled.png", png, "image/png").replace("127.0.0.1", "localhost")
+    proxy = server.base_url.replace("http://", "http://tunnel:pw@")
+    monkeypatch.setenv("https_proxy", proxy)
+    monkeypatch.setenv("no_proxy", "nothing.invalid")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate[0])
+    client = Fetcher(attempts=1)
+    try:
+        assert client.get(url) == png
+        assert client.get(url) == png  # the tunnel is kept alive
+    finally:
+        client.close()
+    assert server.proxied == 1  # one CONNECT
+    assert server.proxy_authorization == "Basic dHVubmVsOnB3"  # tunnel:pw
+    assert tls_server.requests == 2 and tls_server.connections == 1
