@@ -6,7 +6,9 @@ made of (routes, body decoding, the image header sniff)."""
 from __future__ import annotations
 
 import gzip
+import http.client
 import io
+import socket
 import ssl
 import subprocess
 import time
@@ -25,6 +27,7 @@ from lbtrain_trainer.fetcher import (
     decode_body,
     plan_route,
 )
+from lbtrain_trainer.http_response import LeanResponse, parse_header_lines
 from lbtrain_trainer.imagestore import sniff
 
 pytest.importorskip("PIL")
@@ -210,3 +213,47 @@ def test_https_goes_through_the_proxy_in_a_connect_tunnel(
     assert server.proxied == 1  # one CONNECT
     assert server.proxy_authorization == "Basic dHVubmVsOnB3"  # tunnel:pw
     assert tls_server.requests == 2 and tls_server.connections == 1
+
+
+def _response_from(raw: bytes) -> LeanResponse:
+    """A response read by ``LeanResponse`` from a real socket the raw answer was sent on."""
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(raw)
+    response = LeanResponse(ours, method="GET")
+    ours.close()  # the response holds its own file object
+    response.begin()
+    return response
+
+
+def test_header_lines_are_read_as_http_client_reads_them():
+    message = parse_header_lines(
+        [
+            b"Content-Type: image/png\r\n",
+            b"Set-Cookie: a=1\r\n",
+            b"set-cookie: b=2\r\n",
+            b"Location: https://x.example/p?q=1:2\r\n",
+            b"X-Folded: first\r\n",
+            b"  second\r\n",
+        ]
+    )
+    assert message["content-type"] == "image/png"
+    assert message.get_all("Set-Cookie") == ["a=1", "b=2"]
+    assert message["Location"] == "https://x.example/p?q=1:2"
+    assert message["X-Folded"] == "first second"
+
+
+def test_lean_responses_read_chunked_and_close_delimited_bodies():
+    chunked = _response_from(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    assert (chunked.status, chunked.read()) == (200, b"hello world")
+    assert chunked.getheader("Content-Encoding") == "gzip" and not chunked.will_close
+    until_close = _response_from(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+    assert until_close.will_close and until_close.read() == b"all of it"
+    empty = _response_from(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n")
+    assert empty.length == 0 and empty.read() == b""
+    with pytest.raises(http.client.UnknownProtocol):
+        _response_from(b"HTTP/2.0 200 OK\r\n\r\n")
