@@ -6,7 +6,8 @@
 A media server (``lbtrain_dev.media_server``: threaded ``http.server``, HTTP/1.1 keep-alive) runs
 in its own process on 127.0.0.1 and serves synthetic 320x240 PNGs (~124 kB) and 4000x3000
 JPEGs (~3.1 MB) under a distinct URL per row. A fake Labelbox (the real ``labelbox`` SDK talks
-to it) runs in this process. For each case, alternating in each repeat:
+to it) runs in this process. For each case, alternating the order in each repeat (and with the
+disk settled before every step, see ``settle``):
 
 - **export**: ``python -m lbtrain trainer export`` as a subprocess, configured by the
   environment as the operator configures the container (production image classification:
@@ -168,21 +169,34 @@ class Launcher:
 
 LAUNCHER_PROCESS: Launcher | None = None
 
-# Why no file is deleted until the end: on an ext4 file system without a journal (this
-# machine's), creating a file costs ~10x more CPU for up to 5 minutes after many files were
-# deleted nearby (perf: ext4_create -> find_inode_bit -> recently_deleted, which skips inodes
-# freed in the last 30 s, or 330 s while their inode table block is dirty). Deleting a repeat's
-# 40k files before the next repeat charged that to whichever step came next (measured: 20k PNG
-# export 11.8 s first in a run, 15.1 s right after such a deletion).
-KEEP_FILES_NOTE = "files are deleted only when the run ends"
+# Every step starts from a settled disk: no dirty pages (``sync``), and no files deleted in the
+# last ``settle_s`` seconds. Why: this machine's ext4 has no journal, and without one, ext4 will
+# not reuse an inode freed in the last 60 s (360 s while its inode table block is dirty), so
+# after many deletions each file created scans past them (perf: ext4_create -> find_inode_bit ->
+# recently_deleted, with 16 threads then spinning on the directory's lock): ~10x the CPU per file.
+# And a step that runs while the previous step's 2.5 GB are written back pays for that
+# writeback. Deleting a repeat's files right before the next repeat made its first step 30%
+# slower; keeping every file to the end instead slowed each repeat more than the last (page
+# cache reclaim); 31 s of settling was not enough.
+SETTLE_S = 65.0
+
+
+def settle(root: Path, delete_and_wait_s: float | None = None) -> None:
+    """Write back dirty pages; with ``delete_and_wait_s``, first delete every file under
+    ``root``, and after the write-back wait that long (see above). Never timed."""
+    if delete_and_wait_s is not None:
+        for child in root.iterdir():
+            subprocess.run(["rm", "-rf", str(child)], check=False)
+    os.sync()
+    time.sleep(delete_and_wait_s or 0)
+
+
 BYTES_PER_IMAGE = {"png": 250_000, "jpeg": 3_300_000}  # export's copy + the download's, rounded up
 
 
-def space_needed(cases: list[tuple[str, int]], repeats: int, jpeg_repeats: int) -> int:
-    return sum(
-        BYTES_PER_IMAGE[kind] * n * (jpeg_repeats if kind == "jpeg" else repeats)
-        for kind, n in cases
-    )
+def space_needed(cases: list[tuple[str, int]]) -> int:
+    """Bytes on disk at once: one repeat's export copy and download (the largest case's)."""
+    return max(BYTES_PER_IMAGE[kind] * n for kind, n in cases)
 
 
 def run_stage(stage: str, env: dict[str, str]) -> StageRun:
@@ -249,7 +263,7 @@ def cpu_model() -> str:
 
 
 def bench_case(
-    fake: FakeLabelbox, base: str, kind: str, n: int, repeats: int, root: Path
+    fake: FakeLabelbox, base: str, kind: str, n: int, repeats: int, root: Path, settle_s: float
 ) -> dict[str, Any]:
     results: dict[str, list[float]] = {
         "export": [],
@@ -284,13 +298,14 @@ def bench_case(
 
         steps.insert(rep % 4, ("export", export))
         for name, step in steps:
+            settle(root)
             seconds = step()
             results[name].append(seconds)
             print(
                 f"  {kind} {n} rep {rep}: {name} {seconds:.2f}s ({n / seconds:,.0f} files/s)",
                 flush=True,
             )
-        # The files stay until the run ends (see KEEP_FILES_NOTE).
+        settle(root, settle_s)
 
     def ratios(name: str) -> list[float]:
         return [b / e for b, e in zip(results[name], results["export"], strict=True)]
@@ -346,14 +361,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jpeg-repeats", type=int, default=1)
     parser.add_argument("--rss", default="10000,100000")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_S,
+        help="seconds to wait after deleting a repeat's files, before the next (see settle())",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument(
         "--workspace",
         type=Path,
         default=None,
         help="folder for the export's workspaces and the downloads (default: the system's temp"
-        " folder; /dev/shm puts them in memory). Until the run ends it holds, per repeat, ~0.25 GB"
-        " per 1,000 PNGs and ~3.3 GB per 1,000 JPEGs (the export's copy and the download's).",
+        " folder; /dev/shm puts them in memory). A repeat holds ~0.25 GB per 1,000 PNGs and ~3.3 GB"
+        " per 1,000 JPEGs (the export's copy and the download's), deleted before the next.",
     )
     args = parser.parse_args(argv)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",") if c]
@@ -363,10 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "load_before": load(),
         "workspace": str(args.workspace or tempfile.gettempdir()),
-        "cleanup": KEEP_FILES_NOTE,
+        "settle_s": args.settle,
     }
     print(json.dumps(machine), flush=True)
-    needed = space_needed(cases, args.repeats, args.jpeg_repeats)
+    needed = space_needed(cases)
     free = shutil.disk_usage(machine["workspace"]).free
     if needed > free * 0.9:
         parser.error(
@@ -392,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
             tempfile.TemporaryDirectory(dir=args.workspace) as tmp,
         ):
             fake.export_chunk_bytes = 4 * 1024 * 1024
+            settle(Path(tmp), args.settle if cases else 0)  # whatever ran before this run
             for kind, n in cases:
                 repeats = args.jpeg_repeats if kind == "jpeg" else args.repeats
-                result = bench_case(fake, base, kind, n, repeats, Path(tmp))
+                result = bench_case(fake, base, kind, n, repeats, Path(tmp), args.settle)
                 report["cases"].append(result)
                 print(json.dumps(result), flush=True)
             for n in [int(x) for x in args.rss.split(",") if x]:

@@ -1,7 +1,7 @@
 """Benchmark of `lbtrain webhook` against Labelbox's reference server and against the API server.
 
     .venv/bin/python bench/webhook_bench.py [--seconds 2] [--rounds 4] [--concurrency 1,10,50]
-                                            [--no-write]
+                                            [--no-write] [--placement shared|split]
 
 Needs the `bench` extra (FastAPI and uvicorn, for the reference server): `make bench-deps`.
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import importlib.util
@@ -478,6 +479,50 @@ Rerun: `make bench-deps && .venv/bin/python bench/webhook_bench.py`.
 
 
 BEGIN, END = "<!-- webhook_bench.py: begin -->", "<!-- webhook_bench.py: end -->"
+SPLIT_BEGIN = "<!-- webhook_bench.py --placement split: begin -->"
+SPLIT_END = "<!-- webhook_bench.py --placement split: end -->"
+PLACEMENTS = {
+    "shared": "shared: the control plane, the servers and the load generator on every CPU",
+    "split": "split: etcd and kube-apiserver on CPU {plane}, the servers and the load generator on"
+    " CPU {rest}, as a control plane and the node a webhook pod runs on are different machines in"
+    " a cluster (every thread pinned with sched_setaffinity)",
+}
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` to ``cpus`` (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def place(placement: str, pids: dict[str, int]) -> str:
+    """Put the processes on CPUs as ``placement`` says; returns its description."""
+    if placement == "shared":
+        return PLACEMENTS["shared"]
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--placement split needs at least 2 CPUs")
+    plane, rest = {cpus[0]}, set(cpus[1:])
+    for name, pid in pids.items():
+        pin(pid, plane if name in ("kube-apiserver", "etcd") else rest)
+    return PLACEMENTS["split"].format(plane=cpus[0], rest=",".join(map(str, cpus[1:])))
+
+
+def write_split_section(text: str) -> None:
+    """Replace the split-placement block, or put it right after the shared one's."""
+    readme = REPO / "bench" / "README.md"
+    current = readme.read_text()
+    block = f"{SPLIT_BEGIN}\n{text.rstrip()}\n{SPLIT_END}"
+    if SPLIT_BEGIN in current and SPLIT_END in current:
+        before, rest = current.split(SPLIT_BEGIN, 1)
+        updated = before + block + rest.split(SPLIT_END, 1)[1]
+    elif END in current:
+        before, rest = current.split(END, 1)
+        updated = before + END + "\n\n" + block + rest
+    else:
+        raise SystemExit("run the shared placement first: bench/README.md has no webhook block")
+    readme.write_text(updated)
 
 
 def write_section(text: str) -> None:
@@ -518,6 +563,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per cell")
     parser.add_argument("--concurrency", default="1,10,50", help="comma-separated client counts")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/README.md")
+    parser.add_argument(
+        "--placement",
+        choices=sorted(PLACEMENTS),
+        default="shared",
+        help="shared: every process on every CPU; split: etcd and kube-apiserver on the first"
+        " CPU, the rest on the others (as on separate machines). Each writes its own block.",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
@@ -558,6 +610,7 @@ def main() -> int:
                 "etcd": plane.state.pids["etcd"],
                 "generator": os.getpid(),
             }
+            placement = place(args.placement, pids)
             targets = {
                 "lbtrain": Target.local(ours_port),
                 "reference": Target.local(ref_port),
@@ -595,7 +648,8 @@ def main() -> int:
     load_after = os.getloadavg()
     table = report(cells, levels)
     text = (
-        f"{SECTION_INTRO}\nMachine: {machine()}. Run on "
+        f"{SECTION_INTRO if args.placement == 'shared' else ''}\nMachine: {machine()}. "
+        f"Placement: {placement}. Run on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))} at commit {revision()}. "
         "Load average (1/5/15 min) before: "
         f"{'/'.join(f'{v:.1f}' for v in load_before)}, after: "
@@ -605,7 +659,10 @@ def main() -> int:
     )
     print()
     print(table)
-    if not args.no_write:
+    if not args.no_write and args.placement == "split":
+        write_split_section(text)
+        print("\nwritten to bench/README.md")
+    elif not args.no_write:
         write_section(text)
         print("\nwritten to bench/README.md")
     return 0
