@@ -584,6 +584,7 @@ def main() -> int:
     bin_dir = ensure_binaries()
     ctx = multiprocessing.get_context("spawn")
     load_before, started = os.getloadavg(), time.time()
+    machine_line = machine()  # before --placement split pins this process to fewer CPUs
     cells: dict[tuple[str, str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="lbtrain-bench-") as run_dir:
         plane = ControlPlane(bin_dir, Path(run_dir))
@@ -648,7 +649,7 @@ def main() -> int:
     load_after = os.getloadavg()
     table = report(cells, levels)
     text = (
-        f"{SECTION_INTRO if args.placement == 'shared' else ''}\nMachine: {machine()}. "
+        f"{SECTION_INTRO if args.placement == 'shared' else ''}\nMachine: {machine_line}. "
         f"Placement: {placement}. Run on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))} at commit {revision()}. "
         "Load average (1/5/15 min) before: "
