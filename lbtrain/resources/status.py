@@ -97,3 +97,23 @@ class ModelRunStatus(WireModel):
             body.pop("conditions", None)
         body["labelbox"] = self.labelbox.wire()
         return body
+
+    def patch(self, stored: ModelRunStatus) -> dict[str, Any]:
+        """The merge patch that stores this status over `stored` (what the server holds), with
+        the outbox replaced exactly: a merge patch merges objects key by key, so a metadata key
+        the run no longer has (the `message` of a wait that ended) would stay in the stored
+        outbox, and after a restart a resent or next report would carry it, no longer the
+        call that was written ahead."""
+        body = self.wire()
+        body["labelbox"] = replacing(stored.labelbox.wire(), body["labelbox"])
+        return body
+
+
+def replacing(old: Any, new: Any) -> Any:
+    """A merge patch (RFC 7386) that turns `old` into exactly `new`: every key `old` has and
+    `new` lacks, at any depth, is sent as null (deleted) instead of being left out (kept)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch = {key: replacing(old.get(key), value) for key, value in new.items()}
+    patch.update(dict.fromkeys(old.keys() - new.keys()))
+    return patch

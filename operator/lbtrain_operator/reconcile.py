@@ -285,14 +285,14 @@ class Pass:
 
 
 async def write_status(kube: KubeClient, name: str, namespace: str, state: RunState) -> None:
-    """Store `state.status` (a merge patch of the whole status); once the server confirmed it,
-    it is `state.stored`. A status the server already holds is not written again."""
+    """Store `state.status` (a merge patch of the whole status over `state.stored`, the
+    outbox replaced exactly); once the server confirmed it, it is `state.stored`. A status the
+    server already holds is not written again."""
     if not state.unsaved:
         return
     status = state.status
-    await kube.patch(
-        MODELRUNS, name, {"status": status.wire()}, namespace, subresource="status", decode=False
-    )
+    patch = {"status": status.patch(state.stored)}
+    await kube.patch(MODELRUNS, name, patch, namespace, subresource="status", decode=False)
     state.stored = status
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from lbtrain.resources.models import LabelboxStatus as S
 from lbtrain.resources.models import Phase
-from lbtrain.resources.status import ModelRunStatus
+from lbtrain.resources.status import ModelRunStatus, replacing
 from lbtrain_operator import delivery, outbox, progress, runstatus
 from lbtrain_operator import reasons as r
 from lbtrain_operator.delivery import RunState, Send, Store
@@ -129,6 +129,33 @@ def test_the_write_ahead_record_survives_the_wire() -> None:
     assert again == status and again.labelbox.sending == box.sending
 
 
+def test_the_stored_outbox_is_replaced_exactly_not_merged() -> None:
+    """A metadata key the run dropped must not survive in the stored outbox: a merge patch
+    keeps keys it does not name, and a restarted operator would send them again."""
+    waiting = Observation(Phase.PENDING, r.UNSCHEDULABLE, "0/1 nodes: Insufficient gpu")
+    status = runstatus.fold(ModelRunStatus(), waiting, T0, 1)
+    assert status.labelbox.metadata.get("message") == "0/1 nodes: Insufficient gpu"
+    server = merge_patch({}, status.patch(ModelRunStatus()))
+    stored = ModelRunStatus.model_validate(server)
+    running = Observation(Phase.EXPORTING, r.STAGE_RUNNING, "", furthest_stage="export")
+    moved = runstatus.fold(stored, running, T0, 1)
+    assert "message" not in moved.labelbox.metadata
+    # Merged as it was (the outbox's own wire form): the wait's message stays on the server.
+    assert "message" in merge_patch(server, moved.wire())["labelbox"]["metadata"]
+    # Patched over what the server holds: the server's outbox is exactly the operator's.
+    server = merge_patch(server, moved.patch(stored))
+    assert ModelRunStatus.model_validate(server).labelbox == moved.labelbox
+
+
+def test_replacing_deletes_what_the_new_object_lacks_at_every_depth() -> None:
+    old = {"a": 1, "m": {"x": 1, "y": {"z": 2}}, "gone": {"k": 1}}
+    new = {"a": 2, "m": {"y": {"w": 3}}}
+    patch = replacing(old, new)
+    assert patch == {"a": 2, "m": {"x": None, "y": {"z": None, "w": 3}}, "gone": None}
+    assert merge_patch(old, patch) == new
+    assert replacing(None, new) == new and replacing(old, None) is None
+
+
 # --- the guarantee, under crashes at every step --------------------------------------------
 
 
@@ -191,11 +218,13 @@ class World:
         return True
 
     async def store(self, state: RunState) -> None:
+        """`reconcile.write_status`'s patch, applied as the API server applies it."""
+        patch = state.status.patch(state.stored)
         if self.crash_here():
             if self.data.draw(st.booleans()):  # the write landed; the answer never came
-                self.stored = merge_patch(self.stored, state.status.wire())
+                self.stored = merge_patch(self.stored, patch)
             raise Crash
-        self.stored = merge_patch(self.stored, state.status.wire())
+        self.stored = merge_patch(self.stored, patch)
         state.stored = state.status
 
     async def send(self, box: outbox.Outbox, report: outbox.Report) -> outbox.Outbox:
