@@ -509,19 +509,26 @@ def place(placement: str, pids: dict[str, int]) -> str:
     return PLACEMENTS["split"].format(plane=cpus[0], rest=",".join(map(str, cpus[1:])))
 
 
+def replace_block(current: str, begin: str, end: str, block: str) -> str | None:
+    """`current` with what lies between the markers (the markers included) replaced by
+    `block`; None when the markers are not there."""
+    if begin not in current or end not in current:
+        return None
+    before, rest = current.split(begin, 1)
+    return before + block + rest.split(end, 1)[1]
+
+
 def write_split_section(text: str) -> None:
     """Replace the split-placement block, or put it right after the shared one's."""
     readme = REPO / "bench" / "README.md"
     current = readme.read_text()
     block = f"{SPLIT_BEGIN}\n{text.rstrip()}\n{SPLIT_END}"
-    if SPLIT_BEGIN in current and SPLIT_END in current:
-        before, rest = current.split(SPLIT_BEGIN, 1)
-        updated = before + block + rest.split(SPLIT_END, 1)[1]
-    elif END in current:
-        before, rest = current.split(END, 1)
-        updated = before + END + "\n\n" + block + rest
-    else:
-        raise SystemExit("run the shared placement first: bench/README.md has no webhook block")
+    updated = replace_block(current, SPLIT_BEGIN, SPLIT_END, block)
+    if updated is None:
+        if END not in current:
+            raise SystemExit("run the shared placement first: bench/README.md has no webhook block")
+        before, after = current.split(END, 1)
+        updated = f"{before}{END}\n\n{block}{after}"
     readme.write_text(updated)
 
 
@@ -531,10 +538,8 @@ def write_section(text: str) -> None:
     readme = REPO / "bench" / "README.md"
     current = readme.read_text() if readme.exists() else "# Benchmarks\n"
     block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in current and END in current:
-        before, rest = current.split(BEGIN, 1)
-        updated = before + block + rest.split(END, 1)[1]
-    else:
+    updated = replace_block(current, BEGIN, END, block)
+    if updated is None:
         section = f"## webhook\n\n{block}\n"
         pattern = re.compile(r"^## webhook\n.*?(?=^## |\Z)", re.S | re.M)
         if pattern.search(current):

@@ -209,3 +209,12 @@ def test_manifest_writer_writes_what_prepared_dataset_loads(tmp_path):
     with pytest.raises(RuntimeError):
         fail_midway()
     assert not (tmp_path / "f.json").exists() and not (tmp_path / "f.partial").exists()
+
+
+def test_index_counts_include_rows_not_yet_committed(tmp_path):
+    with media.MediaIndex(tmp_path) as index:
+        index.put("dr-ok", media.MediaEntry(path="a.png", width=1, height=1))
+        index.put("dr-bad", media.MediaEntry(error="HTTP 404"))
+        assert index.broken() == 1  # before the batch's second has passed
+        index.put("dr-ok-2", media.MediaEntry(path="b.png", width=1, height=1))
+        assert len(index) == 3

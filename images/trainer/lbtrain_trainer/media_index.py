@@ -8,8 +8,8 @@ row up: an on-disk table does all three with memory flat in the number of rows. 
 JSON dict held whole and written at the end: 100k rows were all in memory at once, and a crash
 lost every entry.) Entries are committed in batches, at least every second (at most
 :data:`COMMIT_EVERY_ROWS` wait in memory): a crash loses at most that batch, and those rows are
-fetched again. An ``index.json`` left by an older trainer is
-not read: a workspace lives as long as one pod, and its rows are simply fetched again.
+fetched again. An ``index.json`` left by an older trainer is not read: a workspace lives as long
+as one pod, and its rows are simply fetched again.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ class MediaIndex:
 
     def broken(self) -> int:
         with self._lock:
+            self._commit_locked(time.monotonic())  # count the rows still waiting too
             (count,) = self._db.execute(
                 "SELECT COUNT(*) FROM media WHERE error IS NOT NULL"
             ).fetchone()
@@ -93,6 +94,7 @@ class MediaIndex:
 
     def __len__(self) -> int:
         with self._lock:
+            self._commit_locked(time.monotonic())
             (count,) = self._db.execute("SELECT COUNT(*) FROM media").fetchone()
         return int(count)
 
