@@ -1,22 +1,27 @@
-"""The client: one aiohttp session, JSON in and out, API errors as typed exceptions.
+"""The client: JSON in and out, API errors as typed exceptions.
 
-JSON goes through orjson: encoding Job bodies and decoding watch events were the operator's
-largest own CPU cost under a burst, and on a control plane whose cores it shares that CPU is
-taken from the API server (bench/README.md).
+Request-and-answer verbs go over the keep-alive connections of `connections.py` (a create
+through aiohttp's client cost more CPU than the whole rest of the webhook's request); watches,
+long-lived streams, over one aiohttp session. JSON goes through orjson: encoding Job bodies and
+decoding watch events were the operator's largest own CPU cost under a burst, and on a control
+plane whose cores it shares that CPU is taken from the API server (bench/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
 
-from lbtrain.kube.config import KubeConfig
+from lbtrain.kube.config import ConfigError, KubeConfig
+from lbtrain.kube.connections import ConnectionPool, ProtocolError
 from lbtrain.kube.errors import ApiError, ApiUnreachable, error_for
 from lbtrain.kube.resources import Resource
 
@@ -43,8 +48,20 @@ class KubeClient:
 
     def __init__(self, config: KubeConfig, *, request_timeout: float = 30.0) -> None:
         self.config = config
-        # sock_connect, not connect: aiohttp's `connect` also counts the wait for a pooled
-        # connection, which under a burst of requests is queueing, not an unreachable server.
+        self._request_timeout = request_timeout
+        url = urlsplit(config.server)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"the API server address {config.server!r} is not an http(s) URL")
+        self._host = url.hostname
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._prefix = url.path.rstrip("/")  # a server behind a path (Rancher, proxies)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._origin = f"{url.scheme}://{host}:{self._port}"
+        self._fixed_headers = f"Host: {host}:{self._port}\r\nAccept: application/json\r\n"
+        self._fixed_headers += "User-Agent: lbtrain\r\n"
+        self._pool: ConnectionPool | None = None
+        # Watches only. sock_connect, not connect: aiohttp's `connect` also counts the wait for
+        # a pooled connection, which under a burst of requests is queueing, not an outage.
         self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=5.0)
         self._session: aiohttp.ClientSession | None = None
 
@@ -55,25 +72,36 @@ class KubeClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _connections(self) -> ConnectionPool:
+        if self._pool is None:
+            context = self.config.ssl_context()
+            self._pool = ConnectionPool(
+                self._host,
+                self._port,
+                ssl_context=context if isinstance(context, ssl.SSLContext) else None,
+            )
+        return self._pool
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=64)
             self._session = aiohttp.ClientSession(
-                base_url=self.config.server, connector=connector, timeout=self._timeout
+                base_url=self._origin, connector=connector, timeout=self._timeout
             )
         return self._session
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "lbtrain"}
         token = self.config.bearer_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        if content_type:
-            headers["Content-Type"] = content_type
         return headers
 
     async def request(
@@ -88,21 +116,24 @@ class KubeClient:
     ) -> dict[str, Any]:
         """Send one request; answer the decoded JSON (with `decode=False`, an empty dict: the
         caller needs only success), or raise ApiError / ApiUnreachable."""
-        data = None if body is None else orjson.dumps(body)
+        data = b"" if body is None else orjson.dumps(body)
+        target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
+        head = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}"
+        token = self.config.bearer_token()
+        if token:
+            head += f"Authorization: Bearer {token}\r\n"
+        if body is not None:
+            head += f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
+        elif method not in ("GET", "HEAD"):
+            head += "Content-Length: 0\r\n"
         try:
-            async with self._http().request(
-                method,
-                path,
-                data=data,
-                params=params,
-                headers=self._headers(content_type if data is not None else None),
-            ) as resp:
-                raw = await resp.read()
-                if not decode and resp.status < 400:
-                    return {}
-                return self._decode(resp.status, raw)
-        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+            async with asyncio.timeout(self._request_timeout):
+                answer = await self._connections().exchange(method, head.encode() + b"\r\n" + data)
+        except (OSError, TimeoutError, ProtocolError) as exc:
             raise ApiUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if not decode and answer.status < 400:
+            return {}
+        return self._decode(answer.status, answer.body)
 
     @staticmethod
     def _decode(status: int, raw: bytes) -> dict[str, Any]:
@@ -217,7 +248,10 @@ class KubeClient:
         )
         try:
             async with self._http().get(
-                res.path(namespace), params=params, headers=self._headers(), timeout=timeout
+                self._prefix + res.path(namespace),
+                params=params,
+                headers=self._headers(),
+                timeout=timeout,
             ) as resp:
                 if resp.status >= 400:
                     self._decode(resp.status, await resp.read())

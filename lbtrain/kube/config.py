@@ -38,12 +38,21 @@ class KubeConfig:
     client_cert_data: bytes | None = field(default=None, repr=False)
     client_key_data: bytes | None = field(default=None, repr=False)
     insecure: bool = False
+    # The token file's last (inode, mtime, size) and content: a stat per request, not a read.
+    _token_seen: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def bearer_token(self) -> str | None:
-        """The current token; a token file is re-read so a rotated token is picked up."""
-        if self.token_file:
-            return Path(self.token_file).read_text().strip()
-        return self.token
+        """The current token. A token file is checked on every call and re-read when it changed
+        (the kubelet rotates projected tokens by swapping the file), so a rotated token is used
+        at once, without a restart and without reading the file for every request."""
+        if not self.token_file:
+            return self.token
+        st = os.stat(self.token_file)
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._token_seen.get("key") != key:
+            token = Path(self.token_file).read_text().strip()
+            self._token_seen.update(key=key, token=token)
+        return str(self._token_seen["token"])
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if not self.server.startswith("https"):

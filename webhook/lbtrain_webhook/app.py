@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from lbtrain.kube import KubeClient, load_config
@@ -137,7 +138,13 @@ async def post_model_run(request: web.Request) -> web.Response:
         app[METRICS].model_run_duplicates.inc()
         note.outcome = "repeated delivery; ModelRun already exists"
     answer = {"name": outcome.name, "namespace": app[NAMESPACE], "modelRunId": run.model_run_id}
-    return web.json_response(answer, status=201 if outcome.created else 200)
+    # orjson, not json_response's json.dumps: a tenth of the webhook's own CPU per POST is spent
+    # outside the API call, and this was a visible part of it.
+    return web.Response(
+        body=orjson.dumps(answer),
+        status=201 if outcome.created else 200,
+        content_type="application/json",
+    )
 
 
 async def healthz(_: web.Request) -> web.Response:
