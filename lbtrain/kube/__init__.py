@@ -1,9 +1,10 @@
-"""A small asyncio Kubernetes client: just the verbs lbtrain uses, typed, on aiohttp.
+"""A small asyncio Kubernetes client: just the verbs lbtrain uses, typed.
 
 kopf brings its own API client for its watches; this one serves everything else (the webhook's
 ModelRun creation and template cache, the operator's Job creation and status patches, the
-testbed and its fake kubelet). Writing it on aiohttp keeps one HTTP stack in the process and
-lets every error carry the API server's own status, reason and message.
+testbed and its fake kubelet). Every error carries the API server's own status, reason and
+message. Requests go over the client's own keep-alive HTTP/1.1 connections (`connections`),
+because each one is on the webhook's critical path; watches use aiohttp, already in the process.
 """
 
 from lbtrain.kube.client import KubeClient, WatchEvent

@@ -10,6 +10,7 @@ plane whose cores it shares that CPU is taken from the API server (bench/README.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -33,6 +34,13 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
     "apply": "application/apply-patch+yaml",
 }
 FIELD_MANAGER = "lbtrain"
+
+
+@functools.lru_cache(maxsize=256)
+def _query(params: tuple[tuple[str, str], ...]) -> str:
+    """The encoded query string; cached, since the same few (fieldManager=lbtrain above all)
+    go with every write."""
+    return urlencode(params)
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,7 @@ class KubeClient:
         """Send one request; answer the decoded JSON (with `decode=False`, an empty dict: the
         caller needs only success), or raise ApiError / ApiUnreachable."""
         data = b"" if body is None else orjson.dumps(body)
-        target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
+        target = self._prefix + path + (f"?{_query(tuple(params.items()))}" if params else "")
         head = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}"
         token = self.config.bearer_token()
         if token:

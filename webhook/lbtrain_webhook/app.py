@@ -132,7 +132,7 @@ async def post_model_run(request: web.Request) -> web.Response:
         outcome = await create_model_run(app[KUBE], app[NAMESPACE], run)
     note.model_run = outcome.name
     if outcome.created:
-        app[METRICS].model_runs_created.labels(run.model_type).inc()
+        app[METRICS].count_created(run.model_type)
         note.outcome = "ModelRun created"
     else:
         app[METRICS].model_run_duplicates.inc()

@@ -65,6 +65,15 @@ class Metrics:
         )
 
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._created: dict[str, Any] = {}
+
+    def count_created(self, model_type: str) -> None:
+        """Count one ModelRun created (children cached; model types are bounded by the
+        TrainingTemplates, since an unknown one is refused before anything is created)."""
+        child = self._created.get(model_type)
+        if child is None:
+            child = self._created[model_type] = self.model_runs_created.labels(model_type)
+        child.inc()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency (label children cached: the hot path)."""
