@@ -95,6 +95,12 @@ def run_lbtrain(port: int, metrics_port: int, kubeconfig: str) -> None:
     raise SystemExit(main(argv))
 
 
+def run_bare(port: int, kubeconfig: str) -> None:
+    from bench.bare_webhook import serve  # the repository is on sys.path (main)
+
+    serve(port, kubeconfig, NAMESPACE, SECRET)
+
+
 # --- the load generator --------------------------------------------------------------------------
 class HttpConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection carrying one request at a time: it writes the request's
@@ -420,6 +426,25 @@ def report(cells: dict[tuple[str, str, int], Cell], levels: list[int]) -> str:
             f"{ours.cpu_us('kube-apiserver', 'etcd'):,.0f} | {api.cpu_us('generator'):,.0f} | "
             f"{ours.cpu_us('generator'):,.0f} |"
         )
+    if ("bare", "POST /model_run", levels[0]) in cells:
+        lines += [
+            "",
+            "`--bare`: the least a Python server on uvloop spends per `POST /model_run` "
+            "(`bench/bare_webhook.py`: HMAC, the webhook's parsing, the same ModelRun created "
+            "through lbtrain's `KubeClient`, the answer; no routing, errors, metrics or logs).",
+            "",
+            "| clients | api-direct req/s | bare req/s | bare / api-direct | lbtrain / api-direct "
+            "| bare CPU µs/req | lbtrain CPU µs/req | generator CPU µs/req: bare |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in levels:
+            api, bare = get("api-direct", "POST /model_run", c), get("bare", "POST /model_run", c)
+            ours = get("lbtrain", "POST /model_run", c)
+            lines.append(
+                f"| {c} | {api.rps:,.0f} | {bare.rps:,.0f} | {bare.rps / api.rps:.2f} | "
+                f"{ours.rps / api.rps:.2f} | {bare.cpu_us('bare'):,.0f} | "
+                f"{ours.cpu_us('lbtrain'):,.0f} | {bare.cpu_us('generator'):,.0f} |"
+            )
     errors = sum(cell.errors for cell in cells.values())
     get_ratios = [
         get("lbtrain", "GET /models", c).rps / get("reference", "GET /models", c).rps
@@ -569,6 +594,12 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,10,50", help="comma-separated client counts")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/README.md")
     parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also run bench/bare_webhook.py (the least a Python server spends per POST) as a"
+        " third POST series, reported in its own table",
+    )
+    parser.add_argument(
         "--placement",
         choices=sorted(PLACEMENTS),
         default="shared",
@@ -604,10 +635,16 @@ def main() -> int:
                 ),
                 ctx.Process(target=run_reference, args=(ref_port,)),
             ]
+            bare_port = free_port()
+            if args.bare:
+                kubeconfig = str(plane.kubeconfig)
+                procs.append(ctx.Process(target=run_bare, args=(bare_port, kubeconfig)))
             for proc in procs:
                 proc.start()
             wait_port(ours_port)
             wait_port(ref_port)
+            if args.bare:
+                wait_port(bare_port)
             wait_ready(f"http://127.0.0.1:{ours_port}")
             pids = {
                 "lbtrain": int(procs[0].pid or 0),
@@ -616,11 +653,14 @@ def main() -> int:
                 "etcd": plane.state.pids["etcd"],
                 "generator": os.getpid(),
             }
+            if args.bare:
+                pids["bare"] = int(procs[2].pid or 0)
             placement = place(args.placement, pids)
             targets = {
                 "lbtrain": Target.local(ours_port),
                 "reference": Target.local(ref_port),
                 "api-direct": Target.api_server(load_config(str(plane.kubeconfig))),
+                "bare": Target.local(bare_port),
             }
 
             async def run_all() -> None:
@@ -628,6 +668,8 @@ def main() -> int:
                     series = ["lbtrain", "reference"]
                     if endpoint == "POST /model_run":
                         series.append("api-direct")
+                        if args.bare:
+                            series.append("bare")
                     for c in levels:
                         for rnd in range(args.rounds):  # alternate, so drift hits all alike
                             for name in series if rnd % 2 == 0 else series[::-1]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from lbtrain.kube import MODELRUNS, ApiUnreachable, KubeClient, KubeConfig, NotFound
+from lbtrain.kube.config import ConfigError
 from lbtrain.kube.connections import (
     Answer,
     ConnectionDropped,
@@ -350,3 +351,8 @@ async def test_a_rotated_token_file_is_used_from_the_next_request(tmp_path) -> N
         b"Authorization: Bearer first-token",
         b"Authorization: Bearer second-token",
     ]
+
+
+def test_an_api_server_address_that_is_not_http_is_refused_up_front() -> None:
+    with pytest.raises(ConfigError, match=r"'unix:///run/kube\.sock' is not an http\(s\) URL"):
+        KubeClient(KubeConfig(server="unix:///run/kube.sock"))
