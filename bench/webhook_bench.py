@@ -1,7 +1,7 @@
 """Benchmark of `lbtrain webhook` against Labelbox's reference server and against the API server.
 
     .venv/bin/python bench/webhook_bench.py [--seconds 2] [--rounds 4] [--concurrency 1,10,50]
-                                            [--no-write] [--placement shared|split]
+                                            [--no-write] [--placement shared|split] [--bare]
 
 Needs the `bench` extra (FastAPI and uvicorn, for the reference server): `make bench-deps`.
 
@@ -493,6 +493,9 @@ every POST), installs the CRDs and six TrainingTemplates, and drives, each in it
   are left out); no persistence; its access log on, as uvicorn's is by default.
 - **api-direct**: the same ModelRun creates sent by the load generator straight to the API
   server (no webhook): the cost of persisting alone.
+- **bare** (`--bare`, POST only): `bench/bare_webhook.py`, a bare uvloop protocol that does
+  only what a POST cannot leave out (HMAC, parsing, the same create through lbtrain's
+  `KubeClient`, the answer): the least any Python server spends, a bound and not a product.
 
 C closed-loop clients in the benchmark process send requests back to back, each on its own
 keep-alive connection, through a minimal HTTP/1.1 client (the same for every target, TLS to the
