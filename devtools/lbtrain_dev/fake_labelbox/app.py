@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 STATE = web.AppKey("fake_labelbox_state", FakeState)
 STOPPING = web.AppKey("fake_labelbox_stopping", asyncio.Event)
-SLOW = "fake_labelbox_slow"  # request key: answer late (mode "slow")
+SLOW = web.RequestKey("fake_labelbox_slow", bool)  # answer late (mode "slow")
 RESOLVERS: dict[str, Resolver] = {
     **model_runs.RESOLVERS,
     **export.RESOLVERS,
