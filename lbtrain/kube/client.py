@@ -68,6 +68,7 @@ class KubeClient:
         self._fixed_headers = f"Host: {host}:{self._port}\r\nAccept: application/json\r\n"
         self._fixed_headers += "User-Agent: lbtrain\r\n"
         self._pool: ConnectionPool | None = None
+        self._ssl: ssl.SSLContext | bool | None = None  # built once, for both kinds of request
         # Watches only. sock_connect, not connect: aiohttp's `connect` also counts the wait for
         # a pooled connection, which under a burst of requests is queueing, not an outage.
         self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=5.0)
@@ -87,9 +88,15 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        """The TLS context, built once (it loads the CA bundle and any client certificate)."""
+        if self._ssl is None:
+            self._ssl = self.config.ssl_context()
+        return self._ssl
+
     def _connections(self) -> ConnectionPool:
         if self._pool is None:
-            context = self.config.ssl_context()
+            context = self._ssl_context()
             self._pool = ConnectionPool(
                 self._host,
                 self._port,
@@ -99,7 +106,7 @@ class KubeClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=64)
+            connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=64)
             self._session = aiohttp.ClientSession(
                 base_url=self._origin, connector=connector, timeout=self._timeout
             )

@@ -191,7 +191,6 @@ class _Connection(asyncio.Protocol):
         # An asyncio.Transport in spirit; uvloop's TLS transport is not a subclass of it.
         self.transport: Any = None
         self.closed = False
-        self.used = False  # has carried a request before (so it may have gone stale)
         self.idle_since = time.monotonic()
         self._parser: ResponseParser | None = None
         self._waiter: asyncio.Future[Answer] | None = None
@@ -282,30 +281,29 @@ class ConnectionPool:
         TLS), TimeoutError (connecting), ProtocolError."""
         async with self._slots:
             conn = self._take_idle()
-            reused = conn is not None
-            if conn is None:
-                conn = await self._connect()
-            try:
-                answer = await conn.exchange(request)
-            except ConnectionDropped as exc:
-                self._discard(conn)
-                if not (reused and not exc.answered and method in IDEMPOTENT_METHODS):
-                    raise
-                conn = await self._connect()
+            if conn is not None:
                 try:
-                    answer = await conn.exchange(request)
-                except BaseException:
-                    self._discard(conn)
-                    raise
-            except BaseException:  # cancelled or timed out mid-answer: the connection is spent
-                self._discard(conn)
-                raise
-            if answer.keep_alive and not conn.closed and not self._closed:
-                conn.used, conn.idle_since = True, time.monotonic()
-                self._idle.append(conn)
-            else:
-                self._discard(conn)
-            return answer
+                    return await self._exchange_on(conn, request)
+                except ConnectionDropped as exc:
+                    if exc.answered or method not in IDEMPOTENT_METHODS:
+                        raise
+            return await self._exchange_on(await self._connect(), request)
+
+    async def _exchange_on(self, conn: _Connection, request: bytes) -> Answer:
+        """One exchange on `conn`; afterwards it goes back to the pool if it can carry another
+        request, and is closed otherwise (always after a failure, a timeout or a cancellation
+        mid-answer: the connection is spent)."""
+        try:
+            answer = await conn.exchange(request)
+        except BaseException:
+            self._discard(conn)
+            raise
+        if answer.keep_alive and not conn.closed and not self._closed:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            self._discard(conn)
+        return answer
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
