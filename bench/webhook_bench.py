@@ -1,7 +1,7 @@
 """Benchmark of `lbtrain webhook` against Labelbox's reference server and against the API server.
 
     .venv/bin/python bench/webhook_bench.py [--seconds 2] [--rounds 4] [--concurrency 1,10,50]
-                                            [--no-write] [--placement shared|split] [--bare]
+                                            [--no-write] [--placement shared|split] [--floors]
 
 Needs the `bench` extra (FastAPI and uvicorn, for the reference server): `make bench-deps`.
 
@@ -46,11 +46,10 @@ import re
 import socket
 import ssl
 import string
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -58,14 +57,27 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+# What a run measured and how it is written up: importable as `bench.webhook_results` once the
+# checkout is on the path, as it is for mypy.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.webhook_results import (
+    ENDPOINTS,
+    FLOORS,
+    REPO,
+    SECTION_INTRO,
+    Cell,
+    report,
+    revision,
+    write_section,
+    write_split_section,
+)
+
 if TYPE_CHECKING:
     from lbtrain.kube import KubeConfig
     from lbtrain_dev.testbed import ControlPlane
 
-REPO = Path(__file__).resolve().parents[1]
 SECRET = "bench-secret"
 NAMESPACE = "bench"
-ENDPOINTS = ("GET /models", "POST /model_run")
 MODEL_TYPES = (
     "bounding_box",
     "ner",
@@ -95,9 +107,10 @@ def run_lbtrain(port: int, metrics_port: int, kubeconfig: str) -> None:
     raise SystemExit(main(argv))
 
 
-def run_bare(port: int, kubeconfig: str) -> None:
-    from bench.bare_webhook import serve  # the repository is on sys.path (main)
+def run_floor(floor: str, port: int, kubeconfig: str) -> None:
+    from bench import floor_webhooks  # the repository is on sys.path (main)
 
+    serve = {"bare": floor_webhooks.serve_bare, "aiohttp": floor_webhooks.serve_aiohttp}[floor]
     serve(port, kubeconfig, NAMESPACE, SECRET)
 
 
@@ -200,37 +213,6 @@ class Target:
             f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         return head.encode() + body
-
-
-@dataclass
-class Cell:
-    """One server x endpoint x concurrency, summed over its rounds."""
-
-    server: str
-    endpoint: str
-    clients: int
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    seconds: float = 0.0
-    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds used
-
-    @property
-    def requests(self) -> int:
-        return len(self.latencies)
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else float("nan")
-
-    def ms(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    def cpu_us(self, *procs: str) -> float:
-        used = sum(self.cpu.get(p, 0.0) for p in procs)
-        return used / self.requests * 1e6 if self.requests else float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -379,136 +361,6 @@ def machine() -> str:
     return f"`nproc` = {nproc}, {cpu}, Python {platform.python_version()}"
 
 
-# --- report ---------------------------------------------------------------------------------------
-GET_GOAL = 2.0  # lbtrain's GET /models rate over the reference's, at every concurrency
-POST_RATE_GOAL = 0.9  # lbtrain's POST /model_run rate over api-direct's, at every concurrency
-POST_P99_GOAL = 1.2  # lbtrain's POST /model_run p99 over api-direct's, at most
-
-
-def report(cells: dict[tuple[str, str, int], Cell], levels: list[int]) -> str:
-    def get(server: str, endpoint: str, clients: int) -> Cell:
-        return cells[(server, endpoint, clients)]
-
-    lines = [
-        "| endpoint | clients | lbtrain req/s | p50 ms | p99 ms | CPU µs/req "
-        "| reference req/s | p50 ms | p99 ms | CPU µs/req | req/s ratio | p99 ratio "
-        "| generator CPU µs/req: lbtrain / reference |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for endpoint in ENDPOINTS:
-        for c in levels:
-            ours, ref = get("lbtrain", endpoint, c), get("reference", endpoint, c)
-            lines.append(
-                f"| `{endpoint}` | {c} | {ours.rps:,.0f} | {ours.ms(0.5):.2f} | "
-                f"{ours.ms(0.99):.2f} | {ours.cpu_us('lbtrain'):,.0f} | {ref.rps:,.0f} | "
-                f"{ref.ms(0.5):.2f} | {ref.ms(0.99):.2f} | {ref.cpu_us('reference'):,.0f} | "
-                f"{ours.rps / ref.rps:.2f} | {ours.ms(0.99) / ref.ms(0.99):.2f} | "
-                f"{ours.cpu_us('generator'):,.0f} / {ref.cpu_us('generator'):,.0f} |"
-            )
-    lines += [
-        "",
-        "`POST /model_run` persisted: the same ModelRun creates sent by the load generator "
-        "straight to the API server (`api-direct`, no webhook), next to the webhook's; CPU per "
-        "request of the webhook, of kube-apiserver + etcd and of the load generator.",
-        "",
-        "| clients | api-direct req/s | p50 ms | p99 ms | lbtrain req/s | p50 ms | p99 ms "
-        "| req/s ratio | p99 ratio | webhook CPU µs/req | apiserver+etcd CPU µs/req: api-direct "
-        "| lbtrain | generator CPU µs/req: api-direct | lbtrain |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in levels:
-        api, ours = get("api-direct", "POST /model_run", c), get("lbtrain", "POST /model_run", c)
-        lines.append(
-            f"| {c} | {api.rps:,.0f} | {api.ms(0.5):.2f} | {api.ms(0.99):.2f} | "
-            f"{ours.rps:,.0f} | {ours.ms(0.5):.2f} | {ours.ms(0.99):.2f} | "
-            f"{ours.rps / api.rps:.2f} | {ours.ms(0.99) / api.ms(0.99):.2f} | "
-            f"{ours.cpu_us('lbtrain'):,.0f} | {api.cpu_us('kube-apiserver', 'etcd'):,.0f} | "
-            f"{ours.cpu_us('kube-apiserver', 'etcd'):,.0f} | {api.cpu_us('generator'):,.0f} | "
-            f"{ours.cpu_us('generator'):,.0f} |"
-        )
-    if ("bare", "POST /model_run", levels[0]) in cells:
-        lines += [
-            "",
-            "`--bare`: the least a Python server on uvloop spends per `POST /model_run` "
-            "(`bench/bare_webhook.py`: HMAC, the webhook's parsing, the same ModelRun created "
-            "through lbtrain's `KubeClient`, the answer; no routing, errors, metrics or logs).",
-            "",
-            "| clients | api-direct req/s | bare req/s | bare / api-direct | lbtrain / api-direct "
-            "| bare CPU µs/req | lbtrain CPU µs/req | generator CPU µs/req: bare |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for c in levels:
-            api, bare = get("api-direct", "POST /model_run", c), get("bare", "POST /model_run", c)
-            ours = get("lbtrain", "POST /model_run", c)
-            lines.append(
-                f"| {c} | {api.rps:,.0f} | {bare.rps:,.0f} | {bare.rps / api.rps:.2f} | "
-                f"{ours.rps / api.rps:.2f} | {bare.cpu_us('bare'):,.0f} | "
-                f"{ours.cpu_us('lbtrain'):,.0f} | {bare.cpu_us('generator'):,.0f} |"
-            )
-    errors = sum(cell.errors for cell in cells.values())
-    get_ratios = [
-        get("lbtrain", "GET /models", c).rps / get("reference", "GET /models", c).rps
-        for c in levels
-    ]
-    posts = [
-        (get("lbtrain", "POST /model_run", c), get("api-direct", "POST /model_run", c))
-        for c in levels
-    ]
-    rate_ratios = [ours.rps / api.rps for ours, api in posts]
-    p99_ratios = [ours.ms(0.99) / api.ms(0.99) for ours, api in posts]
-
-    def verdict(values: list[float], ok: bool) -> str:
-        shown = ", ".join(f"{v:.2f}" for v in values)
-        return f"{'met' if ok else 'not met'} ({shown} at {', '.join(map(str, levels))} clients)"
-
-    lines += [
-        "",
-        f"Non-2xx answers in the whole run: {errors}.",
-        "",
-        "Goals:",
-        f"- `GET /models` at least {GET_GOAL:g}x the reference's rate at every concurrency: "
-        + verdict(get_ratios, min(get_ratios) >= GET_GOAL)
-        + ".",
-        f"- `POST /model_run` at least {POST_RATE_GOAL:g} of api-direct's rate: "
-        + verdict(rate_ratios, min(rate_ratios) >= POST_RATE_GOAL)
-        + f"; p99 within {POST_P99_GOAL:g}x api-direct's: "
-        + verdict(p99_ratios, max(p99_ratios) <= POST_P99_GOAL)
-        + ".",
-    ]
-    return "\n".join(lines)
-
-
-SECTION_INTRO = """\
-`bench/webhook_bench.py` starts a testbed control plane (etcd + kube-apiserver from
-`lbtrain_dev.testbed`; etcd runs with `--unsafe-no-fsync`, so a production etcd adds its fsync to
-every POST), installs the CRDs and six TrainingTemplates, and drives, each in its own process:
-
-- **lbtrain**: the real webhook, started as `lbtrain webhook` starts it; `GET /models` from the
-  watch cache, `POST /model_run` creates a ModelRun (new Labelbox-shaped ids per request) before
-  it answers; JSON logs at INFO (one line per POST; successful GETs log at DEBUG) and metrics on.
-- **reference**: Labelbox's reference coordinator (`Labelbox/model-training`, the FastAPI app the
-  Labelbox docs build on) under uvicorn with uvloop and httptools, as its `fastapi[all]`
-  requirement installs it (`bench/labelbox_coordinator.py`: its handlers, HMAC checks, payload
-  validation and background task; its Vertex AI pipelines and its Labelbox API lookup per POST
-  are left out); no persistence; its access log on, as uvicorn's is by default.
-- **api-direct**: the same ModelRun creates sent by the load generator straight to the API
-  server (no webhook): the cost of persisting alone.
-- **bare** (`--bare`, POST only): `bench/bare_webhook.py`, a bare uvloop protocol that does
-  only what a POST cannot leave out (HMAC, parsing, the same create through lbtrain's
-  `KubeClient`, the answer): the least any Python server spends, a bound and not a product.
-
-C closed-loop clients in the benchmark process send requests back to back, each on its own
-keep-alive connection, through a minimal HTTP/1.1 client (the same for every target, TLS to the
-API server), so that the generator's own CPU stays well below any server's. The load generator,
-the servers and the control plane all share the machine (and other people's jobs), so latencies
-are pessimistic; CPU µs per request (from /proc) is the steadier figure.
-Rerun: `make bench-deps && .venv/bin/python bench/webhook_bench.py`.
-"""
-
-
-BEGIN, END = "<!-- webhook_bench.py: begin -->", "<!-- webhook_bench.py: end -->"
-SPLIT_BEGIN = "<!-- webhook_bench.py --placement split: begin -->"
-SPLIT_END = "<!-- webhook_bench.py --placement split: end -->"
 PLACEMENTS = {
     "shared": "shared: the control plane, the servers and the load generator on every CPU",
     "split": "split: etcd and kube-apiserver on CPU {plane}, the servers and the load generator on"
@@ -537,59 +389,6 @@ def place(placement: str, pids: dict[str, int]) -> str:
     return PLACEMENTS["split"].format(plane=cpus[0], rest=",".join(map(str, cpus[1:])))
 
 
-def replace_block(current: str, begin: str, end: str, block: str) -> str | None:
-    """`current` with what lies between the markers (the markers included) replaced by
-    `block`; None when the markers are not there."""
-    if begin not in current or end not in current:
-        return None
-    before, rest = current.split(begin, 1)
-    return before + block + rest.split(end, 1)[1]
-
-
-def write_split_section(text: str) -> None:
-    """Replace the split-placement block, or put it right after the shared one's."""
-    readme = REPO / "bench" / "README.md"
-    current = readme.read_text()
-    block = f"{SPLIT_BEGIN}\n{text.rstrip()}\n{SPLIT_END}"
-    updated = replace_block(current, SPLIT_BEGIN, SPLIT_END, block)
-    if updated is None:
-        if END not in current:
-            raise SystemExit("run the shared placement first: bench/README.md has no webhook block")
-        before, after = current.split(END, 1)
-        updated = f"{before}{END}\n\n{block}{after}"
-    readme.write_text(updated)
-
-
-def write_section(text: str) -> None:
-    """Replace what the last run wrote (between the markers) and keep the hand-written text
-    after them; a README without the markers gets its whole `## webhook` section replaced."""
-    readme = REPO / "bench" / "README.md"
-    current = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    updated = replace_block(current, BEGIN, END, block)
-    if updated is None:
-        section = f"## webhook\n\n{block}\n"
-        pattern = re.compile(r"^## webhook\n.*?(?=^## |\Z)", re.S | re.M)
-        if pattern.search(current):
-            updated = pattern.sub(lambda _: section + "\n", current).rstrip() + "\n"
-        else:
-            updated = current.rstrip() + "\n\n" + section
-    readme.write_text(updated)
-
-
-def revision() -> str:
-    """The commit measured, marked when the working tree differs from it."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return commit + (" (with uncommitted changes)" if dirty else "")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per round")
@@ -597,10 +396,10 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,10,50", help="comma-separated client counts")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/README.md")
     parser.add_argument(
-        "--bare",
+        "--floors",
         action="store_true",
-        help="also run bench/bare_webhook.py (the least a Python server spends per POST) as a"
-        " third POST series, reported in its own table",
+        help="also run bench/floor_webhooks.py's two servers (the least a Python server spends"
+        " per POST, with no framework and on aiohttp.web) as POST series, in their own table",
     )
     parser.add_argument(
         "--placement",
@@ -638,16 +437,14 @@ def main() -> int:
                 ),
                 ctx.Process(target=run_reference, args=(ref_port,)),
             ]
-            bare_port = free_port()
-            if args.bare:
-                kubeconfig = str(plane.kubeconfig)
-                procs.append(ctx.Process(target=run_bare, args=(bare_port, kubeconfig)))
+            floor_ports = {floor: free_port() for floor in FLOORS} if args.floors else {}
+            kubeconfig = str(plane.kubeconfig)
+            for floor, port in floor_ports.items():
+                procs.append(ctx.Process(target=run_floor, args=(floor, port, kubeconfig)))
             for proc in procs:
                 proc.start()
-            wait_port(ours_port)
-            wait_port(ref_port)
-            if args.bare:
-                wait_port(bare_port)
+            for port in (ours_port, ref_port, *floor_ports.values()):
+                wait_port(port)
             wait_ready(f"http://127.0.0.1:{ours_port}")
             pids = {
                 "lbtrain": int(procs[0].pid or 0),
@@ -656,23 +453,21 @@ def main() -> int:
                 "etcd": plane.state.pids["etcd"],
                 "generator": os.getpid(),
             }
-            if args.bare:
-                pids["bare"] = int(procs[2].pid or 0)
+            for floor, proc in zip(floor_ports, procs[2:], strict=True):
+                pids[floor] = int(proc.pid or 0)
             placement = place(args.placement, pids)
             targets = {
                 "lbtrain": Target.local(ours_port),
                 "reference": Target.local(ref_port),
-                "api-direct": Target.api_server(load_config(str(plane.kubeconfig))),
-                "bare": Target.local(bare_port),
+                "api-direct": Target.api_server(load_config(kubeconfig)),
+                **{floor: Target.local(port) for floor, port in floor_ports.items()},
             }
 
             async def run_all() -> None:
                 for endpoint in ENDPOINTS:
                     series = ["lbtrain", "reference"]
                     if endpoint == "POST /model_run":
-                        series.append("api-direct")
-                        if args.bare:
-                            series.append("bare")
+                        series += ["api-direct", *floor_ports]
                     for c in levels:
                         for rnd in range(args.rounds):  # alternate, so drift hits all alike
                             for name in series if rnd % 2 == 0 else series[::-1]:

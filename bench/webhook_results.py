@@ -1,0 +1,255 @@
+"""What a `webhook_bench.py` run measured, and how it is written up in `bench/README.md`.
+
+A `Cell` is one server x endpoint x concurrency, summed over its rounds; `report` turns the cells
+into the README's tables and checks them against the goals of issue 15; the rest replaces the
+README's blocks (one per placement) and leaves the hand-written text around them alone.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENDPOINTS = ("GET /models", "POST /model_run")
+FLOORS = ("bare", "aiohttp")  # bench/floor_webhooks.py, with --floors
+GET_GOAL = 2.0  # lbtrain's GET /models rate over the reference's, at every concurrency
+POST_RATE_GOAL = 0.9  # lbtrain's POST /model_run rate over api-direct's, at every concurrency
+POST_P99_GOAL = 1.2  # lbtrain's POST /model_run p99 over api-direct's, at most
+
+BEGIN, END = "<!-- webhook_bench.py: begin -->", "<!-- webhook_bench.py: end -->"
+SPLIT_BEGIN = "<!-- webhook_bench.py --placement split: begin -->"
+SPLIT_END = "<!-- webhook_bench.py --placement split: end -->"
+
+Cells = dict[tuple[str, str, int], "Cell"]
+
+
+@dataclass
+class Cell:
+    """One server x endpoint x concurrency, summed over its rounds."""
+
+    server: str
+    endpoint: str
+    clients: int
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds used
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else float("nan")
+
+    def ms(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def cpu_us(self, *procs: str) -> float:
+        used = sum(self.cpu.get(p, 0.0) for p in procs)
+        return used / self.requests * 1e6 if self.requests else float("nan")
+
+
+def report(cells: Cells, levels: list[int]) -> str:
+    def get(server: str, endpoint: str, clients: int) -> Cell:
+        return cells[(server, endpoint, clients)]
+
+    lines = [
+        "| endpoint | clients | lbtrain req/s | p50 ms | p99 ms | CPU µs/req "
+        "| reference req/s | p50 ms | p99 ms | CPU µs/req | req/s ratio | p99 ratio "
+        "| generator CPU µs/req: lbtrain / reference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for endpoint in ENDPOINTS:
+        for c in levels:
+            ours, ref = get("lbtrain", endpoint, c), get("reference", endpoint, c)
+            lines.append(
+                f"| `{endpoint}` | {c} | {ours.rps:,.0f} | {ours.ms(0.5):.2f} | "
+                f"{ours.ms(0.99):.2f} | {ours.cpu_us('lbtrain'):,.0f} | {ref.rps:,.0f} | "
+                f"{ref.ms(0.5):.2f} | {ref.ms(0.99):.2f} | {ref.cpu_us('reference'):,.0f} | "
+                f"{ours.rps / ref.rps:.2f} | {ours.ms(0.99) / ref.ms(0.99):.2f} | "
+                f"{ours.cpu_us('generator'):,.0f} / {ref.cpu_us('generator'):,.0f} |"
+            )
+    lines += [
+        "",
+        "`POST /model_run` persisted: the same ModelRun creates sent by the load generator "
+        "straight to the API server (`api-direct`, no webhook), next to the webhook's; CPU per "
+        "request of the webhook, of kube-apiserver + etcd and of the load generator.",
+        "",
+        "| clients | api-direct req/s | p50 ms | p99 ms | lbtrain req/s | p50 ms | p99 ms "
+        "| req/s ratio | p99 ratio | webhook CPU µs/req | apiserver+etcd CPU µs/req: api-direct "
+        "| lbtrain | generator CPU µs/req: api-direct | lbtrain |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in levels:
+        api, ours = get("api-direct", "POST /model_run", c), get("lbtrain", "POST /model_run", c)
+        lines.append(
+            f"| {c} | {api.rps:,.0f} | {api.ms(0.5):.2f} | {api.ms(0.99):.2f} | "
+            f"{ours.rps:,.0f} | {ours.ms(0.5):.2f} | {ours.ms(0.99):.2f} | "
+            f"{ours.rps / api.rps:.2f} | {ours.ms(0.99) / api.ms(0.99):.2f} | "
+            f"{ours.cpu_us('lbtrain'):,.0f} | {api.cpu_us('kube-apiserver', 'etcd'):,.0f} | "
+            f"{ours.cpu_us('kube-apiserver', 'etcd'):,.0f} | {api.cpu_us('generator'):,.0f} | "
+            f"{ours.cpu_us('generator'):,.0f} |"
+        )
+    floors = (FLOORS[0], "POST /model_run", levels[0]) in cells
+    if floors:
+        lines += ["", *floor_table(cells, levels)]
+    errors = sum(cell.errors for cell in cells.values())
+    get_ratios = [
+        get("lbtrain", "GET /models", c).rps / get("reference", "GET /models", c).rps
+        for c in levels
+    ]
+    posts = [
+        (get("lbtrain", "POST /model_run", c), get("api-direct", "POST /model_run", c))
+        for c in levels
+    ]
+    rate_ratios = [ours.rps / api.rps for ours, api in posts]
+    p99_ratios = [ours.ms(0.99) / api.ms(0.99) for ours, api in posts]
+
+    def verdict(values: list[float], ok: bool) -> str:
+        shown = ", ".join(f"{v:.2f}" for v in values)
+        return f"{'met' if ok else 'not met'} ({shown} at {', '.join(map(str, levels))} clients)"
+
+    lines += [
+        "",
+        f"Non-2xx answers in the whole run: {errors}.",
+        "",
+        "Goals:",
+        f"- `GET /models` at least {GET_GOAL:g}x the reference's rate at every concurrency: "
+        + verdict(get_ratios, min(get_ratios) >= GET_GOAL)
+        + ".",
+        f"- `POST /model_run` at least {POST_RATE_GOAL:g} of api-direct's rate: "
+        + verdict(rate_ratios, min(rate_ratios) >= POST_RATE_GOAL)
+        + f"; p99 within {POST_P99_GOAL:g}x api-direct's: "
+        + verdict(p99_ratios, max(p99_ratios) <= POST_P99_GOAL)
+        + ".",
+    ]
+    if floors:
+        floor = [
+            get(FLOORS[1], "POST /model_run", c).rps / get("api-direct", "POST /model_run", c).rps
+            for c in levels
+        ]
+        lines.append(
+            "- The same POST rate goal for the aiohttp floor (any webhook on `aiohttp.web`): "
+            + verdict(floor, min(floor) >= POST_RATE_GOAL)
+            + "."
+        )
+    return "\n".join(lines)
+
+
+def floor_table(cells: Cells, levels: list[int]) -> list[str]:
+    """The floors next to lbtrain: rate over api-direct's, own CPU, and what each costs the API
+    server per create (which rises as creates arrive further apart: see bench/README.md)."""
+    lines = [
+        "`--floors`: the least a Python server on uvloop spends per `POST /model_run` "
+        "(`bench/floor_webhooks.py`: HMAC, the webhook's parsing, the same ModelRun created "
+        "through lbtrain's `KubeClient`, the answer; no errors, metrics or logs), with no "
+        "framework (`bare`) and on aiohttp's web framework (`aiohttp`).",
+        "",
+        "| clients | api-direct req/s | req/s over api-direct's: bare | aiohttp | lbtrain "
+        "| lbtrain / aiohttp | CPU µs/req: bare | aiohttp | lbtrain "
+        "| apiserver+etcd CPU µs per create: api-direct | bare | aiohttp | lbtrain |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    plane = ("kube-apiserver", "etcd")
+    for c in levels:
+        api = cells[("api-direct", "POST /model_run", c)]
+        bare, aio, ours = (cells[(s, "POST /model_run", c)] for s in (*FLOORS, "lbtrain"))
+        lines.append(
+            f"| {c} | {api.rps:,.0f} | {bare.rps / api.rps:.2f} | {aio.rps / api.rps:.2f} | "
+            f"{ours.rps / api.rps:.2f} | {ours.rps / aio.rps:.2f} | "
+            f"{bare.cpu_us('bare'):,.0f} | {aio.cpu_us('aiohttp'):,.0f} | "
+            f"{ours.cpu_us('lbtrain'):,.0f} | {api.cpu_us(*plane):,.0f} | "
+            f"{bare.cpu_us(*plane):,.0f} | {aio.cpu_us(*plane):,.0f} | {ours.cpu_us(*plane):,.0f} |"
+        )
+    return lines
+
+
+SECTION_INTRO = """\
+`bench/webhook_bench.py` starts a testbed control plane (etcd + kube-apiserver from
+`lbtrain_dev.testbed`; etcd runs with `--unsafe-no-fsync`, so a production etcd adds its fsync to
+every POST), installs the CRDs and six TrainingTemplates, and drives, each in its own process:
+
+- **lbtrain**: the real webhook, started as `lbtrain webhook` starts it; `GET /models` from the
+  watch cache, `POST /model_run` creates a ModelRun (new Labelbox-shaped ids per request) before
+  it answers; JSON logs at INFO (one line per POST; successful GETs log at DEBUG) and metrics on.
+- **reference**: Labelbox's reference coordinator (`Labelbox/model-training`, the FastAPI app the
+  Labelbox docs build on) under uvicorn with uvloop and httptools, as its `fastapi[all]`
+  requirement installs it (`bench/labelbox_coordinator.py`: its handlers, HMAC checks, payload
+  validation and background task; its Vertex AI pipelines and its Labelbox API lookup per POST
+  are left out); no persistence; its access log on, as uvicorn's is by default.
+- **api-direct**: the same ModelRun creates sent by the load generator straight to the API
+  server (no webhook): the cost of persisting alone.
+- **bare** and **aiohttp** (`--floors`, POST only): `bench/floor_webhooks.py`, two servers
+  that do only what a POST cannot leave out (HMAC, parsing, the same create through lbtrain's
+  `KubeClient`, the answer): `bare` with no HTTP framework, the least any Python server spends;
+  `aiohttp` on aiohttp's web framework with one route, the least any webhook built on
+  `aiohttp.web` (as lbtrain's is) spends. Bounds, not products.
+
+C closed-loop clients in the benchmark process send requests back to back, each on its own
+keep-alive connection, through a minimal HTTP/1.1 client (the same for every target, TLS to the
+API server), so that the generator's own CPU stays well below any server's. The load generator,
+the servers and the control plane all share the machine (and other people's jobs), so latencies
+are pessimistic; CPU µs per request (from /proc) is the steadier figure.
+Rerun: `make bench-deps && .venv/bin/python bench/webhook_bench.py`.
+"""
+
+
+def replace_block(current: str, begin: str, end: str, block: str) -> str | None:
+    """`current` with what lies between the markers (the markers included) replaced by
+    `block`; None when the markers are not there."""
+    if begin not in current or end not in current:
+        return None
+    before, rest = current.split(begin, 1)
+    return before + block + rest.split(end, 1)[1]
+
+
+def write_split_section(text: str) -> None:
+    """Replace the split-placement block, or put it right after the shared one's."""
+    readme = REPO / "bench" / "README.md"
+    current = readme.read_text()
+    block = f"{SPLIT_BEGIN}\n{text.rstrip()}\n{SPLIT_END}"
+    updated = replace_block(current, SPLIT_BEGIN, SPLIT_END, block)
+    if updated is None:
+        if END not in current:
+            raise SystemExit("run the shared placement first: bench/README.md has no webhook block")
+        before, after = current.split(END, 1)
+        updated = f"{before}{END}\n\n{block}{after}"
+    readme.write_text(updated)
+
+
+def write_section(text: str) -> None:
+    """Replace what the last run wrote (between the markers) and keep the hand-written text
+    after them; a README without the markers gets its whole `## webhook` section replaced."""
+    readme = REPO / "bench" / "README.md"
+    current = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    updated = replace_block(current, BEGIN, END, block)
+    if updated is None:
+        section = f"## webhook\n\n{block}\n"
+        pattern = re.compile(r"^## webhook\n.*?(?=^## |\Z)", re.S | re.M)
+        if pattern.search(current):
+            updated = pattern.sub(lambda _: section + "\n", current).rstrip() + "\n"
+        else:
+            updated = current.rstrip() + "\n\n" + section
+    readme.write_text(updated)
+
+
+def revision() -> str:
+    """The commit measured, marked when the working tree differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return commit + (" (with uncommitted changes)" if dirty else "")
