@@ -1,12 +1,20 @@
-"""The least a Python webhook spends per `POST /model_run`, for `webhook_bench.py --floors`.
+"""The least a server in front of the API server spends per create, for `webhook_bench.py --floors`.
 
-Not products and not baselines that stand for one: two lower bounds, to say how much of the
-webhook's cost is its server framework, how much its own features, and how much any Python
-server pays on this machine. Each runs on uvloop (as `lbtrain webhook` does), in its own process,
-and per request does only what cannot be left out: find the body and the signature header, check
-the HMAC, parse and check the body with the webhook's own `parse_model_run`, build the same
-ModelRun with `build_model_run`, create it with lbtrain's `KubeClient` (the same keep-alive
-connections to the API server), and answer 201 with the same JSON.
+Not products and not baselines that stand for one: lower bounds, to say how much of the webhook's
+cost is its server framework, how much its own features, how much any Python server pays on this
+machine, and how much merely standing between a client and the API server costs. Each runs on
+uvloop (as `lbtrain webhook` does), in its own process.
+
+- **relay**: a TCP relay in front of the API server. The load generator sends it api-direct's
+  own requests (TLS from the generator to the API server, end to end); it forwards the bytes
+  both ways unchanged, parsing nothing. Any server between a client and the API server does at
+  least this: one more process to wake, read and write, each way.
+
+The two webhook floors per request do only what a POST cannot leave out: find the body and the
+signature header, check the HMAC, parse and check the body with the webhook's own
+`parse_model_run`, build the same ModelRun with `build_model_run`, create it with lbtrain's
+`KubeClient` (the same keep-alive connections to the API server), and answer 201 with the same
+JSON.
 
 - **bare**: one asyncio protocol and no HTTP framework at all; the least any Python server
   spends. Its parser handles exactly the requests the benchmark sends (Content-Length bodies,
@@ -46,6 +54,76 @@ async def create(kube: KubeClient, namespace: str, body: bytes) -> bytes:
     await kube.create(MODELRUNS, obj, namespace, decode=False)
     name = obj["metadata"]["name"]
     return orjson.dumps({"name": name, "namespace": namespace, "modelRunId": run.model_run_id})
+
+
+# --- relay: bytes forwarded, nothing parsed -----------------------------------------------------
+class _Upstream(asyncio.Protocol):
+    """The relay's connection to the API server: what arrives goes back to the client."""
+
+    def __init__(self, client: asyncio.Transport) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.close()
+
+
+class Relay(asyncio.Protocol):
+    """One client connection, relayed to its own connection to the API server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.client: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.pending: list[bytes] = []  # what the client sent before the upstream was open
+        self.opening: asyncio.Task[None] | None = None  # referenced until done
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.opening = asyncio.ensure_future(self._open())
+
+    async def _open(self) -> None:
+        client = self.client
+        assert client is not None
+        loop = asyncio.get_running_loop()
+        try:
+            upstream, _ = await loop.create_connection(
+                lambda: _Upstream(client), self.host, self.port
+            )
+        except OSError:
+            client.close()
+            return
+        self.upstream = upstream
+        for data in self.pending:
+            upstream.write(data)
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.upstream is None:
+            self.pending.append(data)
+        else:
+            self.upstream.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+
+
+def serve_relay(port: int, upstream: str) -> None:
+    """Relay 127.0.0.1:`port` to `upstream` ("host:port")."""
+    host, upstream_port = upstream.rsplit(":", 1)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: Relay(host, int(upstream_port)), "127.0.0.1", port
+        )
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(main())
 
 
 # --- bare: no framework ---------------------------------------------------------------------------

@@ -49,7 +49,7 @@ import string
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -109,7 +109,11 @@ def run_lbtrain(port: int, metrics_port: int, kubeconfig: str) -> None:
 
 def run_floor(floor: str, port: int, kubeconfig: str) -> None:
     from bench import floor_webhooks  # the repository is on sys.path (main)
+    from lbtrain.kube import load_config
 
+    if floor == "relay":
+        floor_webhooks.serve_relay(port, urlsplit(load_config(kubeconfig).server).netloc)
+        return
     serve = {"bare": floor_webhooks.serve_bare, "aiohttp": floor_webhooks.serve_aiohttp}[floor]
     serve(port, kubeconfig, NAMESPACE, SECRET)
 
@@ -456,12 +460,15 @@ def main() -> int:
             for floor, proc in zip(floor_ports, procs[2:], strict=True):
                 pids[floor] = int(proc.pid or 0)
             placement = place(args.placement, pids)
+            api_direct = Target.api_server(load_config(kubeconfig))
             targets = {
                 "lbtrain": Target.local(ours_port),
                 "reference": Target.local(ref_port),
-                "api-direct": Target.api_server(load_config(kubeconfig)),
+                "api-direct": api_direct,
                 **{floor: Target.local(port) for floor, port in floor_ports.items()},
             }
+            if "relay" in floor_ports:  # api-direct's requests, TLS and all, through the relay
+                targets["relay"] = replace(api_direct, port=floor_ports["relay"])
 
             async def run_all() -> None:
                 for endpoint in ENDPOINTS:
@@ -474,7 +481,7 @@ def main() -> int:
                                 cell = cells.setdefault(
                                     (name, endpoint, c), Cell(name, endpoint, c)
                                 )
-                                direct = name == "api-direct"
+                                direct = name in ("api-direct", "relay")
                                 await measure(cell, targets[name], direct, args.seconds, pids)
                         for name in series:
                             cell = cells[(name, endpoint, c)]

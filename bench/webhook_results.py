@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("GET /models", "POST /model_run")
-FLOORS = ("bare", "aiohttp")  # bench/floor_webhooks.py, with --floors
+FLOORS = ("relay", "bare", "aiohttp")  # bench/floor_webhooks.py, with --floors
 GET_GOAL = 2.0  # lbtrain's GET /models rate over the reference's, at every concurrency
 POST_RATE_GOAL = 0.9  # lbtrain's POST /model_run rate over api-direct's, at every concurrency
 POST_P99_GOAL = 1.2  # lbtrain's POST /model_run p99 over api-direct's, at most
@@ -132,42 +132,50 @@ def report(cells: Cells, levels: list[int]) -> str:
         + ".",
     ]
     if floors:
-        floor = [
-            get(FLOORS[1], "POST /model_run", c).rps / get("api-direct", "POST /model_run", c).rps
-            for c in levels
-        ]
-        lines.append(
-            "- The same POST rate goal for the aiohttp floor (any webhook on `aiohttp.web`): "
-            + verdict(floor, min(floor) >= POST_RATE_GOAL)
-            + "."
-        )
+        for floor, who in (
+            ("relay", "a TCP relay in front of the API server (any server in between)"),
+            ("aiohttp", "the aiohttp floor (any webhook on `aiohttp.web`)"),
+        ):
+            ratios = [
+                get(floor, "POST /model_run", c).rps / get("api-direct", "POST /model_run", c).rps
+                for c in levels
+            ]
+            lines.append(
+                f"- The same POST rate goal for {who}: "
+                + verdict(ratios, min(ratios) >= POST_RATE_GOAL)
+                + "."
+            )
     return "\n".join(lines)
 
 
 def floor_table(cells: Cells, levels: list[int]) -> list[str]:
     """The floors next to lbtrain: rate over api-direct's, own CPU, and what each costs the API
     server per create (which rises as creates arrive further apart: see bench/README.md)."""
+    servers = (*FLOORS, "lbtrain")
+    names = " | ".join(servers)
     lines = [
-        "`--floors`: the least a Python server on uvloop spends per `POST /model_run` "
-        "(`bench/floor_webhooks.py`: HMAC, the webhook's parsing, the same ModelRun created "
-        "through lbtrain's `KubeClient`, the answer; no errors, metrics or logs), with no "
-        "framework (`bare`) and on aiohttp's web framework (`aiohttp`).",
+        "`--floors` (`bench/floor_webhooks.py`): `relay` forwards api-direct's own requests to "
+        "the API server unchanged (TLS end to end, nothing parsed): what standing between a "
+        "client and the API server costs. `bare` and `aiohttp` do only what a POST cannot leave "
+        "out (HMAC, the webhook's parsing, the same ModelRun created through lbtrain's "
+        "`KubeClient`, the answer; no errors, metrics or logs), with no framework and on "
+        "aiohttp's web framework: the least any Python webhook, and any `aiohttp.web` one, spends.",
         "",
-        "| clients | api-direct req/s | req/s over api-direct's: bare | aiohttp | lbtrain "
-        "| lbtrain / aiohttp | CPU µs/req: bare | aiohttp | lbtrain "
-        "| apiserver+etcd CPU µs per create: api-direct | bare | aiohttp | lbtrain |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| clients | api-direct req/s | req/s over api-direct's: {names} | lbtrain / aiohttp "
+        f"| CPU µs/req: {names} | apiserver+etcd CPU µs per create: api-direct | {names} |",
+        "|---:|---:|" + "---:|" * (2 * len(servers) + 2 + len(servers)),
     ]
     plane = ("kube-apiserver", "etcd")
     for c in levels:
         api = cells[("api-direct", "POST /model_run", c)]
-        bare, aio, ours = (cells[(s, "POST /model_run", c)] for s in (*FLOORS, "lbtrain"))
+        row = [cells[(s, "POST /model_run", c)] for s in servers]
+        aio, ours = row[servers.index("aiohttp")], row[-1]
+        rates = " | ".join(f"{cell.rps / api.rps:.2f}" for cell in row)
+        cpus = " | ".join(f"{cell.cpu_us(s):,.0f}" for cell, s in zip(row, servers, strict=True))
+        planes = " | ".join(f"{cell.cpu_us(*plane):,.0f}" for cell in row)
         lines.append(
-            f"| {c} | {api.rps:,.0f} | {bare.rps / api.rps:.2f} | {aio.rps / api.rps:.2f} | "
-            f"{ours.rps / api.rps:.2f} | {ours.rps / aio.rps:.2f} | "
-            f"{bare.cpu_us('bare'):,.0f} | {aio.cpu_us('aiohttp'):,.0f} | "
-            f"{ours.cpu_us('lbtrain'):,.0f} | {api.cpu_us(*plane):,.0f} | "
-            f"{bare.cpu_us(*plane):,.0f} | {aio.cpu_us(*plane):,.0f} | {ours.cpu_us(*plane):,.0f} |"
+            f"| {c} | {api.rps:,.0f} | {rates} | {ours.rps / aio.rps:.2f} | {cpus} | "
+            f"{api.cpu_us(*plane):,.0f} | {planes} |"
         )
     return lines
 
@@ -187,11 +195,13 @@ every POST), installs the CRDs and six TrainingTemplates, and drives, each in it
   are left out); no persistence; its access log on, as uvicorn's is by default.
 - **api-direct**: the same ModelRun creates sent by the load generator straight to the API
   server (no webhook): the cost of persisting alone.
-- **bare** and **aiohttp** (`--floors`, POST only): `bench/floor_webhooks.py`, two servers
-  that do only what a POST cannot leave out (HMAC, parsing, the same create through lbtrain's
-  `KubeClient`, the answer): `bare` with no HTTP framework, the least any Python server spends;
-  `aiohttp` on aiohttp's web framework with one route, the least any webhook built on
-  `aiohttp.web` (as lbtrain's is) spends. Bounds, not products.
+- **relay**, **bare** and **aiohttp** (`--floors`, POST only): `bench/floor_webhooks.py`.
+  `relay` forwards api-direct's own requests to the API server unchanged (TLS end to end): the
+  cost of any server in between. `bare` and `aiohttp` do only what a POST cannot leave out
+  (HMAC, parsing, the same create through lbtrain's `KubeClient`, the answer): `bare` with no
+  HTTP framework, the least any Python server spends; `aiohttp` on aiohttp's web framework with
+  one route, the least any webhook built on `aiohttp.web` (as lbtrain's is) spends. Bounds, not
+  products.
 
 C closed-loop clients in the benchmark process send requests back to back, each on its own
 keep-alive connection, through a minimal HTTP/1.1 client (the same for every target, TLS to the
