@@ -261,5 +261,6 @@ def revision() -> str:
         ).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # bench/README.md is what the runs write: a shared run before a split one is not a change.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/README.md")
     return commit + (" (with uncommitted changes)" if dirty else "")
