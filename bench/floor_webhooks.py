@@ -107,6 +107,8 @@ class Relay(asyncio.Protocol):
             self.upstream.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.opening is not None:
+            self.opening.cancel()  # a client gone before its upstream opened: do not open it
         if self.upstream is not None:
             self.upstream.close()
 

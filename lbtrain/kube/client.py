@@ -134,14 +134,15 @@ class KubeClient:
         data = b"" if body is None else orjson.dumps(body)
         target = self._prefix + path + (f"?{_query(tuple(params.items()))}" if params else "")
         head = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}"
-        token = self.config.bearer_token()
-        if token:
-            head += f"Authorization: Bearer {token}\r\n"
         if body is not None:
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
         elif method not in ("GET", "HEAD"):
             head += "Content-Length: 0\r\n"
         try:
+            # Inside the try: a token file that cannot be read is an unreachable API too.
+            token = self.config.bearer_token()
+            if token:
+                head += f"Authorization: Bearer {token}\r\n"
             async with asyncio.timeout(self._request_timeout):
                 answer = await self._connections().exchange(method, head.encode() + b"\r\n" + data)
         except (OSError, TimeoutError, ProtocolError) as exc:

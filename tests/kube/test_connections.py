@@ -308,6 +308,18 @@ async def test_a_closed_port_is_unreachable() -> None:
             await kube.request("GET", "/version")
 
 
+async def test_a_token_file_that_cannot_be_read_is_unreachable(tmp_path) -> None:
+    """As with aiohttp's client before: the webhook answers 503 and the operator retries, where
+    a bare FileNotFoundError would be a 500 and a crashed handler."""
+    async with scripted(always_ok) as server:
+        config = KubeConfig(
+            server=f"http://127.0.0.1:{server.port}", token_file=str(tmp_path / "gone")
+        )
+        async with KubeClient(config) as kube:
+            with pytest.raises(ApiUnreachable, match="GET /version: FileNotFoundError"):
+                await kube.request("GET", "/version")
+
+
 # --- the client against the real API server ------------------------------------------------------
 @pytest.mark.testbed
 async def test_the_real_api_server_over_tls(kube: KubeClient, namespace: str, crds: None) -> None:
