@@ -27,6 +27,28 @@ ENV_TERMINATION_MESSAGE_PATH: Final = "LBTRAIN_TERMINATION_MESSAGE_PATH"
 ENV_PRETRAINED: Final = "LBTRAIN_PRETRAINED"
 ENV_ALLOW_HUB_DOWNLOAD: Final = "LBTRAIN_ALLOW_HUB_DOWNLOAD"
 
+# The variables the operator sets from the run and its template: a template's `env` may not set
+# any of them (admission refuses it, naming the variable), since a later duplicate would win in
+# Kubernetes and silently replace, say, the artifact destination the operator checked against
+# its root. The launcher variables of multi-process training (PET_*) will join this list.
+RESERVED_ENV: Final = frozenset(
+    {
+        ENV_MODEL_RUN_ID,
+        ENV_MODEL_TYPE,
+        ENV_MODEL_ID,
+        ENV_ORGANIZATION_ID,
+        ENV_LABELBOX_API_KEY,
+        ENV_LABELBOX_ENDPOINT,
+        ENV_LABELBOX_REST_ENDPOINT,
+        ENV_WORKSPACE,
+        ENV_ARTIFACTS,
+        ENV_ARTIFACTS_ROOT,
+        ENV_HYPERPARAMETERS,
+        ENV_TERMINATION_MESSAGE_PATH,
+        ENV_PRETRAINED,
+    }
+)
+
 DEFAULT_LABELBOX_ENDPOINT: Final = "https://api.labelbox.com/graphql"
 DEFAULT_LABELBOX_REST_ENDPOINT: Final = "https://api.labelbox.com/api/v1"
 DEFAULT_WORKSPACE: Final = "/workspace"

@@ -24,18 +24,68 @@ LAYERS: dict[str, tuple[Path, set[str]]] = {
 }
 
 
-def first_party_imports(path: Path) -> set[tuple[str, int]]:
-    """(top-level package, line) of every first-party import in one module."""
+# The operator's decisions: pure functions of plain values, tested as such. They may import the
+# foundation's models and each other, never a module that talks to the API server, Labelbox or
+# kopf, so a decision cannot quietly grow a side effect.
+OPERATOR = REPO / "operator/lbtrain_operator"
+PURE_OPERATOR_MODULES = (
+    "admission",
+    "cancellation",
+    "delivery",
+    "jobspec",
+    "listing",
+    "outbox",
+    "podstate",
+    "progress",
+    "reasons",
+    "runstatus",
+    "settings",
+)
+IO_MODULES = (
+    "aiohttp",
+    "kopf",
+    "labelbox",
+    "prometheus_client",
+    "lbtrain.kube",
+    "lbtrain_operator.cli",
+    "lbtrain_operator.events",
+    "lbtrain_operator.handlers",
+    "lbtrain_operator.heartbeat",
+    "lbtrain_operator.informer",
+    "lbtrain_operator.labelbox",
+    "lbtrain_operator.metrics",
+    "lbtrain_operator.reconcile",
+)
+
+
+def imported_modules(path: Path) -> set[tuple[str, int]]:
+    """(dotted module, line) of every absolute import in one module; `from a import b` counts
+    as both `a` and `a.b`, since `b` may be a module."""
     found: set[tuple[str, int]] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found |= {(alias.name, node.lineno) for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        found |= {(n.split(".")[0], node.lineno) for n in names if n.split(".")[0] in FIRST_PARTY}
+            found.add((node.module, node.lineno))
+            found |= {(f"{node.module}.{alias.name}", node.lineno) for alias in node.names}
     return found
+
+
+def first_party_imports(path: Path) -> set[tuple[str, int]]:
+    """(top-level package, line) of every first-party import in one module."""
+    return {
+        (name.split(".")[0], line)
+        for name, line in imported_modules(path)
+        if name.split(".")[0] in FIRST_PARTY
+    }
+
+
+def io_imports(path: Path) -> list[str]:
+    return sorted(
+        f"{path.name}:{line} imports {name}"
+        for name, line in imported_modules(path)
+        if any(name == io or name.startswith(io + ".") for io in IO_MODULES)
+    )
 
 
 def violations(package: str) -> list[str]:
@@ -51,6 +101,21 @@ def violations(package: str) -> list[str]:
 @pytest.mark.parametrize("package", sorted(LAYERS))
 def test_imports_go_one_way(package: str) -> None:
     assert violations(package) == []
+
+
+@pytest.mark.parametrize("module", PURE_OPERATOR_MODULES)
+def test_the_operators_decisions_import_no_io(module: str) -> None:
+    assert io_imports(OPERATOR / f"{module}.py") == []
+
+
+def test_the_io_checker_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from lbtrain.kube import KubeClient\nfrom lbtrain_operator import events\n")
+    assert io_imports(bad) == [
+        "bad.py:1 imports lbtrain.kube",
+        "bad.py:1 imports lbtrain.kube.KubeClient",
+        "bad.py:2 imports lbtrain_operator.events",
+    ]
 
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:

@@ -60,6 +60,14 @@ _LB_ORDER = [
 ]
 
 
+class TemplateRef(WireModel):
+    """The TrainingTemplate a run was admitted with: its name, and the generation the webhook
+    saw when Labelbox listed it (0: unknown)."""
+
+    name: str
+    generation: int = 0
+
+
 class ModelRunSpec(WireModel):
     model_run_id: str
     model_type: str
@@ -68,6 +76,7 @@ class ModelRunSpec(WireModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     active_deadline_seconds: int | None = None
     backoff_limit: int | None = None
+    template: TemplateRef | None = None
 
 
 class SecretKeyRef(WireModel):
@@ -96,8 +105,9 @@ class Resources(WireModel):
 
 
 class TrainingTemplateSpec(WireModel):
-    model_type: str
+    model_type: str  # the name Labelbox lists (see lbtrain.resources.catalogue)
     image: str
+    task: str | None = None  # what the trainer trains; `catalogue.task_for` gives its default
     description: str = ""
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: list[dict[str, str]] = Field(default_factory=list)
@@ -131,6 +141,7 @@ class ObjectMeta(WireModel):
     namespace: str | None = None
     uid: str | None = None
     generation: int | None = None
+    creation_timestamp: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -138,6 +149,17 @@ class ObjectMeta(WireModel):
 class TrainingTemplate(WireModel):
     metadata: ObjectMeta
     spec: TrainingTemplateSpec
+
+
+# The limits' defaults, defined once (by the template's fields): what a Job built before a
+# field existed, or read without it, falls back to.
+DEFAULT_BACKOFF_LIMIT: int = TrainingTemplateSpec.model_fields["backoff_limit"].default
+DEFAULT_ACTIVE_DEADLINE_SECONDS: int = TrainingTemplateSpec.model_fields[
+    "active_deadline_seconds"
+].default
+DEFAULT_IMAGE_PULL_GRACE_SECONDS: int = TrainingTemplateSpec.model_fields[
+    "image_pull_grace_period_seconds"
+].default
 
 
 class ModelRun(WireModel):

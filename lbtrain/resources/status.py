@@ -76,6 +76,8 @@ class ModelRunStatus(WireModel):
     pod_name: str | None = None
     node_name: str | None = None
     template_name: str | None = None
+    template_generation: int | None = None
+    task: str | None = None
     image: str | None = None
     gpus: int | None = None
     start_time: str | None = None

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbtrain.resources.status import LabelboxOutbox, ModelRunStatus
+from lbtrain.timestamps import parse_time
 from lbtrain_operator import outbox
 from lbtrain_operator.outbox import Report
 
@@ -123,7 +124,7 @@ def _ack_store_at(status: ModelRunStatus, ack_store_delay_s: float) -> dt.dateti
     stamp = status.labelbox.acknowledged_time
     if not stamp:
         return None
-    return outbox.parse_time(stamp) + dt.timedelta(seconds=ack_store_delay_s)
+    return parse_time(stamp) + dt.timedelta(seconds=ack_store_delay_s)
 
 
 def store_now(

@@ -4,7 +4,8 @@ Each ModelRun gets a daemon that runs reconcile passes until the run is finished
 has everything. Pod and Job changes wake the run's daemon at once (through `informer`, whose
 store the passes read instead of asking the API server); a resync timer covers anything a
 watch missed. TrainingTemplates are held in a kopf index, so finding a run's template costs no
-API call.
+API call; each change to one re-marks the namespace's templates Listed or not (`listing`).
+Deleting a run follows `cancellation`'s plan.
 """
 
 from __future__ import annotations
@@ -17,23 +18,28 @@ from typing import Any
 import kopf
 
 from lbtrain.kube import JOBS, MODELRUNS, ApiError, ApiUnreachable, NotFound
-from lbtrain.resources.models import LabelboxStatus, ModelRun
+from lbtrain.resources.models import ModelRun
 from lbtrain.resources.names import API_GROUP, API_VERSION
-from lbtrain_operator import delivery, events, jobspec, outbox, progress
-from lbtrain_operator import reasons as r
+from lbtrain_operator import cancellation, delivery, events, jobspec, outbox
 from lbtrain_operator.delivery import RunState
 from lbtrain_operator.heartbeat import HEARTBEAT_LEASE
-from lbtrain_operator.reconcile import Context, reconcile, send_report, utcnow, write_status
+from lbtrain_operator.reconcile import (
+    Context,
+    list_templates,
+    reconcile,
+    send_report,
+    utcnow,
+    write_status,
+)
 
 log = logging.getLogger("lbtrain.operator")
 RETRY_AFTER_API_ERROR_S = 5.0
 
 
-def _templates_for(index: Any, namespace: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for body in index.get(namespace, []):
-        found.setdefault(body["spec"]["modelType"], body)  # the index lists oldest first
-    return found
+def _templates_for(index: Any, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's TrainingTemplates as the index holds them; which one serves a run is
+    `admission`'s decision, with the catalogue's rule (not the index's order)."""
+    return list(index.get(namespace, []))
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -42,8 +48,19 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.index(API_GROUP, API_VERSION, "trainingtemplates", id="templates", registry=registry)
     def templates(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, dict[str, Any]]:
         return {
-            namespace or "default": {"metadata": dict(body["metadata"]), "spec": dict(body["spec"])}
+            namespace or "default": {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "metadata": dict(body["metadata"]),
+                "spec": dict(body["spec"]),
+                "status": dict(body.get("status") or {}),
+            }
         }
+
+    @kopf.on.event(API_GROUP, API_VERSION, "trainingtemplates", registry=registry)
+    async def template_changed(namespace: str | None, memo: Any, **kwargs: Any) -> None:
+        ns = namespace or "default"
+        await list_templates(memo.ctx, ns, _templates_for(kwargs["templates"], ns))
 
     @kopf.on.event(
         "coordination.k8s.io",
@@ -170,21 +187,11 @@ async def _report_cancellation(
 ) -> None:
     name = run.metadata.name
     namespace = run.metadata.namespace or "default"
-    if not state.status.finished:
+    planned = cancellation.plan(state.status)
+    if planned.delete_job:
         with contextlib.suppress(NotFound):
             await ctx.kube.delete(JOBS, jobspec.job_name(name), namespace, propagation="Background")
-        box = state.status.labelbox
-        new = progress.to_enqueue(outbox.last_queued(box), [LabelboxStatus.FAILED])
-        box = outbox.enqueue(
-            box,
-            new,
-            {**box.metadata, "reason": r.CANCELLED},
-            progress.error_message(r.CANCELLED, r.MSG_CANCELLED),
-        )
-        state.status = state.status.model_copy(update={"labelbox": box})
-    # A deletion does not wait out a backoff: the finalizer's own deadline bounds it.
-    box = state.status.labelbox.model_copy(update={"next_attempt_time": None})
-    state.status = state.status.model_copy(update={"labelbox": box})
+    state.status = planned.status
     errors: list[Exception] = []
 
     async def store(s: RunState) -> None:
@@ -197,26 +204,24 @@ async def _report_cancellation(
         return box
 
     await delivery.deliver(state, store, send, utcnow, ack_store_delay_s=0.0)
-    if errors and not outbox.drained(state.status.labelbox):
-        error = errors[-1]
-        deleted_at = meta.get("deletionTimestamp")
-        started = outbox.parse_time(deleted_at) if deleted_at else utcnow()
-        spent = (utcnow() - started).total_seconds()
-        if spent >= ctx.settings.cancel_report_timeout_s:
-            log.error(
-                "gave up telling Labelbox about the cancellation",
-                extra={"model_run_id": run.spec.model_run_id, "error": str(error)},
-            )
-            message = r.MSG_LABELBOX_UNREACHABLE.format(detail=error)
-            await events.post(
-                ctx.kube,
-                events.event_body(body, "Warning", r.LABELBOX_UNREACHABLE, message, utcnow()),
-            )
-            return
-        remaining = ctx.settings.cancel_report_timeout_s - spent
-        raise kopf.TemporaryError(
-            f"Labelbox: {error}", delay=max(1.0, min(remaining, 10.0))
-        ) from error
+    then = cancellation.after_delivery(
+        drained=outbox.drained(state.status.labelbox),
+        error=str(errors[-1]) if errors else None,
+        deletion_started=meta.get("deletionTimestamp"),
+        now=utcnow(),
+        timeout_s=ctx.settings.cancel_report_timeout_s,
+    )
+    if isinstance(then, cancellation.GiveUp):
+        log.error(
+            "gave up telling Labelbox about the cancellation",
+            extra={"model_run_id": run.spec.model_run_id, "error": str(errors[-1])},
+        )
+        await events.post(
+            ctx.kube, events.event_body(body, "Warning", then.reason, then.message, utcnow())
+        )
+        return
+    if isinstance(then, cancellation.RetryIn):
+        raise kopf.TemporaryError(f"Labelbox: {then.error}", delay=then.seconds) from errors[-1]
     log.info(
         "cancelled",
         extra={"model_run_id": run.spec.model_run_id, "modelrun": f"{namespace}/{name}"},

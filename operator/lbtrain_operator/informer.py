@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from lbtrain.kube import ApiError, ApiUnreachable, KubeClient, Resource
+from lbtrain.kube import KubeClient, Resource
+from lbtrain.kube.reflector import Reflector
 from lbtrain.resources.names import LABEL_MODEL_RUN
 
 log = logging.getLogger("lbtrain.operator")
@@ -156,12 +156,10 @@ class RunObjects:
 
 
 class Informer:
-    """Lists, then watches, one kind in one namespace (None: cluster-wide) into a RunObjects.
-
-    Runs until cancelled. A 410 Gone (the watch's resourceVersion was compacted away) re-lists;
-    any other failure is retried with capped backoff and logged. `last_contact` says when the
-    API server last answered, for the liveness probe.
-    """
+    """Lists, then watches, one kind in one namespace (None: cluster-wide) into a RunObjects,
+    through the shared list + watch loop (`lbtrain.kube.reflector`: 410 re-lists, jittered
+    capped backoff). `last_contact` says when the API server last answered, for the liveness
+    probe."""
 
     def __init__(
         self,
@@ -172,63 +170,40 @@ class Informer:
         *,
         watch_timeout_s: int = 300,
     ) -> None:
-        self.kube, self.resource, self.namespace, self.store = kube, resource, namespace, store
-        self.watch_timeout_s = watch_timeout_s
-        self.last_contact = time.monotonic()
+        self.resource, self.namespace, self.store = resource, namespace, store
         self._listed_once = False
+        self.reflector = Reflector(
+            kube,
+            resource,
+            namespace,
+            on_list=self._listed,
+            on_event=lambda type_, obj: store.apply(resource.kind, type_, obj),
+            label_selector=LABEL_MODEL_RUN,
+            watch_timeout_s=watch_timeout_s,
+            backoff_initial_s=RETRY_INITIAL_S,
+            backoff_max_s=RETRY_MAX_S,
+        )
         store.expect_sync()
 
     @property
     def where(self) -> str:
-        return f"{self.resource.plural} in {self.namespace or 'all namespaces'}"
+        return self.reflector.where
+
+    @property
+    def last_contact(self) -> float:
+        return self.reflector.last_contact
 
     async def run(self) -> None:
-        version: str | None = None
-        delay = RETRY_INITIAL_S
-        while True:
-            try:
-                if version is None:
-                    version = await self._list()
-                async for event in self.kube.watch(
-                    self.resource,
-                    self.namespace,
-                    resource_version=version,
-                    timeout_seconds=self.watch_timeout_s,
-                    label_selector=LABEL_MODEL_RUN,
-                ):
-                    self.last_contact = time.monotonic()
-                    version = event.object.get("metadata", {}).get("resourceVersion") or version
-                    if event.type in ("ADDED", "MODIFIED", "DELETED"):
-                        self.store.apply(self.resource.kind, event.type, event.object)
-                self.last_contact = time.monotonic()  # the server ended the watch on time
-                delay = RETRY_INITIAL_S
-            except ApiError as exc:
-                if exc.status == 410:
-                    version = None  # too old to resume: list again
-                    continue
-                await self._backoff(exc, delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-            except ApiUnreachable as exc:
-                await self._backoff(exc, delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        await self.reflector.run()
 
-    async def _list(self) -> str:
-        listing = await self.kube.list(
-            self.resource, self.namespace, label_selector=LABEL_MODEL_RUN
-        )
-        self.last_contact = time.monotonic()
-        self.store.replace(self.resource.kind, self.namespace, listing.get("items") or [])
+    def _listed(self, items: Sequence[Mapping[str, Any]]) -> None:
+        self.store.replace(self.resource.kind, self.namespace, items)
         if not self._listed_once:
             self._listed_once = True
             self.store.mark_synced()
-        return str(listing["metadata"]["resourceVersion"])
-
-    async def _backoff(self, exc: Exception, delay: float) -> None:
-        log.warning("watch failed; retrying", extra={"watch": self.where, "error": str(exc)})
-        await asyncio.sleep(delay)
 
     def check(self, stale_after_s: float) -> None:
         """Raise when the API server has not answered this informer for `stale_after_s`."""
-        silent = time.monotonic() - self.last_contact
+        silent = self.reflector.silent_for()
         if silent > stale_after_s:
             raise RuntimeError(f"watch of {self.where} silent for {silent:.0f}s")

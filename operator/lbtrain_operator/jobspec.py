@@ -11,25 +11,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from lbtrain import contract, destination
+from lbtrain.resources.catalogue import task_for
 from lbtrain.resources.models import ModelRun, TrainingTemplate
 from lbtrain.resources.names import (
+    ANNOTATION_IMAGE_PULL_GRACE,
+    ANNOTATION_MODEL_RUN_ID,
+    ANNOTATION_TEMPLATE,
+    ANNOTATION_TEMPLATE_GENERATION,
     GROUP_VERSION,
     LABEL_MANAGED_BY,
     LABEL_MODEL_RUN,
     LABEL_MODEL_TYPE,
+    LABEL_TASK,
+    LABEL_TEMPLATE,
     MANAGED_BY,
+    label_value,
 )
 from lbtrain_operator import reasons as r
 from lbtrain_operator.settings import Settings
 
 WORKSPACE_VOLUME = "workspace"
 TMP_VOLUME = "tmp"
-ANNOTATION_MODEL_RUN_ID = "lbtrain.io/model-run-id"
-_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def job_name(run_name: str) -> str:
@@ -41,10 +46,9 @@ def job_name(run_name: str) -> str:
     return f"{run_name[:37].rstrip('-.')}-{digest}-train"
 
 
-def label_value(text: str) -> str:
-    """A label value (<= 63 chars of [A-Za-z0-9_.-], alphanumeric at both ends)."""
-    value = _LABEL_VALUE.sub("_", text)[:63].strip("_.-")
-    return value or "unknown"
+def task(template: TrainingTemplate) -> str:
+    """What the trainer trains for this template (`catalogue.task_for`)."""
+    return task_for(template.spec.model_type, template.spec.task)
 
 
 def hyperparameters(run: ModelRun, template: TrainingTemplate) -> dict[str, Any]:
@@ -60,7 +64,7 @@ def _env(run: ModelRun, template: TrainingTemplate, settings: Settings) -> list[
     artifacts = destination.expand(tspec.artifacts.destination, spec.model_run_id)
     values = {
         contract.ENV_MODEL_RUN_ID: spec.model_run_id,
-        contract.ENV_MODEL_TYPE: spec.model_type,
+        contract.ENV_MODEL_TYPE: task(template),
         contract.ENV_MODEL_ID: spec.model_id or "",
         contract.ENV_ORGANIZATION_ID: spec.organization_id or "",
         contract.ENV_LABELBOX_ENDPOINT: tspec.labelbox.endpoint or settings.labelbox_endpoint,
@@ -161,12 +165,20 @@ def build_job(
     leave the template's root: no Job is built for it.
     """
     tspec, name = template.spec, run.metadata.name
-    labels = {
+    wanted = {
         LABEL_MODEL_RUN: name,
         LABEL_MODEL_TYPE: label_value(run.spec.model_type),
+        LABEL_TASK: label_value(task(template)),
+        LABEL_TEMPLATE: template.metadata.name,
         LABEL_MANAGED_BY: MANAGED_BY,
     }
-    annotations = {ANNOTATION_MODEL_RUN_ID: run.spec.model_run_id}
+    labels = {k: v for k, v in wanted.items() if v}  # an empty value: the label is left out
+    annotations = {
+        ANNOTATION_MODEL_RUN_ID: run.spec.model_run_id,
+        ANNOTATION_TEMPLATE: template.metadata.name,
+        ANNOTATION_TEMPLATE_GENERATION: str(template.metadata.generation or 0),
+        ANNOTATION_IMAGE_PULL_GRACE: str(tspec.image_pull_grace_period_seconds),
+    }
     env = _env(run, template, settings)  # the same for every stage
     workspace: dict[str, Any] = {}
     if tspec.workspace.size_limit is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from lbtrain.resources.models import LabelboxStatus
 from lbtrain.resources.status import LabelboxOutbox, SentReport
+from lbtrain.timestamps import iso, parse_time
 
 LAST_ERROR_MAX = 500
 Outbox = LabelboxOutbox
@@ -41,14 +42,6 @@ class Report:
     @classmethod
     def of(cls, sent: SentReport) -> Report:
         return cls(sent.status, dict(sent.metadata), sent.error_message, sent.notice)
-
-
-def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(stamp: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def last_queued(box: Outbox) -> LabelboxStatus | None:

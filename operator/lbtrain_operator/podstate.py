@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lbtrain import contract
-from lbtrain.resources.models import Phase
+from lbtrain.resources.models import (
+    DEFAULT_ACTIVE_DEADLINE_SECONDS,
+    DEFAULT_BACKOFF_LIMIT,
+    DEFAULT_IMAGE_PULL_GRACE_SECONDS,
+    Phase,
+)
+from lbtrain.resources.names import ANNOTATION_IMAGE_PULL_GRACE
+from lbtrain.timestamps import parse_optional
 from lbtrain_operator import reasons as r
 
 STAGE_PHASE = {
@@ -33,9 +40,22 @@ PERMANENT_REASONS = frozenset(reason for reason, _ in r.PERMANENT_EXITS.values()
 class Limits:
     """The template's tolerances that the observation applies."""
 
-    image_pull_grace_s: int = 300
-    backoff_limit: int = 2
-    active_deadline_s: int = 86400
+    image_pull_grace_s: int = DEFAULT_IMAGE_PULL_GRACE_SECONDS
+    backoff_limit: int = DEFAULT_BACKOFF_LIMIT
+    active_deadline_s: int = DEFAULT_ACTIVE_DEADLINE_SECONDS
+
+
+def limits_of(job: dict[str, Any]) -> Limits:
+    """The limits a Job was built with (`jobspec`), each falling back to the template's default
+    when the Job lacks it."""
+    spec = job.get("spec") or {}
+    grace = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_IMAGE_PULL_GRACE)
+    defaults = Limits()
+    return Limits(
+        image_pull_grace_s=int(grace) if grace and grace.isdigit() else defaults.image_pull_grace_s,
+        backoff_limit=int(spec.get("backoffLimit", defaults.backoff_limit)),
+        active_deadline_s=int(spec.get("activeDeadlineSeconds") or defaults.active_deadline_s),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,12 +101,6 @@ def _statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return list(status.get("initContainerStatuses") or []) + list(
         status.get("containerStatuses") or []
     )
-
-
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def parse_summary(message: str | None) -> dict[str, Any]:
@@ -176,7 +190,9 @@ def observe_active_pod(pod: dict[str, Any], now: dt.datetime, limits: Limits) ->
         return at(
             Phase.PENDING, r.UNSCHEDULABLE, r.MSG_UNSCHEDULABLE.format(pod=name, detail=detail)
         )
-    started = _parse_time(status.get("startTime")) or _parse_time(meta.get("creationTimestamp"))
+    started = parse_optional(status.get("startTime")) or parse_optional(
+        meta.get("creationTimestamp")
+    )
     waited = (now - started).total_seconds() if started else 0.0
     for cs in _statuses(pod):
         state, cname = cs.get("state") or {}, cs["name"]

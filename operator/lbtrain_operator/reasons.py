@@ -13,7 +13,12 @@ from lbtrain import contract
 
 # --- waiting -------------------------------------------------------------------------------
 JOB_CREATED: Final = "JobCreated"
-MSG_JOB_CREATED: Final = "created Job {job} from TrainingTemplate {template}"
+MSG_JOB_CREATED: Final = (
+    "created Job {job} from TrainingTemplate {template} (generation {generation})"
+)
+MSG_TEMPLATE_EDITED: Final = (
+    "; the template was edited since Labelbox listed it (generation {listed})"
+)
 WAITING_FOR_POD: Final = "WaitingForPod"
 MSG_WAITING_FOR_POD: Final = "the Job has no running pod yet"
 CONTAINER_CREATING: Final = "ContainerCreating"
@@ -46,6 +51,20 @@ SUCCEEDED: Final = "Succeeded"
 MSG_SUCCEEDED: Final = "training finished; predictions and metrics were uploaded"
 TEMPLATE_MISSING: Final = "TemplateMissing"
 MSG_TEMPLATE_MISSING: Final = "no TrainingTemplate serves model type {model_type!r}; known: {known}"
+MSG_TEMPLATE_DELETED: Final = (
+    "TrainingTemplate {template}, which Labelbox listed as {model_type!r} when the run was "
+    "created, no longer exists"
+)
+MSG_TEMPLATE_RENAMED: Final = (
+    "TrainingTemplate {template}, which Labelbox listed as {model_type!r} when the run was "
+    "created, now serves {now!r}"
+)
+RESERVED_ENVIRONMENT: Final = "ReservedEnvironment"
+MSG_RESERVED_ENVIRONMENT: Final = (
+    "TrainingTemplate {template} sets {names} in spec.env, which the operator sets for every "
+    "run; remove it from the template (use its own field, e.g. artifacts.destination or "
+    "labelbox.endpoint, where there is one)"
+)
 INVALID_TEMPLATE: Final = "InvalidTemplate"
 MSG_INVALID_TEMPLATE: Final = "TrainingTemplate {template} cannot build a Job: {detail}"
 ARTIFACT_DESTINATION_ESCAPES: Final = "ArtifactDestinationEscapes"

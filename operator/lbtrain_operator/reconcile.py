@@ -1,7 +1,8 @@
 """One reconcile pass over one ModelRun: ensure its Job, observe it, store its status, and
 tell Labelbox. This module only reads, writes and sends; every decision is a pure function of
-another module: what the pods show (`podstate`), what the status becomes (`runstatus`), what
-Labelbox is due and when each step must be stored (`delivery`, `outbox`, `progress`).
+another module: which Job the run gets or why it gets none (`admission`), what the pods show
+(`podstate`), what the status becomes (`runstatus`), what Labelbox is due and when each step
+must be stored (`delivery`, `outbox`, `progress`).
 
 Only the run's own daemon (and, after it stopped, the deletion handler) writes the status, so the
 pass keeps the status it last wrote as the truth instead of a watch event that may lag behind:
@@ -13,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lbtrain.destination import DestinationEscapes
 from lbtrain.kube import (
     JOBS,
     MODELRUNS,
+    TRAININGTEMPLATES,
     AlreadyExists,
     ApiError,
     ApiUnreachable,
@@ -28,20 +29,22 @@ from lbtrain.kube import (
     KubeClient,
     NotFound,
 )
-from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
+from lbtrain.resources.catalogue import NAME_CONFLICT, Catalogue, listing_of
+from lbtrain.resources.models import ModelRun, Phase
 from lbtrain.resources.status import ModelRunStatus
-from lbtrain_operator import delivery, events, jobspec, outbox, runstatus
+from lbtrain.timestamps import iso, seconds_since
+from lbtrain_operator import admission, delivery, events, jobspec, listing, outbox, runstatus
 from lbtrain_operator import reasons as r
 from lbtrain_operator.burst import BurstGate
 from lbtrain_operator.delivery import RunState
 from lbtrain_operator.informer import RunObjects
 from lbtrain_operator.labelbox import LabelboxReporter, ModelRunNotFound, ReportError
 from lbtrain_operator.metrics import Metrics
-from lbtrain_operator.podstate import Limits, Observation, observe
+from lbtrain_operator.podstate import Observation, limits_of, observe
 from lbtrain_operator.settings import Settings
 
 log = logging.getLogger("lbtrain.operator")
-ANNOTATION_PULL_GRACE = "lbtrain.io/image-pull-grace-seconds"
+Templates = Sequence[Mapping[str, Any]]  # the TrainingTemplate objects of the run's namespace
 SYNC_WAIT_S = 30.0
 EVENT_POSTS_IN_FLIGHT = 8
 
@@ -71,6 +74,13 @@ class Context:
     # handler waits for the pass in progress and carries on from the daemon's truth.
     runs: dict[tuple[str, str], RunState] = field(default_factory=dict)
     run_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # The TrainingTemplate statuses this operator wrote, by (namespace, name, uid): the index may
+    # lag behind a patch, and a stale status there must not make a second patch or Event.
+    listed: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    listing_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def listing_lock(self, namespace: str) -> asyncio.Lock:
+        return self.listing_locks.setdefault(namespace, asyncio.Lock())
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -91,12 +101,6 @@ class Context:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _seconds_since(stamp: str | None, now: dt.datetime) -> float | None:
-    if not stamp:
-        return None
-    return (now - dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
 
 
 class Pass:
@@ -132,44 +136,24 @@ class Pass:
             async with self.ctx.event_slots:
                 await events.post(self.ctx.kube, body)
 
-    async def ensure_job(
-        self, templates: Mapping[str, dict[str, Any]]
-    ) -> dict[str, Any] | Observation:
-        """The run's Job (created from its template when missing), or a failure observation."""
+    async def ensure_job(self, templates: Templates) -> dict[str, Any] | Observation:
+        """The run's Job (created as admission built it when missing), or a failure."""
         name = jobspec.job_name(self.name)
+        uid = self.body["metadata"]["uid"]
         if self.status.job_name:
             cached = self.ctx.objects.job(self.key)
-            if cached is not None and _owned_by(cached, self.body["metadata"]["uid"]):
+            if cached is not None and _owned_by(cached, uid):
                 return cached
             try:  # not in the watch's store (yet): ask the server, which has the last word
                 return await self.ctx.kube.get(JOBS, name, self.namespace)
             except NotFound:
-                return Observation(Phase.FAILED, r.JOB_DELETED, r.MSG_JOB_DELETED.format(job=name))
+                return admission.job_deleted(name).observation()
         # No Job recorded yet: create it straight away (one request, not a GET first). If an
         # earlier operator created it and died before recording it, the create says so.
-        template_body = templates.get(self.run.spec.model_type)
-        if template_body is None:
-            known = ", ".join(sorted(templates)) or "none"
-            msg = r.MSG_TEMPLATE_MISSING.format(model_type=self.run.spec.model_type, known=known)
-            return Observation(Phase.FAILED, r.TEMPLATE_MISSING, msg)
-        try:
-            template = TrainingTemplate.model_validate(template_body)
-        except ValueError as exc:
-            detail = str(exc).splitlines()[0]
-            msg = r.MSG_INVALID_TEMPLATE.format(
-                template=template_body["metadata"]["name"], detail=detail
-            )
-            return Observation(Phase.FAILED, r.INVALID_TEMPLATE, msg)
-        try:
-            job = jobspec.build_job(
-                self.run, self.body["metadata"]["uid"], template, self.ctx.settings
-            )
-        except DestinationEscapes as exc:
-            msg = r.MSG_ARTIFACT_DESTINATION_ESCAPES.format(detail=exc)
-            return Observation(Phase.FAILED, r.ARTIFACT_DESTINATION_ESCAPES, msg)
-        job["metadata"]["annotations"][ANNOTATION_PULL_GRACE] = str(
-            template.spec.image_pull_grace_period_seconds
-        )
+        admitted = admission.admit(self.run, uid, templates, self.ctx.settings)
+        if isinstance(admitted, admission.Refused):
+            return admitted.observation()
+        job, template = admitted.job, admitted.template
         try:
             # The answer echoes the Job (the largest body a pass handles); nothing reads it.
             await self.ctx.kube.create(JOBS, job, self.namespace, decode=False)
@@ -178,7 +162,7 @@ class Pass:
             self.in_burst = self.ctx.burst.job_created()
         except AlreadyExists:
             created = await self.ctx.kube.get(JOBS, name, self.namespace)
-            if not _owned_by(created, self.body["metadata"]["uid"]):
+            if not _owned_by(created, uid):
                 # A Job of a deleted ModelRun of the same name, not yet garbage-collected.
                 raise Conflict(
                     409,
@@ -187,23 +171,18 @@ class Pass:
                     "for the garbage collector to remove it",
                 ) from None
         except ApiError as exc:
-            if exc.status in (400, 422):
-                return Observation(
-                    Phase.FAILED, r.JOB_REJECTED, r.MSG_JOB_REJECTED.format(detail=exc.message)
-                )
-            raise
+            refused = admission.refused_by_server(exc.status, exc.message)
+            if refused is None:
+                raise
+            return refused.observation()
         self.state.status = runstatus.record_job(self.status, name, template, self.now)
-        waited = _seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
+        waited = seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
         if waited is not None:
             self.ctx.metrics.time_to_job.observe(waited)
-        self.emit(
-            "Normal",
-            r.JOB_CREATED,
-            r.MSG_JOB_CREATED.format(job=name, template=template.metadata.name),
-        )
+        self.emit("Normal", r.JOB_CREATED, runstatus.job_created_message(name, self.run, template))
         return created
 
-    async def observe(self, templates: Mapping[str, dict[str, Any]]) -> Observation:
+    async def observe(self, templates: Templates) -> Observation:
         got = await self.ensure_job(templates)
         if isinstance(got, Observation):
             return got
@@ -212,15 +191,7 @@ class Pass:
             # Its pods are created after the Job: their events wake the next pass.
             return Observation(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
         pods = self.ctx.objects.pods(self.key)
-        spec = job.get("spec") or {}
-        limits = Limits(
-            image_pull_grace_s=int(
-                job["metadata"].get("annotations", {}).get(ANNOTATION_PULL_GRACE, 300)
-            ),
-            backoff_limit=int(spec.get("backoffLimit", 6)),
-            active_deadline_s=int(spec.get("activeDeadlineSeconds") or 0),
-        )
-        obs = observe(job, pods, self.now, limits)
+        obs = observe(job, pods, self.now, limits_of(job))
         if runstatus.must_suspend(obs, runstatus.job_finished(job)):
             await self.ctx.kube.patch(
                 JOBS, job["metadata"]["name"], {"spec": {"suspend": True}}, self.namespace
@@ -237,7 +208,7 @@ class Pass:
             if obs.finished:
                 self.ctx.metrics.finished.labels(obs.phase.value, obs.reason).inc()
         if runstatus.starts_running(old, obs):
-            waited = _seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
+            waited = seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
             if waited is not None:
                 self.ctx.metrics.time_to_running.observe(waited)
         self.state.status = runstatus.fold(
@@ -331,6 +302,50 @@ async def send_report(
     return outbox.acknowledge(box, report, utcnow()), None
 
 
+async def list_templates(ctx: Context, namespace: str, templates: Templates) -> None:
+    """Bring each TrainingTemplate's status (task, `Listed`) in line with the catalogue, with a
+    Warning on a template that newly lost its Labelbox name. One namespace at a time: each
+    template's change recomputes all of them (a deleted winner frees its loser)."""
+    catalogue = Catalogue.of_objects(templates)
+    by_name = {t["metadata"]["name"]: t for t in templates}
+    async with ctx.listing_lock(namespace):
+        present = {(namespace, name, t["metadata"].get("uid", "")) for name, t in by_name.items()}
+        for gone in [k for k in ctx.listed if k[0] == namespace and k not in present]:
+            del ctx.listed[gone]
+        for item in map(listing_of, templates):
+            if item is None:
+                continue
+            body = by_name[item.template]
+            key = (namespace, item.template, item.uid)
+            current = ctx.listed.get(key, body.get("status"))
+            wanted = listing.template_status(catalogue, item, current, iso(utcnow()))
+            if wanted is None:
+                continue
+            try:
+                await ctx.kube.patch(
+                    TRAININGTEMPLATES,
+                    item.template,
+                    {"status": wanted},
+                    namespace,
+                    subresource="status",
+                    decode=False,
+                )
+            except NotFound:
+                continue
+            ctx.listed[key] = wanted
+            if listing.newly_conflicted(current, wanted):
+                message = wanted["conditions"][0]["message"]
+                event = events.event_body(body, "Warning", NAME_CONFLICT, message, utcnow())
+                await events.post(ctx.kube, event)
+                log.warning(
+                    "TrainingTemplate not listed: another one has its Labelbox name",
+                    extra={
+                        "template": f"{namespace}/{item.template}",
+                        "model_type": item.labelbox_name,
+                    },
+                )
+
+
 async def _store_synced(objects: RunObjects) -> None:
     """Passes read Jobs and pods from the informers' store: wait until it has listed once."""
     if not objects.synced.is_set():
@@ -349,7 +364,7 @@ async def reconcile(
     ctx: Context,
     body: Mapping[str, Any],
     state: RunState,
-    templates: Mapping[str, dict[str, Any]],
+    templates: Templates,
 ) -> float | None:
     """One pass; answers the seconds until a pass is needed again (None: the run is finished
     and Labelbox has everything). `state` is updated even when the pass fails half-way, so what

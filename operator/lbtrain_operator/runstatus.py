@@ -13,8 +13,10 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from lbtrain.resources.models import Phase, TrainingTemplate
+from lbtrain.resources.catalogue import task_for
+from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
 from lbtrain.resources.status import Condition, ModelRunStatus
+from lbtrain.timestamps import iso
 from lbtrain_operator import outbox, progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Observation
@@ -72,18 +74,33 @@ def record_job(
         update={
             "job_name": job_name,
             "template_name": template.metadata.name,
+            "template_generation": template.metadata.generation,
+            "task": task_for(template.spec.model_type, template.spec.task),
             "image": template.spec.image,
             "gpus": template.spec.gpus,
-            "start_time": status.start_time or outbox.iso(now),
+            "start_time": status.start_time or iso(now),
         }
     )
+
+
+def job_created_message(job: str, run: ModelRun, template: TrainingTemplate) -> str:
+    """The JobCreated Event: the template and generation used, and the generation Labelbox
+    listed when that differs (the template was edited while the run waited)."""
+    generation = template.metadata.generation or 0
+    message = r.MSG_JOB_CREATED.format(
+        job=job, template=template.metadata.name, generation=generation
+    )
+    listed = run.spec.template
+    if listed is not None and listed.generation and listed.generation != generation:
+        message += r.MSG_TEMPLATE_EDITED.format(listed=listed.generation)
+    return message
 
 
 def fold(
     status: ModelRunStatus, obs: Observation, now: dt.datetime, generation: int | None
 ) -> ModelRunStatus:
     """The status after `obs`, with the Labelbox statuses it calls for queued."""
-    stamp = outbox.iso(now)
+    stamp = iso(now)
     running_time = status.running_time
     if starts_running(status, obs):
         running_time = obs.running_time or stamp

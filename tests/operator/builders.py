@@ -40,6 +40,29 @@ def template(model_type: str = "image_single_classification", **spec: Any) -> Tr
     )
 
 
+def template_object(
+    name: str,
+    model_type: str = "image_single_classification",
+    *,
+    created: str = "2026-01-01T00:00:00Z",
+    generation: int = 1,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A TrainingTemplate as the API server holds it (what admission and the catalogue read)."""
+    return {
+        "apiVersion": "lbtrain.io/v1alpha1",
+        "kind": "TrainingTemplate",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "generation": generation,
+            "creationTimestamp": created,
+        },
+        "spec": {"modelType": model_type, "image": IMAGE, **spec},
+    }
+
+
 def job(*conditions: tuple[str, str]) -> dict[str, Any]:
     """A Job with (type, reason) conditions set True."""
     return {

@@ -8,10 +8,12 @@ import pytest
 
 from lbtrain import contract
 from lbtrain.destination import DestinationEscapes
-from lbtrain.resources.names import LABEL_MODEL_RUN
+from lbtrain.resources.names import LABEL_MODEL_RUN, LABEL_MODEL_TYPE
 from lbtrain_dev.ids import fake_cuid
-from lbtrain_operator.jobspec import build_job, job_name, label_value
+from lbtrain_operator.jobspec import build_job, job_name
 from lbtrain_operator.settings import Settings
+from lbtrain_webhook.modelruns import build_model_run
+from lbtrain_webhook.payload import ModelRunRequest
 
 from .builders import run, template
 
@@ -31,9 +33,17 @@ def test_long_names_stay_within_label_limits_and_differ() -> None:
     assert len(a) <= 52 and len(b) <= 52 and a != b
 
 
-def test_label_value_sanitises_model_types() -> None:
-    assert label_value("Text_multi_classification") == "Text_multi_classification"
-    assert label_value("my type/v2") == "my_type_v2"
+@pytest.mark.parametrize("model_type", ["Text_multi_classification", "My  model", "a/b: c!"])
+def test_a_run_and_its_job_carry_the_same_model_type_label(model_type: str) -> None:
+    """One label_value for both: `-l lbtrain.io/model-type=...` selects a run with its Job."""
+    request = ModelRunRequest(fake_cuid("run-1"), model_type)
+    mr_labels = build_model_run(request)["metadata"]["labels"]
+    job = build_job(run(model_type=model_type), "u", template(model_type), Settings())
+    assert job["metadata"]["labels"][LABEL_MODEL_TYPE] == mr_labels[LABEL_MODEL_TYPE]
+    assert (
+        job["spec"]["template"]["metadata"]["labels"][LABEL_MODEL_TYPE]
+        == (mr_labels[LABEL_MODEL_TYPE])
+    )
 
 
 def test_stages_are_containers_sharing_the_workspace() -> None:

@@ -7,13 +7,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lbtrain_webhook.naming import (
-    is_dns_label,
-    is_label_value,
-    label_value,
-    model_run_name,
-    short_hash,
-)
+from lbtrain.resources.names import is_label_value, label_value
+from lbtrain_webhook.naming import is_dns_label, model_run_name, short_hash
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 

@@ -15,12 +15,13 @@ import pytest
 
 from lbtrain.kube import ApiError, ApiUnreachable, WatchEvent
 from lbtrain.logs import JsonFormatter, get_logger, log_context
+from lbtrain.resources.catalogue import Catalogue, Listing, listing_of
 from lbtrain_webhook.cli import build_parser, settings_from
 from lbtrain_webhook.modelruns import build_model_run, differences
 from lbtrain_webhook.payload import ModelRunRequest
 from lbtrain_webhook.secret_store import SecretError, SecretStore
 from lbtrain_webhook.settings import Settings, SettingsError
-from lbtrain_webhook.templates import TemplateCache, TemplateEntry, entry_from_object, models_answer
+from lbtrain_webhook.templates import TemplateCache
 
 
 # --- ModelRun objects --------------------------------------------------------------------------
@@ -72,15 +73,15 @@ def template(name: str, model_type: str | None, description: str | None = None) 
 
 
 def test_entries_and_answer():
-    assert entry_from_object(template("a", None)) is None
+    assert listing_of(template("a", None)) is None
     entries = [
-        TemplateEntry("text-multi", "Text_multi_classification", "BERT"),
-        TemplateEntry("b-ner", "ner", ""),
-        TemplateEntry("a-ner", "ner", "first by name"),
+        Listing("text-multi", "Text_multi_classification", "text_multi_classification", "BERT"),
+        Listing("b-ner", "ner", "ner", "", created="2026-01-01T00:00:00Z"),
+        Listing("a-ner", "ner", "ner", "younger", created="2026-01-02T00:00:00Z"),
     ]
-    assert models_answer(entries) == {
+    assert Catalogue.of(entries).models_answer() == {
         "Text_multi_classification": {"description": "BERT"},
-        "ner": {"description": "first by name"},
+        "ner": {"description": ""},  # the older template keeps a contested name
     }
 
 
@@ -222,7 +223,7 @@ class ScriptedKube:
         self.lists = 0
         self.watched_from: list[str | None] = []
 
-    async def list(self, res: Any, namespace: str) -> dict[str, Any]:
+    async def list(self, res: Any, namespace: str, **_: Any) -> dict[str, Any]:
         self.lists += 1
         rv = str(10 * self.lists)
         items = [template(f"t{i}", f"type{i}") for i in range(self.lists)]

@@ -129,7 +129,8 @@ async def post_model_run(request: web.Request) -> web.Response:
         if not cache.synced:
             raise not_synced()
         check_model_type(run.model_type, cache.known_types())
-        outcome = await create_model_run(app[KUBE], app[NAMESPACE], run)
+        listed = cache.serving(run.model_type)
+        outcome = await create_model_run(app[KUBE], app[NAMESPACE], run, listed)
     note.model_run = outcome.name
     if outcome.created:
         app[METRICS].count_created(run.model_type)

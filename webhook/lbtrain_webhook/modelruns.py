@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbtrain.kube import MODELRUNS, AlreadyExists, ApiError, ApiUnreachable, KubeClient, NotFound
+from lbtrain.resources.catalogue import Listing
 from lbtrain.resources.names import (
     API_GROUP,
     FINALIZER,
@@ -21,9 +22,11 @@ from lbtrain.resources.names import (
     LABEL_MODEL_RUN_ID,
     LABEL_MODEL_TYPE,
     MANAGED_BY,
+    is_label_value,
+    label_value,
 )
 from lbtrain_webhook.errors import WebhookError
-from lbtrain_webhook.naming import is_label_value, label_value, model_run_name
+from lbtrain_webhook.naming import model_run_name
 from lbtrain_webhook.payload import ModelRunRequest
 
 ANNOTATION_MODEL_RUN_ID = LABEL_MODEL_RUN_ID  # the exact id, whatever its characters
@@ -39,9 +42,11 @@ class Outcome:
     created: bool
 
 
-def build_model_run(request: ModelRunRequest) -> dict[str, Any]:
+def build_model_run(request: ModelRunRequest, listed: Listing | None = None) -> dict[str, Any]:
     """The ModelRun object (without apiVersion/kind, which the client adds) for a request.
 
+    It records the template Labelbox listed under the request's name (`listed`), with the
+    generation the webhook saw, so the operator builds the Job from exactly that template.
     It carries the operator's finalizer from the start: a run deleted before the operator first
     saw it still reaches the operator's deletion handler (so Labelbox hears "cancelled"), and
     the operator is spared one PATCH per run to add it.
@@ -63,8 +68,15 @@ def build_model_run(request: ModelRunRequest) -> dict[str, Any]:
                 ANNOTATION_CREATED_BY: CREATED_BY,
             },
         },
-        "spec": request.spec(),
+        "spec": _spec(request, listed),
     }
+
+
+def _spec(request: ModelRunRequest, listed: Listing | None) -> dict[str, Any]:
+    spec: dict[str, Any] = dict(request.spec())
+    if listed is not None:
+        spec["template"] = {"name": listed.template, "generation": listed.generation}
+    return spec
 
 
 def differences(existing_spec: Mapping[str, Any], request: ModelRunRequest) -> list[str]:
@@ -97,13 +109,17 @@ def _kind(exc: Exception) -> str:
     return exc.reason if isinstance(exc, ApiError) and exc.reason else type(exc).__name__
 
 
-async def create_model_run(kube: KubeClient, namespace: str, request: ModelRunRequest) -> Outcome:
-    """Create the request's ModelRun, or confirm that an identical one exists.
+async def create_model_run(
+    kube: KubeClient, namespace: str, request: ModelRunRequest, listed: Listing | None = None
+) -> Outcome:
+    """Create the request's ModelRun (recording `listed`, the template serving its name), or
+    confirm that an identical one exists (the template is not part of a run's identity: a
+    repeated delivery after the template changed is the same run).
 
     Raises WebhookError: 409 (same id, different body), 503 (API unreachable or failing),
     422 (the API server refused the object). Anything else is an ApiError for the caller.
     """
-    body = build_model_run(request)
+    body = build_model_run(request, listed)
     name = str(body["metadata"]["name"])
     for _ in range(3):  # a ModelRun deleted between our create and our read: try again
         try:

@@ -19,9 +19,6 @@ HASH_LENGTH = 10
 NAME_PREFIX = "mr-"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
-_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
-_NOT_LABEL = re.compile(r"[^-A-Za-z0-9_.]+")
-MAX_LABEL_VALUE = 63
 
 
 def is_dns_label(value: str) -> bool:
@@ -40,16 +37,3 @@ def model_run_name(model_run_id: str) -> str:
     sanitised = _NOT_NAME.sub("-", model_run_id.lower()).strip("-")[:room].strip("-")
     middle = f"{sanitised}-" if sanitised else ""
     return f"{NAME_PREFIX}{middle}{short_hash(model_run_id)}"
-
-
-def is_label_value(value: str) -> bool:
-    return len(value) <= MAX_LABEL_VALUE and _LABEL_VALUE.fullmatch(value) is not None
-
-
-def label_value(value: str) -> str:
-    """`value` when it is a valid label value, else a sanitised form for grouping and selecting
-    (e.g. "My model" -> "My_model"); the exact value always lives in the spec and annotations."""
-    if is_label_value(value):
-        return value
-    cleaned = _NOT_LABEL.sub("_", value)[:MAX_LABEL_VALUE]
-    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", cleaned)

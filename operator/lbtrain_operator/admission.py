@@ -1,0 +1,127 @@
+"""Admission: from a ModelRun and its namespace's TrainingTemplates to the Job it runs as, or the
+reason it cannot run. A pure function, so every outcome is decided here and tested on plain
+values, and `reconcile` only sends the Job (or stores the refusal).
+
+Which template: the one the run records (`spec.template`, written by the webhook from the
+template it listed to Labelbox under that name), whatever its generation now; for a run made by
+hand without one, the template the catalogue says serves its `modelType`
+(`lbtrain.resources.catalogue`, the rule the webhook answers `GET /models` with). A recorded
+template that was deleted, or that now serves another Labelbox name, fails the run: building it
+from another template would train something the user did not pick.
+
+Then, in order: the template must parse, must not set a variable the operator owns
+(`contract.RESERVED_ENV`: a later duplicate would silently win in Kubernetes), and the run's
+artifact destination must stay under its root. The Job returned is exactly the Job created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lbtrain import contract
+from lbtrain.destination import DestinationEscapes
+from lbtrain.resources.catalogue import Catalogue
+from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
+from lbtrain_operator import jobspec
+from lbtrain_operator import reasons as r
+from lbtrain_operator.podstate import Observation
+from lbtrain_operator.settings import Settings
+
+# The API server's answers that mean "this Job can never be created" (malformed or invalid):
+# retrying cannot help. Anything else (429, 5xx, 409) is retried by the pass.
+REFUSING_STATUSES = frozenset({400, 422})
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """The Job to create, and the template (at the generation) it was built from."""
+
+    job: dict[str, Any]
+    template: TrainingTemplate
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why the run cannot start; it fails with this reason and message."""
+
+    reason: str
+    message: str
+
+    def observation(self) -> Observation:
+        return Observation(Phase.FAILED, self.reason, self.message)
+
+
+def select(run: ModelRun, templates: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | Refused:
+    """The TrainingTemplate object the run is built from (see the module docstring)."""
+    by_name = {t["metadata"]["name"]: t for t in templates}
+    wanted = run.spec.model_type
+    recorded = run.spec.template
+    if recorded is not None:
+        body = by_name.get(recorded.name)
+        fields = {"template": recorded.name, "model_type": wanted}
+        if body is None:
+            return Refused(r.TEMPLATE_MISSING, r.MSG_TEMPLATE_DELETED.format(**fields))
+        serves = (body.get("spec") or {}).get("modelType")
+        if serves != wanted:
+            return Refused(r.TEMPLATE_MISSING, r.MSG_TEMPLATE_RENAMED.format(now=serves, **fields))
+        return body
+    catalogue = Catalogue.of_objects(by_name.values())
+    listing = catalogue.serving(wanted)
+    if listing is None:
+        known = ", ".join(repr(n) for n in sorted(catalogue.names())) or "none"
+        return Refused(
+            r.TEMPLATE_MISSING, r.MSG_TEMPLATE_MISSING.format(model_type=wanted, known=known)
+        )
+    return by_name[listing.template]
+
+
+def reserved_env(template: TrainingTemplate) -> list[str]:
+    """The variables of the template's `env` that the operator owns, sorted."""
+    names = {str(item.get("name")) for item in template.spec.env}
+    return sorted(names & contract.RESERVED_ENV)
+
+
+def admit(
+    run: ModelRun,
+    run_uid: str,
+    templates: Iterable[Mapping[str, Any]],
+    settings: Settings,
+) -> Admitted | Refused:
+    """The run's Job, or why it cannot have one."""
+    body = select(run, templates)
+    if isinstance(body, Refused):
+        return body
+    name = body["metadata"]["name"]
+    try:
+        template = TrainingTemplate.model_validate(dict(body))
+    except ValueError as exc:
+        detail = str(exc).splitlines()[0]
+        return Refused(
+            r.INVALID_TEMPLATE, r.MSG_INVALID_TEMPLATE.format(template=name, detail=detail)
+        )
+    reserved = reserved_env(template)
+    if reserved:
+        message = r.MSG_RESERVED_ENVIRONMENT.format(template=name, names=", ".join(reserved))
+        return Refused(r.RESERVED_ENVIRONMENT, message)
+    try:
+        job = jobspec.build_job(run, run_uid, template, settings)
+    except DestinationEscapes as exc:
+        return Refused(
+            r.ARTIFACT_DESTINATION_ESCAPES, r.MSG_ARTIFACT_DESTINATION_ESCAPES.format(detail=exc)
+        )
+    return Admitted(job, template)
+
+
+def refused_by_server(status: int, message: str) -> Refused | None:
+    """The API server's refusal of the Job as the run's failure; None for answers worth a
+    retry."""
+    if status in REFUSING_STATUSES:
+        return Refused(r.JOB_REJECTED, r.MSG_JOB_REJECTED.format(detail=message))
+    return None
+
+
+def job_deleted(job_name: str) -> Refused:
+    """The Job recorded in the status is gone before the run finished."""
+    return Refused(r.JOB_DELETED, r.MSG_JOB_DELETED.format(job=job_name))
