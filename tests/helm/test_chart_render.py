@@ -388,7 +388,14 @@ def test_cluster_wide(render: Render) -> None:
     assert not any(a.startswith("--namespace") for a in args_of(docs, "operator"))
     role = one(docs, "ClusterRole", "lbtrain-lbtrain-operator")
     resources = {r for rule in role["rules"] for r in rule["resources"]}
-    assert {"modelruns", "modelruns/status", "jobs", "pods", "trainingtemplates"} <= resources
+    assert {
+        "modelruns",
+        "modelruns/status",
+        "jobs",
+        "pods",
+        "trainingtemplates",
+        "trainingtemplates/status",
+    } <= resources
     binding = one(docs, "ClusterRoleBinding", "lbtrain-lbtrain-operator")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "lbtrain-operator", "namespace": "lbtrain"}
