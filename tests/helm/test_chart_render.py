@@ -382,6 +382,25 @@ def test_templates_switched_off_replaced_and_added(render: Render) -> None:
         jsonschema.validate(doc, TT_SCHEMA)
 
 
+def test_a_second_model_for_one_task_as_the_readme_shows(render: Render) -> None:
+    docs = render(
+        {
+            "trainingTemplates.templates.ner-fast": {
+                "modelType": "Named entities - fast",
+                "description": "a small model",
+                "hyperparameters": {"model_size": "small"},
+                "spec": {"task": "ner"},
+            }
+        }
+    )
+    tts = {d["metadata"]["name"]: d for d in find(docs, "TrainingTemplate")}
+    fast = tts["ner-fast"]["spec"]
+    assert (fast["modelType"], fast["task"]) == ("Named entities - fast", "ner")
+    assert fast["hyperparameters"]["model_size"] == "small"
+    assert tts["ner"]["spec"]["modelType"] == "ner"  # the default stays listed beside it
+    jsonschema.validate(tts["ner-fast"], TT_SCHEMA)
+
+
 def test_cluster_wide(render: Render) -> None:
     docs = render({"operator.clusterWide": True})
     assert "--all-namespaces" in args_of(docs, "operator")
