@@ -358,7 +358,6 @@ async def ceiling(
 ) -> Ceiling:
     from lbtrain.resources.models import ModelRun, TrainingTemplate
     from lbtrain_operator import jobspec
-    from lbtrain_operator.reconcile import ANNOTATION_PULL_GRACE
     from lbtrain_operator.settings import Settings
 
     ns = f"ceil-{n}-{secrets.token_hex(3)}"
@@ -377,9 +376,6 @@ async def ceiling(
     for mr in owners:
         job = jobspec.build_job(
             ModelRun.model_validate(mr), mr["metadata"]["uid"], template, settings
-        )
-        job["metadata"]["annotations"][ANNOTATION_PULL_GRACE] = str(
-            template.spec.image_pull_grace_period_seconds
         )
         jobs.append(job)
     await asyncio.sleep(2.0)  # let the API server settle after the owners' creates

@@ -34,7 +34,16 @@ def test_examples_apply_and_show_in_kubectl(kubectl, namespace) -> None:
     assert result.returncode == 0, result.stderr
     table = kubectl("get", "tt", "-n", namespace)
     assert table.returncode == 0, table.stderr
-    assert table.stdout.split("\n")[0].split() == ["NAME", "MODEL", "TYPE", "IMAGE", "GPUS", "AGE"]
+    assert table.stdout.split("\n")[0].split() == [
+        "NAME",
+        "MODEL",
+        "TYPE",
+        "TASK",
+        "LISTED",
+        "REASON",
+        "GPUS",
+        "AGE",
+    ]
     assert len(table.stdout.strip().splitlines()) == 7
     runs = kubectl("get", "mr", "-n", namespace)
     assert runs.stdout.split("\n")[0].split() == [
