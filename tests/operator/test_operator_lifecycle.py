@@ -390,6 +390,11 @@ async def test_deletion_is_not_blocked_forever_when_labelbox_is_down(
     start_operator()
     await make_run("stuck")
     await kube.wait_for(JOBS, "stuck-train", namespace, lambda j: True)
+    # A run made by hand has no finalizer until the operator adds it (the webhook's runs have
+    # it from the start); deleted before that, it would be gone without a word, by design.
+    await kube.wait_for(
+        MODELRUNS, "stuck", namespace, lambda mr: FINALIZER in mr["metadata"].get("finalizers", [])
+    )
     fake_labelbox.fail("conn_reset")
     await kube.delete(MODELRUNS, "stuck", namespace)
     # cancel-report-timeout is 5 s in these tests

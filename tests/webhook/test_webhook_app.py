@@ -131,7 +131,12 @@ async def test_reference_sample_body_creates_a_model_run(client, kube, seeded):
     assert status == 201
     assert doc == {"name": mr_id, "namespace": seeded, "modelRunId": mr_id}
     obj = await kube.get(MODELRUNS, mr_id, seeded)
-    assert obj["spec"] == {"modelRunId": mr_id, "modelType": "Text_multi_classification"}
+    assert obj["spec"] == {
+        "modelRunId": mr_id,
+        "modelType": "Text_multi_classification",
+        # the template GET /models listed under that name, at the generation the webhook saw
+        "template": {"name": "text-multi-classification", "generation": 1},
+    }
     assert obj["metadata"]["labels"]["lbtrain.io/model-type"] == "Text_multi_classification"
     assert obj["metadata"]["annotations"]["lbtrain.io/model-run-id"] == mr_id
 
