@@ -83,6 +83,8 @@ TEXT_PRODUCTION_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "batch_size": 32,
 }
+# The production defaults of the model types that use them (lbtrain_trainer.modeltypes): text
+# types and NER take TEXT_PRODUCTION_DEFAULTS, detection DETECTION_PRODUCTION_DEFAULTS.
 # Detection: image_size is the shorter side the detector resizes to (torchvision's default).
 DETECTION_PRODUCTION_DEFAULTS: dict[str, Any] = {
     "image_size": 800,
@@ -168,10 +170,10 @@ def resolve_hyperparameters(
     base: dict[str, Any] = {}
     if size == "small":
         base.update(SMALL_DEFAULTS)
-    elif model_type.startswith("text") or model_type == "ner":
-        base.update(TEXT_PRODUCTION_DEFAULTS)
-    elif model_type == "bounding_box":
-        base.update(DETECTION_PRODUCTION_DEFAULTS)
+    else:
+        from lbtrain_trainer.modeltypes import registry  # imports this module
+
+        base.update(registry.get(model_type).production_defaults)
     known = {f.name: f.type for f in fields(Hyperparameters)}
     ignored = sorted(k for k in merged if k not in known)
     values = {**base, **{k: v for k, v in merged.items() if k in known}}

@@ -57,6 +57,9 @@ class ExportRow:
     boxes: tuple[Box, ...] = ()
     entities: tuple[Entity, ...] = ()
     classifications: tuple[Classification, ...] = field(default_factory=tuple)
+    # The label's annotation objects as exported, for model types that read kinds the parser
+    # does not (polygons, masks...): see lbtrain_trainer.modeltypes.
+    objects: tuple[Mapping[str, Any], ...] = ()
 
 
 def find_run(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> Mapping[str, Any]:
@@ -117,11 +120,14 @@ def parse_row(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> 
     boxes: list[Box] = []
     entities: list[Entity] = []
     classifications: list[Classification] = []
+    objects: list[Mapping[str, Any]] = []
     # A data row can carry several labels (e.g. from several projects); the first one wins.
     label = labels[0] if labels and isinstance(labels[0], Mapping) else None
     if label is not None:
         annotations = label.get("annotations") or {}
         for raw in annotations.get("objects") or []:
+            if isinstance(raw, Mapping):
+                objects.append(raw)
             parsed = _parse_object(raw, row_id) if isinstance(raw, Mapping) else None
             if isinstance(parsed, Box):
                 boxes.append(parsed)
@@ -140,6 +146,7 @@ def parse_row(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> 
         boxes=tuple(boxes),
         entities=tuple(entities),
         classifications=tuple(classifications),
+        objects=tuple(objects),
     )
 
 
