@@ -2,8 +2,10 @@
 
 Tests, the demo and the fake Labelbox need data that looks exactly like a real export
 (LABELBOX.md §5.1-5.2) and that a tiny model learns in seconds on a CPU: coloured shapes for
-the image types, templated sentences for the text types. Everything is deterministic in
-``seed``. Media either go through ``media_url_for(path, data, content_type) -> url`` (pass
+the image types, templated sentences for the text types. Each model type draws its own rows
+(``ModelType.synthetic_label`` in :mod:`lbtrain_trainer.modeltypes`) from the vocabulary and
+drawing helpers here, so a plugin's type gets a dataset the same way. Everything is
+deterministic in ``seed``. Media either go through ``media_url_for(path, data, content_type) -> url`` (pass
 ``FakeLabelbox.add_media``) or, without it, images become ``data:`` URIs and text is inline.
 
 Production text models need a pretrained encoder; `save_random_text_encoder` writes a randomly
@@ -121,103 +123,6 @@ def annotation_object(name: str, extra: dict[str, Any], kind: str) -> dict[str, 
         "classifications": [],
         **extra,
     }
-
-
-def shape_image(rng: random.Random, size: int) -> tuple[Any, dict[str, Any]]:
-    """One shape on a dark canvas; a radio question: which shape."""
-    image, draw = canvas(rng, size)
-    shape = rng.choice(SHAPES)
-    side = rng.randint(size // 3, size // 2)
-    left, top = rng.randint(0, size - side), rng.randint(0, size - side)
-    draw_shape(draw, shape, (left, top, left + side, top + side), jitter(SHAPE_COLOURS[shape], rng))
-    cls = {
-        "name": "shape",
-        "value": "shape",
-        "feature_id": "f-shape",
-        "feature_schema_id": "s-shape",
-        "radio_answer": {"name": shape, "value": shape, "classifications": []},
-    }
-    return image, {"objects": [], "classifications": [cls], "relationships": []}
-
-
-def colours_image(rng: random.Random, size: int) -> tuple[Any, dict[str, Any]]:
-    """Coloured squares in the quarters; a checklist: which colours appear."""
-    image, draw = canvas(rng, size)
-    present = [c for c in COLOURS if rng.random() < 0.5] or [rng.choice(list(COLOURS))]
-    cell = size // 2
-    cells = rng.sample([(0, 0), (cell, 0), (0, cell), (cell, cell)], len(present))
-    for colour, (x, y) in zip(present, cells, strict=True):
-        pad = rng.randint(2, cell // 4)
-        draw.rectangle(
-            (x + pad, y + pad, x + cell - pad, y + cell - pad), fill=jitter(COLOURS[colour], rng)
-        )
-    cls = {
-        "name": "colours",
-        "value": "colours",
-        "feature_id": "f-colours",
-        "feature_schema_id": "s-colours",
-        "checklist_answers": [{"name": c, "value": c, "classifications": []} for c in present],
-    }
-    return image, {"objects": [], "classifications": [cls], "relationships": []}
-
-
-def boxes_image(rng: random.Random, size: int) -> tuple[Any, dict[str, Any]]:
-    """One or two circles and squares, each with its box."""
-    image, draw = canvas(rng, size)
-    objects: list[dict[str, Any]] = []
-    half = size // 2
-    slots = rng.sample([(0, 0), (half, 0), (0, half), (half, half)], rng.randint(1, 2))
-    for x0, y0 in slots:
-        shape = rng.choice(("circle", "square"))
-        side = rng.randint(half * 5 // 8, half - 2)
-        left, top = x0 + rng.randint(0, half - side), y0 + rng.randint(0, half - side)
-        draw_shape(
-            draw,
-            shape,
-            (left, top, left + side - 1, top + side - 1),
-            jitter(SHAPE_COLOURS[shape], rng),
-        )
-        bbox = {"top": float(top), "left": float(left), "height": float(side), "width": float(side)}
-        objects.append(annotation_object(shape, {"bounding_box": bbox}, "ImageBoundingBox"))
-    return image, {"objects": objects, "classifications": [], "relationships": []}
-
-
-def topic_text(rng: random.Random) -> tuple[str, dict[str, Any]]:
-    topic = rng.choice(list(TOPICS))
-    text = f"{rng.choice(TOPICS[topic])} {rng.choice(['today', 'again', 'this week', ''])}".strip()
-    cls = {
-        "name": "topic",
-        "value": "topic",
-        "feature_id": "f-topic",
-        "feature_schema_id": "s-topic",
-        "radio_answer": {"name": topic, "value": topic, "classifications": []},
-    }
-    return text + ".", {"objects": [], "classifications": [cls], "relationships": []}
-
-
-def topics_text(rng: random.Random) -> tuple[str, dict[str, Any]]:
-    topics = rng.sample(list(TOPICS), rng.choice((1, 1, 2)))
-    text = " and ".join(rng.choice(TOPICS[t]) for t in topics) + "."
-    cls = {
-        "name": "topics",
-        "value": "topics",
-        "feature_id": "f-topics",
-        "feature_schema_id": "s-topics",
-        "checklist_answers": [{"name": t, "value": t, "classifications": []} for t in topics],
-    }
-    return text, {"objects": [], "classifications": [cls], "relationships": []}
-
-
-def people_text(rng: random.Random) -> tuple[str, dict[str, Any]]:
-    template = rng.choice(NER_TEMPLATES)
-    person, city = rng.choice(PEOPLE), rng.choice(CITIES)
-    text = template.format(person=person, city=city)
-    objects = []
-    for name, token in (("person", person), ("city", city)):
-        start = text.index(token)
-        loc = {"start": start, "end": start + len(token) - 1, "token": token}  # inclusive end
-        objects.append(annotation_object(name, {"location": loc}, "TextEntity"))
-    return text, {"objects": objects, "classifications": [], "relationships": []}
 
 
 def make_dataset(

@@ -76,7 +76,32 @@ class BoundingBox(ModelType):
         )
 
     def synthetic_label(self, *, rng: random.Random, image_size: int) -> SyntheticLabel:
-        return synthetic.image_label(*synthetic.boxes_image(rng, image_size), image_size)
+        image, draw = synthetic.canvas(rng, image_size)
+        objects: list[dict[str, Any]] = []
+        half = image_size // 2
+        slots = rng.sample([(0, 0), (half, 0), (0, half), (half, half)], rng.randint(1, 2))
+        for x0, y0 in slots:
+            shape = rng.choice(("circle", "square"))
+            side = rng.randint(half * 5 // 8, half - 2)
+            left, top = x0 + rng.randint(0, half - side), y0 + rng.randint(0, half - side)
+            synthetic.draw_shape(
+                draw,
+                shape,
+                (left, top, left + side - 1, top + side - 1),
+                synthetic.jitter(synthetic.SHAPE_COLOURS[shape], rng),
+            )
+            bbox = {
+                "top": float(top),
+                "left": float(left),
+                "height": float(side),
+                "width": float(side),
+            }
+            objects.append(
+                synthetic.annotation_object(shape, {"bounding_box": bbox}, "ImageBoundingBox")
+            )
+        return synthetic.image_label(
+            image, {"objects": objects, "classifications": [], "relationships": []}, image_size
+        )
 
 
 def detection_evaluation(

@@ -26,4 +26,25 @@ class ImageMultiClassification(ImageClassification):
     synthetic_classes = tuple(sorted(synthetic.COLOURS))
 
     def synthetic_label(self, *, rng: random.Random, image_size: int) -> SyntheticLabel:
-        return synthetic.image_label(*synthetic.colours_image(rng, image_size), image_size)
+        image, draw = synthetic.canvas(rng, image_size)
+        present = [c for c in synthetic.COLOURS if rng.random() < 0.5] or [
+            rng.choice(list(synthetic.COLOURS))
+        ]
+        cell = image_size // 2
+        cells = rng.sample([(0, 0), (cell, 0), (0, cell), (cell, cell)], len(present))
+        for colour, (x, y) in zip(present, cells, strict=True):
+            pad = rng.randint(2, cell // 4)
+            draw.rectangle(
+                (x + pad, y + pad, x + cell - pad, y + cell - pad),
+                fill=synthetic.jitter(synthetic.COLOURS[colour], rng),
+            )
+        cls = {
+            "name": "colours",
+            "value": "colours",
+            "feature_id": "f-colours",
+            "feature_schema_id": "s-colours",
+            "checklist_answers": [{"name": c, "value": c, "classifications": []} for c in present],
+        }
+        return synthetic.image_label(
+            image, {"objects": [], "classifications": [cls], "relationships": []}, image_size
+        )

@@ -26,4 +26,23 @@ class ImageSingleClassification(ImageClassification):
     synthetic_classes = tuple(sorted(synthetic.SHAPES))
 
     def synthetic_label(self, *, rng: random.Random, image_size: int) -> SyntheticLabel:
-        return synthetic.image_label(*synthetic.shape_image(rng, image_size), image_size)
+        image, draw = synthetic.canvas(rng, image_size)
+        shape = rng.choice(synthetic.SHAPES)
+        side = rng.randint(image_size // 3, image_size // 2)
+        left, top = rng.randint(0, image_size - side), rng.randint(0, image_size - side)
+        synthetic.draw_shape(
+            draw,
+            shape,
+            (left, top, left + side, top + side),
+            synthetic.jitter(synthetic.SHAPE_COLOURS[shape], rng),
+        )
+        cls = {
+            "name": "shape",
+            "value": "shape",
+            "feature_id": "f-shape",
+            "feature_schema_id": "s-shape",
+            "radio_answer": {"name": shape, "value": shape, "classifications": []},
+        }
+        return synthetic.image_label(
+            image, {"objects": [], "classifications": [cls], "relationships": []}, image_size
+        )

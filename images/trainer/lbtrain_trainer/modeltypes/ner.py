@@ -73,4 +73,14 @@ class Ner(ModelType):
         return Evaluation("macro_f1", result["macro_f1"], result, rows)
 
     def synthetic_label(self, *, rng: random.Random, image_size: int) -> SyntheticLabel:
-        return synthetic.text_label(*synthetic.people_text(rng))
+        template = rng.choice(synthetic.NER_TEMPLATES)
+        person, city = rng.choice(synthetic.PEOPLE), rng.choice(synthetic.CITIES)
+        text = template.format(person=person, city=city)
+        objects = []
+        for name, token in (("person", person), ("city", city)):
+            start = text.index(token)
+            loc = {"start": start, "end": start + len(token) - 1, "token": token}  # inclusive end
+            objects.append(synthetic.annotation_object(name, {"location": loc}, "TextEntity"))
+        return synthetic.text_label(
+            text, {"objects": objects, "classifications": [], "relationships": []}
+        )

@@ -25,4 +25,15 @@ class TextMultiClassification(TextClassification):
     synthetic_classes = tuple(sorted(synthetic.TOPICS))
 
     def synthetic_label(self, *, rng: random.Random, image_size: int) -> SyntheticLabel:
-        return synthetic.text_label(*synthetic.topics_text(rng))
+        topics = rng.sample(list(synthetic.TOPICS), rng.choice((1, 1, 2)))
+        text = " and ".join(rng.choice(synthetic.TOPICS[t]) for t in topics) + "."
+        cls = {
+            "name": "topics",
+            "value": "topics",
+            "feature_id": "f-topics",
+            "feature_schema_id": "s-topics",
+            "checklist_answers": [{"name": t, "value": t, "classifications": []} for t in topics],
+        }
+        return synthetic.text_label(
+            text, {"objects": [], "classifications": [cls], "relationships": []}
+        )

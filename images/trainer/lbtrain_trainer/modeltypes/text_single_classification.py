@@ -26,4 +26,16 @@ class TextSingleClassification(TextClassification):
     synthetic_classes = tuple(sorted(synthetic.TOPICS))
 
     def synthetic_label(self, *, rng: random.Random, image_size: int) -> SyntheticLabel:
-        return synthetic.text_label(*synthetic.topic_text(rng))
+        topic = rng.choice(list(synthetic.TOPICS))
+        sentence = rng.choice(synthetic.TOPICS[topic])
+        text = f"{sentence} {rng.choice(['today', 'again', 'this week', ''])}".strip()
+        cls = {
+            "name": "topic",
+            "value": "topic",
+            "feature_id": "f-topic",
+            "feature_schema_id": "s-topic",
+            "radio_answer": {"name": topic, "value": topic, "classifications": []},
+        }
+        return synthetic.text_label(
+            text + ".", {"objects": [], "classifications": [cls], "relationships": []}
+        )
