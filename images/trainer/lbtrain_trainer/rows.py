@@ -17,6 +17,11 @@ from lbtrain_trainer.errors import BadInputError
 from lbtrain_trainer.splits import Split, split_from_run
 
 ClassificationKind = Literal["radio", "checklist"]
+# The keys of the annotation objects this parser reads (LABELBOX.md §5.1): an export's own
+# field names, whatever model type is trained (a type reads any other kind from the raw
+# ``ExportRow.objects``).
+BOX_KEY = "bounding_box"
+ENTITY_KEY = "location"
 
 
 @dataclass(frozen=True)
@@ -93,13 +98,13 @@ def _parse_classification(raw: Mapping[str, Any]) -> Classification | None:
 def _parse_object(raw: Mapping[str, Any], row_id: str) -> Box | Entity | None:
     name = str(raw.get("name") or raw.get("value") or "")
     try:
-        if isinstance(raw.get("bounding_box"), Mapping):
-            bb = raw["bounding_box"]
+        if isinstance(raw.get(BOX_KEY), Mapping):
+            bb = raw[BOX_KEY]
             return Box(
                 name, float(bb["left"]), float(bb["top"]), float(bb["width"]), float(bb["height"])
             )
-        if isinstance(raw.get("location"), Mapping):
-            loc = raw["location"]
+        if isinstance(raw.get(ENTITY_KEY), Mapping):
+            loc = raw[ENTITY_KEY]
             token = loc.get("token")
             return Entity(
                 name, int(loc["start"]), int(loc["end"]), token if isinstance(token, str) else None

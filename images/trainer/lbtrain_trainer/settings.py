@@ -25,7 +25,7 @@ def normalize_model_type(value: str) -> str:
     ``lbtrain.contract.MODEL_TYPES`` and the installed plugins').
 
     Names round-trip byte for byte between Labelbox and the TrainingTemplates, and the seed list
-    spells one of them ``Text_multi_classification``; the trainer itself only cares about the
+    spells one of them with a capital first letter; the trainer itself only cares about the
     kind of model, so it compares case-insensitively. An unknown name raises
     :class:`~lbtrain_trainer.errors.UnknownModelTypeError` (exit 65) naming the known ones.
     """
