@@ -5,8 +5,9 @@ Tests, the demo and the fake Labelbox need data that looks exactly like a real e
 the image types, templated sentences for the text types. Each model type draws its own rows
 (``ModelType.synthetic_label`` in :mod:`lbtrain_trainer.modeltypes`) from the vocabulary and
 drawing helpers here, so a plugin's type gets a dataset the same way. Everything is
-deterministic in ``seed``. Media either go through ``media_url_for(path, data, content_type) -> url`` (pass
-``FakeLabelbox.add_media``) or, without it, images become ``data:`` URIs and text is inline.
+deterministic in ``seed``. Media either go through ``media_url_for(path, data, content_type) ->
+url`` (pass ``FakeLabelbox.add_media``) or, without it, images become ``data:`` URIs and text is
+inline.
 
 Production text models need a pretrained encoder; `save_random_text_encoder` writes a randomly
 initialised one in the ``LBTRAIN_PRETRAINED`` layout for tests and benchmarks, offline.
