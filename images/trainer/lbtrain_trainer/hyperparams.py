@@ -160,20 +160,18 @@ def resolve_hyperparameters(
     """Merge template defaults and the model run config; return the values and ignored keys.
 
     Precedence, lowest first: built-in defaults, the size-specific defaults (so that
-    ``model_size: small`` alone gives a CPU-sized run), the template, the model run config.
+    ``model_size: small`` alone gives a CPU-sized run; production ones are the model type's
+    ``production_defaults``), the template, the model run config.
     """
     merged: dict[str, Any] = {
         **template,
         **{k: v for k, v in (labelbox_config or {}).items() if k != RESULTS_KEY},
     }
-    size = _coerce("model_size", str, merged.get("model_size", "production"))
-    base: dict[str, Any] = {}
-    if size == "small":
-        base.update(SMALL_DEFAULTS)
-    else:
-        from lbtrain_trainer.modeltypes import registry  # imports this module
+    from lbtrain_trainer.modeltypes import registry  # imports this module
 
-        base.update(registry.get(model_type).production_defaults)
+    kind = registry.get(model_type)  # an unknown type fails here too, whatever the size
+    size = _coerce("model_size", str, merged.get("model_size", "production"))
+    base: dict[str, Any] = dict(SMALL_DEFAULTS if size == "small" else kind.production_defaults)
     known = {f.name: f.type for f in fields(Hyperparameters)}
     ignored = sorted(k for k in merged if k not in known)
     values = {**base, **{k: v for k, v in merged.items() if k in known}}
