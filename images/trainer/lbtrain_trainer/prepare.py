@@ -2,7 +2,8 @@
 
 It turns the export and the fetched media into a :class:`PreparedDataset`: splits (the model
 run's own; a stable hash for unassigned rows), the label set found in the data, and per-row
-ground truth for the model type (:mod:`lbtrain_trainer.ground_truth`). Everything that makes
+ground truth, which the model type reads from each label
+(:meth:`~lbtrain_trainer.modeltypes.base.ModelType.ground_truth`). Everything that makes
 the data untrainable is found here, before a GPU is spent, and reported as
 :class:`BadInputError` (exit 65) naming the data rows: no labelled rows, a class with too few
 training examples, broken media, entity offsets that do not match the text. Rows that are
@@ -32,7 +33,7 @@ from lbtrain_trainer.hyperparams import Hyperparameters
 from lbtrain_trainer.manifest import ManifestSummary, ManifestWriter
 from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.modeltypes.base import ModelType
-from lbtrain_trainer.rows import ExportRow, parse_row
+from lbtrain_trainer.rows import ClassificationKind, ExportRow, parse_row
 from lbtrain_trainer.settings import Settings
 from lbtrain_trainer.splits import Split
 from lbtrain_trainer.workspace import Workspace
@@ -75,7 +76,7 @@ def _note(ids: list[str], row_id: str) -> None:
         ids.append(row_id)
 
 
-def _survey(rows: Iterable[ExportRow], kind: str | None) -> _Tally:
+def _survey(rows: Iterable[ExportRow], kind: ClassificationKind | None) -> _Tally:
     tally = _Tally()
     for row in rows:
         tally.rows += 1
@@ -92,7 +93,8 @@ def _survey(rows: Iterable[ExportRow], kind: str | None) -> _Tally:
 
 
 def _feature(tally: _Tally, wanted: str) -> str:
-    """As :func:`choose_feature`, from the counts of a survey."""
+    """The classification question to learn: ``wanted`` if some label answers it, else the
+    most answered question of the type's answer kind (else of any kind)."""
     if wanted:
         if wanted not in tally.every:
             raise BadInputError(
