@@ -61,13 +61,13 @@ def stand_in_texts() -> list[str]:
     from lbtrain_trainer import synthetic
 
     topics = [sentence for sentences in synthetic.TOPICS.values() for sentence in sentences]
-    ner = [
+    entities = [
         template.format(person=person, city=city)
         for template in synthetic.NER_TEMPLATES
         for person in synthetic.PEOPLE
         for city in synthetic.CITIES
     ]
-    return topics + ner
+    return topics + entities
 
 
 def bake_stand_in(root: Path, text_model: str) -> None:

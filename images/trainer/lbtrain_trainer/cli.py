@@ -1,15 +1,17 @@
-"""``lbtrain trainer``: trainer stages: export | prepare | train | run (inside the trainer image).
+"""``lbtrain trainer``: trainer stages: export | prepare | train | run | types (the trainer image).
 
 The operator runs each stage as a container with the environment contract of
 :mod:`lbtrain.contract`; every variable can also be given as a flag (flags win). The exit code
 is the contract: 0 done, 65 the data cannot train (the operator fails the run without retry),
 anything else is retried. Every stage, failed or not, leaves a JSON summary of at most 4096
-bytes at the termination message path.
+bytes at the termination message path. ``types`` lists the registered model types (built in or
+from an installed plugin) and where each comes from.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -34,10 +36,11 @@ STAGE_HELP = {
     "train": "train, evaluate, upload predictions and metrics, save weights",
     "run": "export, prepare and train in one process (a laptop, a debugger)",
 }
+TYPES_HELP = "list the registered model types and where each comes from"
 EPILOG = f"""\
 environment (each also a flag; flags win):
   {contract.ENV_MODEL_RUN_ID:34} --model-run-id       Labelbox model run id (required)
-  {contract.ENV_MODEL_TYPE:34} --model-type         one of {", ".join(contract.MODEL_TYPES)}
+  {contract.ENV_MODEL_TYPE:34} --model-type         a registered type (`lbtrain trainer types`)
   {contract.ENV_MODEL_ID:34} --model-id           Labelbox model id
   {contract.ENV_ORGANIZATION_ID:34} --organization-id    Labelbox organization id
   {contract.ENV_LABELBOX_API_KEY:34} --api-key            API key (prefer the env var)
@@ -101,7 +104,39 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+    types = sub.add_parser("types", help=TYPES_HELP, description=TYPES_HELP)
+    types.add_argument("--json", action="store_true", help="one JSON object per type")
     return parser
+
+
+def list_types(*, as_json: bool) -> int:
+    """Print the registry (``lbtrain trainer types``); a broken plugin fails it (exit 2)."""
+    from lbtrain_trainer.modeltypes import registry
+
+    try:
+        registrations = registry.registry().registrations()
+    except TrainerError as exc:
+        print(f"lbtrain trainer types: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for r in registrations:
+        kind = r.model_type
+        entry = {
+            "name": r.name,
+            "origin": r.origin,
+            "source": r.source,
+            "media": kind.media,
+            "headline_metric": kind.headline_metric,
+            "pretrained": list(kind.pretrained),
+            "description": kind.describe(),
+        }
+        if as_json:
+            print(json.dumps(entry))
+        else:
+            print(
+                f"{r.name:30} {r.origin:24} {kind.media:6} {kind.headline_metric:10} "
+                f"{entry['description']}"
+            )
+    return contract.EXIT_OK
 
 
 def _stages(name: str) -> list[tuple[str, Callable[[Settings], dict[str, Any]]]]:
@@ -160,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.stage == "types":
+        return list_types(as_json=args.json)
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

@@ -60,3 +60,18 @@ class UploadError(TrainerError):
     """Labelbox rejected predictions or metrics: a trainer bug or an outage, retriable (exit 1)."""
 
     exit_code = 1
+
+
+class UnknownModelTypeError(BadInputError, ConfigError):
+    """The model type names no registered type (built in or from an installed plugin).
+
+    It fails the stage with exit 65 and never falls through to another type: no retry can make
+    the type known, and training some other model under its name would be worse than failing.
+    It is also a :class:`ConfigError`, as the model type is a setting of the trainer."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class PluginError(ConfigError):
+    """A model type plugin is broken: it cannot be imported, is incomplete, or names a type
+    another one already registered. The image must be fixed (exit 2)."""

@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from lbtrain_trainer import hyperparams, labelbox_io, media
+from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.rows import parse_row
 from lbtrain_trainer.settings import Settings
 from lbtrain_trainer.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-IMAGE_TYPES = ("bounding_box", "image_single_classification", "image_multi_classification")
-
 
 def media_kind(model_type: str) -> str:
-    return "image" if model_type in IMAGE_TYPES else "text"
+    """What the export downloads per data row for ``model_type``: "image" or "text"."""
+    return registry.get(model_type).media
 
 
 def media_sources(path: Path, model_run_id: str, model_id: str) -> Iterator[tuple[str, str]]:

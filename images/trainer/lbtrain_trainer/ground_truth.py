@@ -2,8 +2,10 @@
 
 Given a parsed export row, its stored media and the question being learned, it decides the
 row's split and labels, fixes what can be fixed (entity offsets counted in UTF-16, boxes
-clipped to the image), and says why a row is dropped. ``prepare`` calls it once per row while
-it streams the export, and does the checks over the whole dataset itself.
+clipped to the image), and says why a row is dropped. These are the shared, pure pieces; which
+of them a model type uses is the type's own business (:mod:`lbtrain_trainer.modeltypes`), so
+nothing here asks which type is being prepared. ``prepare`` calls the type once per row while it
+streams the export, and does the checks over the whole dataset itself.
 """
 
 from __future__ import annotations
@@ -15,15 +17,8 @@ from lbtrain_trainer.errors import BadInputError
 from lbtrain_trainer.hyperparams import Hyperparameters
 from lbtrain_trainer.manifest import Example
 from lbtrain_trainer.media_index import MediaEntry
-from lbtrain_trainer.rows import Box, Entity, ExportRow, utf16_to_codepoints
+from lbtrain_trainer.rows import Box, ClassificationKind, Entity, ExportRow, utf16_to_codepoints
 from lbtrain_trainer.splits import Split, hash_split
-
-CLASSIFICATION_KIND = {
-    "image_single_classification": "radio",
-    "text_single_classification": "radio",
-    "image_multi_classification": "checklist",
-    "text_multi_classification": "checklist",
-}
 
 
 def _check_entities(row: ExportRow, text: str) -> tuple[Entity, ...]:
@@ -68,40 +63,45 @@ def assign_split(row: ExportRow, hp: Hyperparameters) -> Split:
     return row.split or hash_split(row.data_row_id, hp.validation_fraction, hp.test_fraction)
 
 
-def make_example(
-    row: ExportRow,
-    entry: MediaEntry,
-    model_type: str,
-    feature: str,
-    media_root: Path,
-    hp: Hyperparameters,
-) -> tuple[Example | None, str, int]:
-    """The row's example, or None and why the row is dropped; and how many of its boxes were
-    dropped as degenerate."""
+def base_example(
+    row: ExportRow, entry: MediaEntry, media_root: Path, hp: Hyperparameters
+) -> Example:
+    """The row's example without ground truth: ids, split, media file and image size."""
     assert entry.path is not None
     rel = str(Path(media_root.name) / entry.path)
-    example = Example(
+    return Example(
         row.data_row_id, row.global_key, assign_split(row, hp), rel, entry.width, entry.height
     )
-    if model_type in CLASSIFICATION_KIND:
-        answers = [c for c in row.classifications if c.name == feature]
-        if not answers:
-            return None, f"no answer for {feature!r}", 0
-        labels = tuple(sorted(set(answers[0].answers)))
-        if CLASSIFICATION_KIND[model_type] == "radio" and len(labels) != 1:
-            return None, f"not exactly one answer for {feature!r}", 0
-        return replace(example, labels=labels), "", 0
-    if model_type == "bounding_box":
-        wanted = [b for b in row.boxes if not hp.feature_name or b.name == hp.feature_name]
-        boxes, bad = _clip_boxes(
-            replace(row, boxes=tuple(wanted)), entry.width or 0, entry.height or 0
-        )
-        return replace(example, boxes=boxes), "", bad
-    text = (media_root / entry.path).read_text(encoding="utf-8")
+
+
+def answer_truth(
+    row: ExportRow, base: Example, feature: str, kind: ClassificationKind
+) -> tuple[Example | None, str]:
+    """A classification example: the row's answers to ``feature``; a radio question needs
+    exactly one. None and why, when the row does not answer it."""
+    answers = [c for c in row.classifications if c.name == feature]
+    if not answers:
+        return None, f"no answer for {feature!r}"
+    labels = tuple(sorted(set(answers[0].answers)))
+    if kind == "radio" and len(labels) != 1:
+        return None, f"not exactly one answer for {feature!r}"
+    return replace(base, labels=labels), ""
+
+
+def box_truth(row: ExportRow, base: Example, hp: Hyperparameters) -> tuple[Example, int]:
+    """A detection example: the row's boxes (``feature_name`` only, if set), clipped to the
+    image; and how many were dropped as degenerate."""
+    wanted = [b for b in row.boxes if not hp.feature_name or b.name == hp.feature_name]
+    boxes, bad = _clip_boxes(replace(row, boxes=tuple(wanted)), base.width or 0, base.height or 0)
+    return replace(base, boxes=boxes), bad
+
+
+def entity_truth(row: ExportRow, base: Example, text: str, hp: Hyperparameters) -> Example:
+    """An NER example: the row's entities checked against (and fixed to) ``text``."""
     entities = _check_entities(row, text)
     if hp.feature_name:
         entities = tuple(e for e in entities if e.name == hp.feature_name)
-    return replace(example, entities=entities), "", 0
+    return replace(base, entities=entities)
 
 
 def class_members(example: Example) -> list[str]:

@@ -83,6 +83,8 @@ TEXT_PRODUCTION_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "batch_size": 32,
 }
+# The production defaults of the model types that use them (lbtrain_trainer.modeltypes): text
+# types and NER take TEXT_PRODUCTION_DEFAULTS, detection DETECTION_PRODUCTION_DEFAULTS.
 # Detection: image_size is the shorter side the detector resizes to (torchvision's default).
 DETECTION_PRODUCTION_DEFAULTS: dict[str, Any] = {
     "image_size": 800,
@@ -158,20 +160,18 @@ def resolve_hyperparameters(
     """Merge template defaults and the model run config; return the values and ignored keys.
 
     Precedence, lowest first: built-in defaults, the size-specific defaults (so that
-    ``model_size: small`` alone gives a CPU-sized run), the template, the model run config.
+    ``model_size: small`` alone gives a CPU-sized run; production ones are the model type's
+    ``production_defaults``), the template, the model run config.
     """
     merged: dict[str, Any] = {
         **template,
         **{k: v for k, v in (labelbox_config or {}).items() if k != RESULTS_KEY},
     }
+    from lbtrain_trainer.modeltypes import registry  # imports this module
+
+    kind = registry.get(model_type)  # an unknown type fails here too, whatever the size
     size = _coerce("model_size", str, merged.get("model_size", "production"))
-    base: dict[str, Any] = {}
-    if size == "small":
-        base.update(SMALL_DEFAULTS)
-    elif model_type.startswith("text") or model_type == "ner":
-        base.update(TEXT_PRODUCTION_DEFAULTS)
-    elif model_type == "bounding_box":
-        base.update(DETECTION_PRODUCTION_DEFAULTS)
+    base: dict[str, Any] = dict(SMALL_DEFAULTS if size == "small" else kind.production_defaults)
     known = {f.name: f.type for f in fields(Hyperparameters)}
     ignored = sorted(k for k in merged if k not in known)
     values = {**base, **{k: v for k, v in merged.items() if k in known}}

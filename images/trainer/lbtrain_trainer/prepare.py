@@ -2,7 +2,8 @@
 
 It turns the export and the fetched media into a :class:`PreparedDataset`: splits (the model
 run's own; a stable hash for unassigned rows), the label set found in the data, and per-row
-ground truth for the model type (:mod:`lbtrain_trainer.ground_truth`). Everything that makes
+ground truth, which the model type reads from each label
+(:meth:`~lbtrain_trainer.modeltypes.base.ModelType.ground_truth`). Everything that makes
 the data untrainable is found here, before a GPU is spent, and reported as
 :class:`BadInputError` (exit 65) naming the data rows: no labelled rows, a class with too few
 training examples, broken media, entity offsets that do not match the text. Rows that are
@@ -27,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from lbtrain_trainer import hyperparams, media
 from lbtrain_trainer.errors import BadInputError
-from lbtrain_trainer.export import media_kind
-from lbtrain_trainer.ground_truth import CLASSIFICATION_KIND, class_members, make_example
+from lbtrain_trainer.ground_truth import base_example, class_members
 from lbtrain_trainer.hyperparams import Hyperparameters
 from lbtrain_trainer.manifest import ManifestSummary, ManifestWriter
-from lbtrain_trainer.rows import ExportRow, parse_row
+from lbtrain_trainer.modeltypes import registry
+from lbtrain_trainer.modeltypes.base import ModelType
+from lbtrain_trainer.rows import ClassificationKind, ExportRow, parse_row
 from lbtrain_trainer.settings import Settings
 from lbtrain_trainer.splits import Split
 from lbtrain_trainer.workspace import Workspace
@@ -74,9 +76,8 @@ def _note(ids: list[str], row_id: str) -> None:
         ids.append(row_id)
 
 
-def _survey(rows: Iterable[ExportRow], model_type: str) -> _Tally:
+def _survey(rows: Iterable[ExportRow], kind: ClassificationKind | None) -> _Tally:
     tally = _Tally()
-    kind = CLASSIFICATION_KIND.get(model_type)
     for row in rows:
         tally.rows += 1
         _note(tally.row_ids, row.data_row_id)
@@ -91,8 +92,9 @@ def _survey(rows: Iterable[ExportRow], model_type: str) -> _Tally:
     return tally
 
 
-def _feature(tally: _Tally, model_type: str, wanted: str) -> str:
-    """As :func:`choose_feature`, from the counts of a survey."""
+def _feature(tally: _Tally, wanted: str) -> str:
+    """The classification question to learn: ``wanted`` if some label answers it, else the
+    most answered question of the type's answer kind (else of any kind)."""
     if wanted:
         if wanted not in tally.every:
             raise BadInputError(
@@ -121,21 +123,20 @@ def build_dataset(
     examples, written as they are made); ``lookup`` finds a row's media. ``words``, if given,
     counts the words of the training texts (for a small model's tokenizer).
     """
-    tally = _survey(rows(), model_type)
+    kind = registry.get(model_type)
+    tally = _survey(rows(), kind.answer_kind)
     if not tally.rows:
         raise BadInputError("the model run has no data rows")
     if not tally.labelled:
         raise BadInputError("no data row of the model run has a label", tally.row_ids)
-    feature = (
-        _feature(tally, model_type, hp.feature_name) if model_type in CLASSIFICATION_KIND else ""
-    )
+    feature = _feature(tally, hp.feature_name) if kind.answer_kind is not None else ""
     dropped: dict[str, list[str]] = defaultdict(list)
     broken: list[str] = []
     first_error = ""
     splits: Counter[str] = Counter()
     train_counts: Counter[str] = Counter()
     class_ids: dict[str, list[str]] = defaultdict(list)
-    degenerate_boxes = 0
+    degenerate = 0
     with ManifestWriter(out, model_type, feature) as writer:
         for row in rows():
             if not row.labelled:
@@ -147,10 +148,17 @@ def build_dataset(
                 _note(broken, row.data_row_id)
                 dropped["broken media"].append(row.data_row_id)
                 continue
-            example, reason, bad = make_example(row, entry, model_type, feature, media_root, hp)
-            degenerate_boxes += bad
+            truth = kind.ground_truth(
+                row=row,
+                base=base_example(row, entry, media_root, hp),
+                feature=feature,
+                media_file=media_root / entry.path,
+                hp=hp,
+            )
+            degenerate += truth.dropped_annotations
+            example = truth.example
             if example is None:
-                dropped[reason].append(row.data_row_id)
+                dropped[truth.reason].append(row.data_row_id)
                 continue
             writer.add(example)
             splits[example.split.value] += 1
@@ -167,16 +175,16 @@ def build_dataset(
                 f"(first: {first_error})",
                 broken,
             )
-        if degenerate_boxes:
+        if degenerate:
             log.warning(
-                "dropped %d boxes smaller than a pixel or outside their image", degenerate_boxes
+                "dropped %d annotations smaller than a pixel or outside their image", degenerate
             )
         if not splits:
             raise BadInputError(
                 "no labelled data row is usable for " + model_type, tally.labelled_ids
             )
         classes = tuple(sorted(class_ids))
-        _check_classes(model_type, classes, splits, train_counts, class_ids, hp)
+        _check_classes(kind, classes, splits, train_counts, class_ids, hp)
         eval_split, tune_split = _choose_eval_splits(splits)
         return writer.finish(
             classes,
@@ -188,7 +196,7 @@ def build_dataset(
 
 
 def _check_classes(
-    model_type: str,
+    kind: ModelType,
     classes: tuple[str, ...],
     splits: Counter[str],
     train_counts: Counter[str],
@@ -197,13 +205,10 @@ def _check_classes(
 ) -> None:
     if not classes:
         raise BadInputError(
-            f"the labels hold no {model_type} annotation to learn",
+            f"the labels hold no {kind.name} annotation to learn",
             [i for ids in class_ids.values() for i in ids][:MAX_IDS],
         )
-    if model_type.endswith("single_classification") and len(classes) < 2:
-        raise BadInputError(
-            f"single classification needs at least two classes; every row answers {classes[0]!r}"
-        )
+    kind.check_classes(classes=classes)
     if not splits[Split.TRAIN.value]:
         raise BadInputError("no data row is in the training split")
     for cls in classes:
@@ -227,7 +232,7 @@ def run_prepare(settings: Settings) -> dict[str, Any]:
     ws = Workspace(settings.workspace)
     hp = hyperparams.load(ws.require(ws.hyperparameters_file, "export"))
     export_file = ws.require(ws.export_file, "export")
-    small_text = media_kind(settings.model_type) == "text" and hp.model_size == "small"
+    small_text = registry.get(settings.model_type).media == "text" and hp.model_size == "small"
     words = None
     if small_text:
         from lbtrain_trainer.text_encoding import WordCounter

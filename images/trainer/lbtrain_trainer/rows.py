@@ -17,6 +17,11 @@ from lbtrain_trainer.errors import BadInputError
 from lbtrain_trainer.splits import Split, split_from_run
 
 ClassificationKind = Literal["radio", "checklist"]
+# The keys of the annotation objects this parser reads (LABELBOX.md §5.1): an export's own
+# field names, whatever model type is trained (a type reads any other kind from the raw
+# ``ExportRow.objects``).
+BOX_KEY = "bounding_box"
+ENTITY_KEY = "location"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class ExportRow:
     boxes: tuple[Box, ...] = ()
     entities: tuple[Entity, ...] = ()
     classifications: tuple[Classification, ...] = field(default_factory=tuple)
+    # The label's annotation objects as exported, for model types that read kinds the parser
+    # does not (polygons, masks...): see lbtrain_trainer.modeltypes.
+    objects: tuple[Mapping[str, Any], ...] = ()
 
 
 def find_run(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> Mapping[str, Any]:
@@ -90,13 +98,13 @@ def _parse_classification(raw: Mapping[str, Any]) -> Classification | None:
 def _parse_object(raw: Mapping[str, Any], row_id: str) -> Box | Entity | None:
     name = str(raw.get("name") or raw.get("value") or "")
     try:
-        if isinstance(raw.get("bounding_box"), Mapping):
-            bb = raw["bounding_box"]
+        if isinstance(raw.get(BOX_KEY), Mapping):
+            bb = raw[BOX_KEY]
             return Box(
                 name, float(bb["left"]), float(bb["top"]), float(bb["width"]), float(bb["height"])
             )
-        if isinstance(raw.get("location"), Mapping):
-            loc = raw["location"]
+        if isinstance(raw.get(ENTITY_KEY), Mapping):
+            loc = raw[ENTITY_KEY]
             token = loc.get("token")
             return Entity(
                 name, int(loc["start"]), int(loc["end"]), token if isinstance(token, str) else None
@@ -117,11 +125,14 @@ def parse_row(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> 
     boxes: list[Box] = []
     entities: list[Entity] = []
     classifications: list[Classification] = []
+    objects: list[Mapping[str, Any]] = []
     # A data row can carry several labels (e.g. from several projects); the first one wins.
     label = labels[0] if labels and isinstance(labels[0], Mapping) else None
     if label is not None:
         annotations = label.get("annotations") or {}
         for raw in annotations.get("objects") or []:
+            if isinstance(raw, Mapping):
+                objects.append(raw)
             parsed = _parse_object(raw, row_id) if isinstance(raw, Mapping) else None
             if isinstance(parsed, Box):
                 boxes.append(parsed)
@@ -140,6 +151,7 @@ def parse_row(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> 
         boxes=tuple(boxes),
         entities=tuple(entities),
         classifications=tuple(classifications),
+        objects=tuple(objects),
     )
 
 

@@ -21,18 +21,17 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 def normalize_model_type(value: str) -> str:
-    """Map a Labelbox model type name to one of :data:`lbtrain.contract.MODEL_TYPES`.
+    """Map a Labelbox model type name to a registered type's (:mod:`lbtrain_trainer.modeltypes`:
+    ``lbtrain.contract.MODEL_TYPES`` and the installed plugins').
 
     Names round-trip byte for byte between Labelbox and the TrainingTemplates, and the seed list
-    spells one of them ``Text_multi_classification``; the trainer itself only cares about the
-    kind of model, so it compares case-insensitively.
+    spells one of them with a capital first letter; the trainer itself only cares about the
+    kind of model, so it compares case-insensitively. An unknown name raises
+    :class:`~lbtrain_trainer.errors.UnknownModelTypeError` (exit 65) naming the known ones.
     """
-    lowered = value.strip().lower()
-    if lowered not in contract.MODEL_TYPES:
-        raise ConfigError(
-            f"unknown model type {value!r}; expected one of {', '.join(contract.MODEL_TYPES)}"
-        )
-    return lowered
+    from lbtrain_trainer.modeltypes import registry
+
+    return registry.get(value).name
 
 
 def parse_bool(value: str | None) -> bool:

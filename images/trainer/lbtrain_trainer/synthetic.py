@@ -2,9 +2,12 @@
 
 Tests, the demo and the fake Labelbox need data that looks exactly like a real export
 (LABELBOX.md §5.1-5.2) and that a tiny model learns in seconds on a CPU: coloured shapes for
-the image types, templated sentences for the text types. Everything is deterministic in
-``seed``. Media either go through ``media_url_for(path, data, content_type) -> url`` (pass
-``FakeLabelbox.add_media``) or, without it, images become ``data:`` URIs and text is inline.
+the image types, templated sentences for the text types. Each model type draws its own rows
+(``ModelType.synthetic_label`` in :mod:`lbtrain_trainer.modeltypes`) from the vocabulary and
+drawing helpers here, so a plugin's type gets a dataset the same way. Everything is
+deterministic in ``seed``. Media either go through ``media_url_for(path, data, content_type) ->
+url`` (pass ``FakeLabelbox.add_media``) or, without it, images become ``data:`` URIs and text is
+inline.
 
 Production text models need a pretrained encoder; `save_random_text_encoder` writes a randomly
 initialised one in the ``LBTRAIN_PRETRAINED`` layout for tests and benchmarks, offline.
@@ -19,9 +22,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lbtrain import contract
+if TYPE_CHECKING:
+    from lbtrain_trainer.modeltypes.base import SyntheticLabel
+
 
 MediaUrlFor = Callable[[str, bytes, str], str]
 
@@ -65,13 +70,13 @@ class SyntheticDataset:
     classes: tuple[str, ...]
 
 
-def _png(image: Any) -> bytes:
+def png(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _draw_shape(
+def draw_shape(
     draw: Any, shape: str, box: tuple[int, int, int, int], fill: tuple[int, ...]
 ) -> None:
     left, top, right, bottom = box
@@ -83,7 +88,7 @@ def _draw_shape(
         draw.polygon([((left + right) // 2, top), (left, bottom), (right, bottom)], fill=fill)
 
 
-def _canvas(rng: random.Random, size: int) -> tuple[Any, Any]:
+def canvas(rng: random.Random, size: int) -> tuple[Any, Any]:
     from PIL import Image, ImageDraw
 
     base = tuple(rng.randint(0, 40) for _ in range(3))
@@ -91,7 +96,7 @@ def _canvas(rng: random.Random, size: int) -> tuple[Any, Any]:
     return image, ImageDraw.Draw(image)
 
 
-def _jitter(rgb: tuple[int, int, int], rng: random.Random) -> tuple[int, int, int]:
+def jitter(rgb: tuple[int, int, int], rng: random.Random) -> tuple[int, int, int]:
     r, g, b = (max(0, min(255, c + rng.randint(-25, 25))) for c in rgb)
     return (r, g, b)
 
@@ -109,7 +114,7 @@ def _media(
     return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
 
 
-def _object(name: str, extra: dict[str, Any], kind: str) -> dict[str, Any]:
+def annotation_object(name: str, extra: dict[str, Any], kind: str) -> dict[str, Any]:
     return {
         "feature_id": f"f-{name}",
         "feature_schema_id": f"s-{name}",
@@ -119,102 +124,6 @@ def _object(name: str, extra: dict[str, Any], kind: str) -> dict[str, Any]:
         "classifications": [],
         **extra,
     }
-
-
-def _label_image_single(rng: random.Random, size: int) -> tuple[Any, dict[str, Any], str]:
-    image, draw = _canvas(rng, size)
-    shape = rng.choice(SHAPES)
-    side = rng.randint(size // 3, size // 2)
-    left, top = rng.randint(0, size - side), rng.randint(0, size - side)
-    _draw_shape(
-        draw, shape, (left, top, left + side, top + side), _jitter(SHAPE_COLOURS[shape], rng)
-    )
-    cls = {
-        "name": "shape",
-        "value": "shape",
-        "feature_id": "f-shape",
-        "feature_schema_id": "s-shape",
-        "radio_answer": {"name": shape, "value": shape, "classifications": []},
-    }
-    return image, {"objects": [], "classifications": [cls], "relationships": []}, shape
-
-
-def _label_image_multi(rng: random.Random, size: int) -> tuple[Any, dict[str, Any], str]:
-    image, draw = _canvas(rng, size)
-    present = [c for c in COLOURS if rng.random() < 0.5] or [rng.choice(list(COLOURS))]
-    cell = size // 2
-    cells = rng.sample([(0, 0), (cell, 0), (0, cell), (cell, cell)], len(present))
-    for colour, (x, y) in zip(present, cells, strict=True):
-        pad = rng.randint(2, cell // 4)
-        draw.rectangle(
-            (x + pad, y + pad, x + cell - pad, y + cell - pad), fill=_jitter(COLOURS[colour], rng)
-        )
-    cls = {
-        "name": "colours",
-        "value": "colours",
-        "feature_id": "f-colours",
-        "feature_schema_id": "s-colours",
-        "checklist_answers": [{"name": c, "value": c, "classifications": []} for c in present],
-    }
-    return image, {"objects": [], "classifications": [cls], "relationships": []}, ",".join(present)
-
-
-def _label_boxes(rng: random.Random, size: int) -> tuple[Any, dict[str, Any], str]:
-    image, draw = _canvas(rng, size)
-    objects: list[dict[str, Any]] = []
-    half = size // 2
-    slots = rng.sample([(0, 0), (half, 0), (0, half), (half, half)], rng.randint(1, 2))
-    for x0, y0 in slots:
-        shape = rng.choice(("circle", "square"))
-        side = rng.randint(half * 5 // 8, half - 2)
-        left, top = x0 + rng.randint(0, half - side), y0 + rng.randint(0, half - side)
-        _draw_shape(
-            draw,
-            shape,
-            (left, top, left + side - 1, top + side - 1),
-            _jitter(SHAPE_COLOURS[shape], rng),
-        )
-        bbox = {"top": float(top), "left": float(left), "height": float(side), "width": float(side)}
-        objects.append(_object(shape, {"bounding_box": bbox}, "ImageBoundingBox"))
-    return image, {"objects": objects, "classifications": [], "relationships": []}, ""
-
-
-def _text_single(rng: random.Random) -> tuple[str, dict[str, Any]]:
-    topic = rng.choice(list(TOPICS))
-    text = f"{rng.choice(TOPICS[topic])} {rng.choice(['today', 'again', 'this week', ''])}".strip()
-    cls = {
-        "name": "topic",
-        "value": "topic",
-        "feature_id": "f-topic",
-        "feature_schema_id": "s-topic",
-        "radio_answer": {"name": topic, "value": topic, "classifications": []},
-    }
-    return text + ".", {"objects": [], "classifications": [cls], "relationships": []}
-
-
-def _text_multi(rng: random.Random) -> tuple[str, dict[str, Any]]:
-    topics = rng.sample(list(TOPICS), rng.choice((1, 1, 2)))
-    text = " and ".join(rng.choice(TOPICS[t]) for t in topics) + "."
-    cls = {
-        "name": "topics",
-        "value": "topics",
-        "feature_id": "f-topics",
-        "feature_schema_id": "s-topics",
-        "checklist_answers": [{"name": t, "value": t, "classifications": []} for t in topics],
-    }
-    return text, {"objects": [], "classifications": [cls], "relationships": []}
-
-
-def _ner(rng: random.Random) -> tuple[str, dict[str, Any]]:
-    template = rng.choice(NER_TEMPLATES)
-    person, city = rng.choice(PEOPLE), rng.choice(CITIES)
-    text = template.format(person=person, city=city)
-    objects = []
-    for name, token in (("person", person), ("city", city)):
-        start = text.index(token)
-        loc = {"start": start, "end": start + len(token) - 1, "token": token}  # inclusive end
-        objects.append(_object(name, {"location": loc}, "TextEntity"))
-    return text, {"objects": objects, "classifications": [], "relationships": []}
 
 
 def make_dataset(
@@ -228,41 +137,28 @@ def make_dataset(
     image_size: int = 64,
     assign_splits: bool = True,
 ) -> SyntheticDataset:
-    """Make ``n_rows`` export rows for ``model_type`` (one of ``contract.MODEL_TYPES``).
+    """Make ``n_rows`` export rows for ``model_type`` (any registered type: each draws its own
+    rows, :meth:`~lbtrain_trainer.modeltypes.base.ModelType.synthetic_label`).
 
     With ``assign_splits`` the rows carry a 60/20/20 train/validation/test split on the run
     object (``"split": "training"``...); without, they are unassigned and the trainer hashes.
     """
-    model_type = model_type.lower()
-    if model_type not in contract.MODEL_TYPES:
-        raise ValueError(f"unknown model type {model_type!r}")
+    from lbtrain_trainer.modeltypes import registry
+
+    kind = registry.get(model_type)
+    model_type = kind.name
     rng = random.Random(f"{model_type}:{seed}")
     prefix = f"synthetic/{model_run_id}/{model_type}-{seed}-{image_size}"  # unique media paths
     rows: list[dict[str, Any]] = []
-    is_image = model_type in (
-        "bounding_box",
-        "image_single_classification",
-        "image_multi_classification",
-    )
+    suffix = {"image/png": "png", "text/plain": "txt"}
     for i in range(n_rows):
-        if is_image:
-            make = {
-                "bounding_box": _label_boxes,
-                "image_single_classification": _label_image_single,
-                "image_multi_classification": _label_image_multi,
-            }[model_type]
-            image, annotations, _ = make(rng, image_size)
-            row_data = _media(f"{prefix}/{i:05d}.png", _png(image), "image/png", media_url_for)
-            attributes = {"width": image_size, "height": image_size, "mime_type": "image/png"}
-        else:
-            text_make = {
-                "ner": _ner,
-                "text_single_classification": _text_single,
-                "text_multi_classification": _text_multi,
-            }[model_type]
-            text, annotations = text_make(rng)
-            row_data = _media(f"{prefix}/{i:05d}.txt", text.encode(), "text/plain", media_url_for)
-            attributes = {"mime_type": "text/plain"}
+        label = kind.synthetic_label(rng=rng, image_size=image_size)
+        name = f"{prefix}/{i:05d}.{suffix.get(label.content_type, 'bin')}"
+        row_data = _media(name, label.media, label.content_type, media_url_for)
+        annotations = label.annotations
+        attributes: dict[str, Any] = {"mime_type": label.content_type}
+        if label.width is not None and label.height is not None:
+            attributes = {"width": label.width, "height": label.height, **attributes}
         run: dict[str, Any] = {
             "name": "synthetic run",
             "run_data_row_id": f"rdr-{model_run_id}-{i:05d}",
@@ -290,14 +186,7 @@ def make_dataset(
                 "experiments": {model_id: {"name": "synthetic model", "runs": {model_run_id: run}}},
             }
         )
-    feature, classes = {
-        "bounding_box": ("", ("circle", "square")),
-        "ner": ("", ("city", "person")),
-        "image_single_classification": ("shape", tuple(sorted(SHAPES))),
-        "image_multi_classification": ("colours", tuple(sorted(COLOURS))),
-        "text_single_classification": ("topic", tuple(sorted(TOPICS))),
-        "text_multi_classification": ("topics", tuple(sorted(TOPICS))),
-    }[model_type]
+    feature, classes = kind.synthetic_feature, kind.synthetic_classes
     return SyntheticDataset(model_type, rows, feature, classes)
 
 
@@ -334,3 +223,17 @@ def save_random_text_encoder(
     tokenizer.save_pretrained(directory)
     config = BertConfig(vocab_size=max(min_model_vocab, tokenizer.vocab_size), **bert_config)
     BertModel(config).save_pretrained(directory)
+
+
+def image_label(image: Any, annotations: dict[str, Any], size: int) -> SyntheticLabel:
+    """A drawn image (PIL) and its annotations as a :class:`SyntheticLabel` (PNG)."""
+    from lbtrain_trainer.modeltypes.base import SyntheticLabel
+
+    return SyntheticLabel(png(image), "image/png", annotations, width=size, height=size)
+
+
+def text_label(text: str, annotations: dict[str, Any]) -> SyntheticLabel:
+    """A text and its annotations as a :class:`SyntheticLabel` (UTF-8)."""
+    from lbtrain_trainer.modeltypes.base import SyntheticLabel
+
+    return SyntheticLabel(text.encode(), "text/plain", annotations)

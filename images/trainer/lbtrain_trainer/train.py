@@ -28,6 +28,7 @@ from lbtrain_trainer.checkpoint import Checkpointer, State, fingerprint
 from lbtrain_trainer.evaluation import Evaluation, evaluate
 from lbtrain_trainer.hyperparams import RESULTS_KEY, Hyperparameters
 from lbtrain_trainer.manifest import Example, PreparedDataset
+from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.outputs import RowOutput
 from lbtrain_trainer.runtime import (
     Runtime,
@@ -261,7 +262,7 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
         eval_rate = len(eval_examples) / max(1e-9, time.perf_counter() - t0)
         tune_examples: list[Example] = []
         tune_outputs: list[RowOutput] = []
-        if dataset.model_type.endswith("multi_classification"):
+        if registry.get(dataset.model_type).tunes_thresholds:
             tune_examples = dataset.split(dataset.tune_split)
             tune_outputs = predict_all(task, model, tune_examples, hp, runtime)
         evaluation = evaluate(

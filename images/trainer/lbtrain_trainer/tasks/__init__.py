@@ -1,7 +1,8 @@
 """One task per model family: how to batch examples, compute the loss, and predict.
 
 The train loop in :mod:`lbtrain_trainer.train` is the same for every model type; a task
-supplies what differs. :func:`make_task` picks the task for a model type.
+supplies what differs. The model type picks its task
+(:meth:`lbtrain_trainer.modeltypes.base.ModelType.task`); :func:`make_task` asks it.
 """
 
 from __future__ import annotations
@@ -13,19 +14,7 @@ if TYPE_CHECKING:
 
 
 def make_task(ctx: TaskContext) -> Task:
-    model_type = ctx.dataset.model_type
-    if model_type in ("image_single_classification", "image_multi_classification"):
-        from lbtrain_trainer.tasks.classification import ImageClassificationTask
+    """The task of the dataset's model type."""
+    from lbtrain_trainer.modeltypes import registry
 
-        return ImageClassificationTask(ctx)
-    if model_type in ("text_single_classification", "text_multi_classification"):
-        from lbtrain_trainer.tasks.classification import TextClassificationTask
-
-        return TextClassificationTask(ctx)
-    if model_type == "bounding_box":
-        from lbtrain_trainer.tasks.detection import DetectionTask
-
-        return DetectionTask(ctx)
-    from lbtrain_trainer.tasks.ner import NerTask
-
-    return NerTask(ctx)
+    return registry.get(ctx.dataset.model_type).task(ctx)

@@ -23,9 +23,9 @@ from lbtrain_trainer.tasks.base import Task, TaskContext, load_image_uint8, norm
 
 
 class _Classification(Task):
-    def __init__(self, ctx: TaskContext) -> None:
+    def __init__(self, ctx: TaskContext, *, multi: bool) -> None:
         super().__init__(ctx)
-        self.multi = ctx.dataset.model_type.endswith("multi_classification")
+        self.multi = multi  # the model type says (lbtrain_trainer.modeltypes._classification)
         self.index = {c: i for i, c in enumerate(self.classes)}
 
     def targets(self, examples: Sequence[Example]) -> torch.Tensor:
@@ -94,8 +94,8 @@ class ImageClassificationTask(_Classification):
 
 
 class TextClassificationTask(_Classification):
-    def __init__(self, ctx: TaskContext) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx: TaskContext, *, multi: bool) -> None:
+        super().__init__(ctx, multi=multi)
         from lbtrain_trainer.tasks.text_common import load_encoder
 
         self.encoder = load_encoder(ctx)
