@@ -44,7 +44,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy lbtrain operator/lbtrain_operator webhook/lbtrain_webhook images/trainer/lbtrain_trainer devtools/lbtrain_dev tests bench
+	$(VENV)/bin/mypy lbtrain operator/lbtrain_operator webhook/lbtrain_webhook images/trainer/lbtrain_trainer examples/plugin-polygon/lbtrain_polygon devtools/lbtrain_dev tests bench
 
 pytest: testbed images
 	HF_HUB_OFFLINE=1 NO_PROXY=127.0.0.1,localhost $(VENV)/bin/pytest -p no:cacheprovider
