@@ -147,6 +147,26 @@ host_ca_args() {
 
 archive_path() { echo "$CACHE/archives/$1-$2.tar"; }
 
+# The example model-type plugin (examples/plugin-polygon) is built FROM the trainer image just
+# built, exactly as a team builds its own: its Dockerfile installs the plugin and fails the build
+# if the trainer's registry refuses it. What `lbtrain trainer types` says inside the result is
+# kept beside the trainer's archive (tests/e2e/test_plugin_image.py reads it); the plugin image
+# itself is not kept. Its folder is part of the trainer's key, so a change to it runs this again.
+plugin_types_path() { echo "$CACHE/archives/lbtrain-trainer-$1.plugin-types.txt"; }
+check_plugin_example() {  # <trainer ref> <trainer key>
+  local ref="localhost/lbtrain-trainer-polygon:$2" ctr start=$SECONDS
+  log "$ref: building examples/plugin-polygon/Dockerfile FROM $1"
+  bh bud --isolation chroot --pull=never --force-rm --layers=false "${CA_ARGS[@]}" \
+    --build-arg "TRAINER_IMAGE=$1" -f "$ROOT/examples/plugin-polygon/Dockerfile" -t "$ref" \
+    "$ROOT/examples/plugin-polygon" >&2
+  ctr=$(bh from --pull=never --name "lbtrain-polygon-$$" "$ref")
+  bh run --isolation chroot "$ctr" -- lbtrain trainer types > "$WORK/plugin-types.txt"
+  bh rm "$ctr" >/dev/null
+  bh rmi "$ref" >/dev/null 2>&1 || true
+  mv "$WORK/plugin-types.txt" "$(plugin_types_path "$2")"
+  log "$ref: the plugin registers in the trainer image ($((SECONDS - start))s)"
+}
+
 # Keep the KEEP newest archives of one image name; the rest are gigabytes nobody will read.
 prune_archives() {
   local name=$1
@@ -172,6 +192,7 @@ build_image() {  # <name> <dockerfile> <key> <build args...>
     --volume "$PIP_CACHE:/root/.cache/pip" --build-arg PIP_NO_CACHE_DIR= "${CA_ARGS[@]}" \
     "$@" -f "$ROOT/$dockerfile" -t "$ref" "$ROOT" >&2
   log "$ref: built in $((SECONDS - start))s; writing the docker-archive"
+  if [ "$name" = lbtrain-trainer ]; then check_plugin_example "$ref" "$key"; fi
   tmp="$WORK/$name-$key.tar"   # same disk as the archives: the rename below is atomic
   bh push "$ref" "docker-archive:$tmp:$ref" >&2
   mv "$tmp" "$archive"   # atomic publish: a half-written archive never looks cached
@@ -209,7 +230,7 @@ main() {
           --build-arg "BASE=localhost/lbtrain-base:$(base_key)" ;;
       trainer)
         build_image lbtrain-trainer images/trainer/Dockerfile \
-          "$(image_key images/trainer/Dockerfile "BAKE_WEIGHTS=stand-in" lbtrain operator webhook images/trainer/lbtrain_trainer)" \
+          "$(image_key images/trainer/Dockerfile "BAKE_WEIGHTS=stand-in" lbtrain operator webhook images/trainer/lbtrain_trainer examples/plugin-polygon)" \
           --build-arg "TORCH_IMAGE=localhost/lbtrain-base:$(base_key)" --build-arg BAKE_WEIGHTS=stand-in ;;
     esac
   done
