@@ -7,6 +7,7 @@ fake serves from the test's own event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Any
@@ -35,6 +36,10 @@ async def fake():
                 {"data_row": {"id": "dr-2", "global_key": "gk-2", "row_data": "b"}},
             ],
             config={"lr": 0.01},
+            ontology=[
+                {"name": "car", "kind": "rectangle", "schemaId": "fs-car"},
+                {"name": "weather", "kind": "radio", "options": [{"name": "sunny"}]},
+            ],
         )
         yield server
 
@@ -201,7 +206,7 @@ async def test_add_predictions_records_rows_and_reports_row_errors(fake):
          "bbox": {"top": 1.0, "left": 2.0, "height": 3.0, "width": 4.0}},
         {"uuid": "u2", "dataRow": {"globalKey": "gk-2"}, "name": "weather",
          "answer": {"name": "sunny", "confidence": 0.8}},
-        {"dataRow": {"id": "dr-2"}, "metricValue": 0.75, "metricName": "custom_iou",
+        {"uuid": "u3", "dataRow": {"id": "dr-2"}, "metricValue": 0.75, "metricName": "custom_iou",
          "aggregation": "ARITHMETIC_MEAN"},
         {"uuid": "u4", "dataRow": {"id": "dr-404"}, "name": "car"},
         {"uuid": "u5", "dataRow": {"id": "dr-1"}},
@@ -213,7 +218,7 @@ async def test_add_predictions_records_rows_and_reports_row_errors(fake):
     assert upload.state == lb.AnnotationImportState.FINISHED
     errors = await asyncio.to_thread(lambda: upload.errors)
     assert {e["uuid"]: [x["name"] for x in e["errors"]] for e in errors} == {
-        "u4": ["DataRowNotFound"],
+        "u4": ["DataRowNotFound", "InvalidAnnotation"],  # a box without its bbox
         "u5": ["MissingFeature"],
     }
     statuses = await asyncio.to_thread(lambda: upload.statuses)
@@ -225,7 +230,8 @@ async def test_add_predictions_records_rows_and_reports_row_errors(fake):
     assert "getModelErrorAnalysisPredictionImportPyApi" in upload_ops
 
     fake.import_running_replies = 0  # FINISHED at once: .errors then does not sleep 10 s
-    more = [{"uuid": "u6", "dataRow": {"id": "dr-2"}, "name": "car"}]
+    more = [{"uuid": "u6", "dataRow": {"id": "dr-2"}, "schemaId": "fs-car",
+             "bbox": {"top": 0, "left": 0, "height": 1, "width": 1}}]  # fmt: skip
     second = await asyncio.to_thread(run.add_predictions, "preds-2", more)
     assert await asyncio.to_thread(lambda: second.errors) == []
     assert fake.imports("mr-1") == ["preds-1", "preds-2"]
@@ -234,12 +240,113 @@ async def test_add_predictions_records_rows_and_reports_row_errors(fake):
         await asyncio.to_thread(run.add_predictions, "preds-2", more)
 
 
+async def test_import_checks_each_row_against_the_ontology_and_uuids(fake):
+    run = await get_run(fake)
+    box = {"top": 1, "left": 2, "height": 3, "width": 4}
+    rows = [
+        {"uuid": "ok-1", "dataRow": {"id": "dr-1"}, "name": "weather", "answer": {"name": "sunny"}},
+        {"uuid": "list", "dataRow": {"id": "dr-1"}, "name": "weather", "answer": [{"name": "sunny"}]},
+        {"uuid": "opt", "dataRow": {"id": "dr-1"}, "name": "weather", "answer": {"name": "rain"}},
+        {"uuid": "feat", "dataRow": {"id": "dr-1"}, "name": "truck", "bbox": box},
+        {"uuid": "sid", "dataRow": {"id": "dr-1"}, "schemaId": "fs-other", "bbox": box},
+        {"dataRow": {"id": "dr-2"}, "schemaId": "fs-car", "bbox": box},
+        {"uuid": "ok-1", "dataRow": {"id": "dr-2"}, "schemaId": "fs-car", "bbox": box},
+        {"uuid": "ok-2", "dataRow": {"id": "dr-2"}, "schemaId": "fs-car", "bbox": box},
+        {"uuid": "m", "dataRow": {"id": "dr-2"}, "metricValue": 1.0, "featureName": "bike"},
+    ]  # fmt: skip
+    upload = await asyncio.to_thread(run.add_predictions, "strict", rows)
+    statuses = await asyncio.to_thread(lambda: upload.statuses)
+    assert [
+        (s["uuid"], s["status"], [e["name"] for e in s.get("errors", [])]) for s in statuses
+    ] == [
+        ("ok-1", "SUCCESS", []),
+        ("list", "FAILURE", ["InvalidAnswerShape"]),  # a radio answer is one object
+        ("opt", "FAILURE", ["AnswerNotFound"]),
+        ("feat", "FAILURE", ["FeatureNotFound"]),
+        ("sid", "FAILURE", ["FeatureNotFound"]),
+        (None, "FAILURE", ["MissingUuid"]),
+        ("ok-1", "FAILURE", ["DuplicateUuid"]),
+        ("ok-2", "SUCCESS", []),
+        ("m", "FAILURE", ["FeatureNotFound"]),
+    ]
+    assert [r["uuid"] for r in fake.accepted_predictions("mr-1")] == ["ok-1", "ok-2"]
+    again = await asyncio.to_thread(run.add_predictions, "again", rows[:1])
+    [error] = await asyncio.to_thread(lambda: again.errors)
+    assert error["errors"][0]["name"] == "DuplicateUuid"  # a uuid accepted before stays taken
+    assert len(fake.accepted_predictions("mr-1")) == 2
+
+
+def split_rows(run_id: str, splits: list[str | None]) -> list[dict[str, Any]]:
+    rows = []
+    for i, split in enumerate(splits):
+        run: dict[str, Any] = {"labels": [], "predictions": []}
+        if split is not None:
+            run["split"] = split
+        rows.append(
+            {
+                "data_row": {"id": f"dr-{i}", "global_key": f"gk-{i}", "row_data": "x"},
+                "experiments": {"model-1": {"runs": {run_id: run}}},
+            }
+        )
+    return rows
+
+
+def exported_splits(client: lb.Client, run_id: str, details: bool) -> list[Any]:
+    task = client.get_model_run(run_id).export(params={"model_run_details": details})
+    task.wait_till_done()
+    return [
+        out.json["experiments"]["model-1"]["runs"][run_id].get("split")
+        for out in task.get_buffered_stream()
+    ]
+
+
+async def test_export_carries_splits_only_with_model_run_details(fake):
+    fake.add_model_run("mr-s", rows=split_rows("mr-s", ["training", "TEST", None]))
+    client = client_for(fake)
+    got = await asyncio.to_thread(exported_splits, client, "mr-s", True)
+    assert got == ["training", "test", None]
+    assert await asyncio.to_thread(exported_splits, client, "mr-s", False) == [None] * 3
+    fake.export_splits = False  # a Labelbox whose export carries no split at all
+    assert await asyncio.to_thread(exported_splits, client, "mr-s", True) == [None] * 3
+
+
+async def test_model_run_data_rows_pages_splits_and_assignments_write_back(fake):
+    splits = ["training", "validation", "test", None] * 30
+    fake.add_model_run("mr-s", rows=split_rows("mr-s", splits))
+    fake.export_splits = False
+    run = await get_run(fake, "mr-s")
+    got = await asyncio.to_thread(
+        lambda: [(r.data_row().uid, r.data_split.value) for r in run.model_run_data_rows()]
+    )
+    assert len(got) == 120  # two pages of 100
+    assert got[:4] == [
+        ("dr-0", "TRAINING"), ("dr-1", "VALIDATION"), ("dr-2", "TEST"), ("dr-3", "UNASSIGNED")
+    ]  # fmt: skip
+    assert await asyncio.to_thread(run.assign_data_rows_to_split, ["dr-3"], "TEST")
+    assert fake.splits("mr-s")["dr-3"] == "TEST"
+    with pytest.raises(Exception, match="Job failed"):
+        await asyncio.to_thread(run.assign_data_rows_to_split, ["dr-nope"], "TEST")
+    fake.export_splits = True
+    exported = await asyncio.to_thread(exported_splits, client_for(fake), "mr-s", True)
+    assert exported[:4] == ["training", "validation", "test", "test"]
+
+
+async def test_strict_metadata_rejects_non_string_values(fake):
+    run = await get_run(fake)
+    fake.strict_metadata = True
+    with pytest.raises(lbx.LabelboxError, match="BAD_USER_INPUT"):
+        await asyncio.to_thread(run.update_status, "COMPLETE", {"gpus": 1, "summary": {"a": "b"}})
+    await asyncio.to_thread(run.update_status, "COMPLETE", {"gpus": "1"})
+    assert fake.statuses("mr-1") == ["COMPLETE"]
+
+
 async def test_add_predictions_from_a_served_url(fake):
     run = await get_run(fake)
-    url = fake.add_media("p.ndjson", b'{"uuid":"u1","dataRow":{"id":"dr-1"},"name":"x"}\n', "x")
+    row = {"uuid": "u1", "dataRow": {"id": "dr-1"}, "name": "weather", "answer": {"name": "sunny"}}
+    url = fake.add_media("p.ndjson", json.dumps(row).encode() + b"\n", "x")
     upload = await asyncio.to_thread(run.add_predictions, "by-url", url)
     assert await asyncio.to_thread(lambda: upload.errors) == []
-    assert fake.predictions("mr-1") == [{"uuid": "u1", "dataRow": {"id": "dr-1"}, "name": "x"}]
+    assert fake.predictions("mr-1") == [row]
 
 
 def export_rows(n: int) -> list[dict[str, Any]]:

@@ -141,10 +141,13 @@ def test_stages_as_separate_processes_reach_the_held_out_bars(seed, model_type):
 
     rows = run.predictions()
     test_ids = {r["data_row"]["id"] for r in test_rows}
-    predictions = [r for r in rows if "uuid" in r]
+    predictions = [r for r in rows if "metricValue" not in r]
     metrics = [r for r in rows if "metricValue" in r]
-    assert predictions and metrics
-    assert {r["dataRow"]["id"] for r in metrics} == test_ids  # evaluated on the test split
+    assert predictions and metrics and all(len(r["uuid"]) == 36 for r in rows)
+    held_out = [r for r in metrics if not r["metricName"].endswith(("_train", "_validation"))]
+    assert {r["dataRow"]["id"] for r in held_out} == test_ids  # evaluated on the test split
+    # predict_splits "all": every row has metrics, those of other splits named by their split
+    assert {r["dataRow"]["id"] for r in metrics} == {r["data_row"]["id"] for r in run.dataset.rows}
     for row in predictions:
         _check_prediction_row(model_type, row, run.dataset.feature_name, run.dataset.classes)
     for row in metrics:

@@ -131,9 +131,9 @@ def test_labelbox_outage_is_retriable(seed):
     assert run.summary()["status"] == "failed"
 
 
-def test_rejected_upload_raises_upload_error(fake, seed):
+def test_rejected_rows_are_counted_and_only_an_upload_with_none_accepted_fails(fake, seed):
     from lbtrain_trainer import labelbox_io
-    from lbtrain_trainer.errors import UploadError
+    from lbtrain_trainer.errors import BadInputError
     from lbtrain_trainer.settings import Settings
 
     run = seed("ner", n_rows=4)
@@ -153,8 +153,15 @@ def test_rejected_upload_raises_upload_error(fake, seed):
         "location": {"start": 0, "end": 3},
     }
     bad = {**good, "uuid": "u2", "dataRow": {"id": "not-in-this-run"}}
-    with pytest.raises(UploadError, match="not-in-this-run"):
-        labelbox_io.upload_predictions(model_run, [good, bad], "test")
+    result = labelbox_io.upload_predictions(model_run, [good, bad], "one")
+    assert (result.rows, result.accepted, result.rejected) == (2, 1, 1)
+    assert (
+        "not-in-this-run" in result.first_errors[0] and "DataRowNotFound" in result.first_errors[0]
+    )
+    with pytest.raises(BadInputError, match="accepted 1 of 2"):  # below the share asked for
+        labelbox_io.upload_predictions(model_run, [good, bad], "two", min_accepted_fraction=0.9)
+    with pytest.raises(BadInputError, match="accepted 0 of 1"):
+        labelbox_io.upload_predictions(model_run, [bad], "three")
 
 
 @pytest.mark.trainer

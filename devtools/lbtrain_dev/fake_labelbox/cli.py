@@ -44,6 +44,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-id", default=fake_cuid("fake-model"), help="the Labelbox model id of the runs"
     )
+    p.add_argument(
+        "--strict-metadata",
+        action="store_true",
+        help="reject update_status metadata with non-string values (BAD_USER_INPUT)",
+    )
+    p.add_argument(
+        "--no-export-splits",
+        action="store_true",
+        help="exports carry no split; splits are only in model_run_data_rows()",
+    )
     p.add_argument("--quiet", action="store_true", help="do not print the timeline as it grows")
     return p
 
@@ -76,6 +86,8 @@ def seed(fake: FakeLabelbox, types: Sequence[str], rows: int, model_id: str) -> 
 async def serve(args: argparse.Namespace) -> None:
     fake = FakeLabelbox(api_key=args.api_key)
     await fake.start(host=args.host, port=args.port)
+    fake.strict_metadata = args.strict_metadata
+    fake.export_splits = not args.no_export_splits
     runs = seed(fake, args.model_type or contract.MODEL_TYPES, args.rows, args.model_id)
     print(f"fake Labelbox on {fake.base_url}")
     print(f"  --labelbox-endpoint {fake.endpoint} --labelbox-rest-endpoint {fake.rest_endpoint}")

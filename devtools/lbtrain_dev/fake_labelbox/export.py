@@ -8,6 +8,13 @@ the model run's rows as NDJSON when the task is created and cuts it into line-al
 most ``export_chunk_bytes`` (at least one line each), so a large export exercises the SDK's
 paging and a multi-byte character never straddles two chunks.
 
+The split of each row lives apart from the rows (``ModelRunRecord.splits``, what
+``model_run_data_rows()`` reads and ``assign_data_rows_to_split`` writes). The export puts it on
+the row's run object as ``"split": "training"|"validation"|"test"`` only when the request sets
+``includeModelRunDetails`` (the SDK's ``model_run_details``; CHANGELOG 3.63.0) and the fake's
+``export_splits`` is on; an unassigned row carries none. The real key is not documented, so a
+test can turn ``export_splits`` off to model an export that carries no split at all.
+
 An empty result has no RESULT stream (``exportMetadataHeader`` is ``null``), as for ERRORS:
 ``has_result()`` is then false and ``get_buffered_stream()`` raises ``ValueError``, which is also
 what SDK 7.17.0 does for a zero-byte stream.
@@ -15,6 +22,7 @@ what SDK 7.17.0 does for a zero-byte stream.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -28,9 +36,69 @@ from lbtrain_dev.fake_labelbox.graphql import (
     find_run,
     require,
 )
-from lbtrain_dev.fake_labelbox.state import Chunk, ExportTask, FakeState, iso_now
+from lbtrain_dev.fake_labelbox.state import Chunk, ExportTask, FakeState, ModelRunRecord, iso_now
 
 TASK_TYPE = "export-data-rows"
+SEEDED_SPLIT_KEYS = ("split", "data_split", "dataSplit")
+SPLIT_NAMES = {
+    "training": "TRAINING",
+    "train": "TRAINING",
+    "validation": "VALIDATION",
+    "valid": "VALIDATION",
+    "val": "VALIDATION",
+    "test": "TEST",
+    "testing": "TEST",
+    "unassigned": "UNASSIGNED",
+}
+
+
+def run_objects(row: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    experiments = row.get("experiments")
+    if not isinstance(experiments, dict):
+        return []
+    out = []
+    for experiment in experiments.values():
+        runs = experiment.get("runs") if isinstance(experiment, dict) else None
+        if isinstance(runs, dict) and isinstance(runs.get(run_id), dict):
+            out.append(runs[run_id])
+    return out
+
+
+def take_splits(rows: list[dict[str, Any]], run_id: str) -> dict[str, str]:
+    """Move the seeded split keys off the rows' run objects into {data row id: DataSplit}."""
+    splits: dict[str, str] = {}
+    for row in rows:
+        data_row = row.get("data_row") or {}
+        row_id = data_row.get("id") if isinstance(data_row, dict) else None
+        split = "UNASSIGNED"
+        for run in run_objects(row, run_id):
+            for key in SEEDED_SPLIT_KEYS:
+                value = run.pop(key, None)
+                if isinstance(value, dict):
+                    value = value.get("name") or value.get("value")
+                if isinstance(value, str):
+                    split = SPLIT_NAMES.get(value.strip().lower(), split)
+        if isinstance(row_id, str):
+            splits[row_id] = split
+    return splits
+
+
+def exported_rows(run: ModelRunRecord, with_details: bool) -> list[dict[str, Any]]:
+    """The run's rows as an export returns them: with the split only when asked for."""
+    if not with_details:
+        return run.rows
+    out = []
+    for row in run.rows:
+        data_row = row.get("data_row") or {}
+        split = run.splits.get(str(data_row.get("id")), "UNASSIGNED")
+        if split == "UNASSIGNED":
+            out.append(row)
+            continue
+        row = copy.deepcopy(row)
+        for obj in run_objects(row, run.id):
+            obj["split"] = split.lower()
+        out.append(row)
+    return out
 
 
 def to_ndjson(rows: list[dict[str, Any]]) -> tuple[bytes, list[bytes]]:
@@ -58,9 +126,11 @@ def _create(ctx: Context, node: FieldNode) -> Any:
     payload = argument(node, "input", ctx.variables)
     filters = payload.get("filters") if isinstance(payload, dict) else None
     run = find_run(ctx, filters.get("modelRunId") if isinstance(filters, dict) else None)
+    params = payload.get("params") if isinstance(payload, dict) else None
+    details = isinstance(params, dict) and params.get("includeModelRunDetails") is True
     state = ctx.state
     with state.lock:
-        result, lines = to_ndjson(run.rows)
+        result, lines = to_ndjson(exported_rows(run, details and state.tunables.export_splits))
         task = ExportTask(
             id=state.new_id("export-task"),
             name=payload.get("taskName") if isinstance(payload, dict) else None,

@@ -5,9 +5,11 @@ with ``filePayload``), then polls ``modelErrorAnalysisPredictionImport(where: {m
 by *name* while the state is ``RUNNING`` and finally downloads ``statusFileUrl`` /
 ``errorFileUrl`` with a bare ``requests.get``. The fake records every row and checks what a real
 import would reject, so that callers' error handling is exercised: each row needs ``dataRow``
-with exactly one of ``id``/``globalKey`` naming a data row of the model run's export rows, and a
-feature (``name`` or ``schemaId``) unless it is a metric row (``metricValue``). Rejected rows are
-reported in ``errors``; the import still ends ``FINISHED``, as Labelbox does for row errors.
+with exactly one of ``id``/``globalKey`` naming a data row of the model run's export rows, a
+``uuid`` that no other row of this import or an earlier accepted one holds, and content that fits
+the run's ontology (:mod:`.ontology`: the feature exists, the answer has its question's shape).
+Rejected rows are reported in ``errors``; the import still ends ``FINISHED``, as Labelbox does
+for row errors.
 Names are unique per model run (lookup is by name), so a reused name is a ``RESOURCE_CONFLICT``.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lbtrain_dev.fake_labelbox import ontology
 from lbtrain_dev.fake_labelbox.document import FieldNode, argument
 from lbtrain_dev.fake_labelbox.graphql import (
     BAD_USER_INPUT,
@@ -61,6 +64,7 @@ def _known(ref: Any, known: set[str]) -> bool:
 
 
 def row_errors(row: dict[str, Any], ids: set[str], keys: set[str], run_id: str) -> list[Any]:
+    """The data row reference's errors (the content is checked by :func:`ontology.row_errors`)."""
     errors: list[dict[str, str]] = []
     data_row = row.get("dataRow")
     ref_id = data_row.get("id") if isinstance(data_row, dict) else None
@@ -80,18 +84,33 @@ def row_errors(row: dict[str, Any], ids: set[str], keys: set[str], run_id: str) 
                 "message": f"Data row with {what} is not part of model run {run_id!r}",
             }
         )
-    if "metricValue" not in row and not row.get("name") and not row.get("schemaId"):
-        errors.append(
-            {"name": "MissingFeature", "message": "annotation needs a 'name' or a 'schemaId'"}
-        )
     return errors
+
+
+def _uuid_errors(row: dict[str, Any], seen: set[str]) -> list[dict[str, str]]:
+    value = row.get("uuid")
+    if not isinstance(value, str) or not value:
+        return [{"name": "MissingUuid", "message": "every row needs a 'uuid' string"}]
+    if value in seen:
+        return [
+            {
+                "name": "DuplicateUuid",
+                "message": f"uuid {value!r} is already used in this model run",
+            }
+        ]
+    return []
 
 
 def status_rows(run: ModelRunRecord, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ids, keys = run.known_data_rows()
+    seen = run.accepted_uuids()
     out: list[dict[str, Any]] = []
     for row in rows:
         errors = row_errors(row, ids, keys, run.id)
+        errors += _uuid_errors(row, seen)
+        errors += ontology.row_errors(row, run.ontology)
+        if isinstance(row.get("uuid"), str):
+            seen.add(row["uuid"])
         status: dict[str, Any] = {"uuid": row.get("uuid"), "dataRow": row.get("dataRow")}
         status["status"] = "FAILURE" if errors else "SUCCESS"
         if errors:

@@ -2,6 +2,9 @@
 
 These are the fields lbtrain's operator and trainer touch: ``modelRun`` (``get_model_run``,
 ``get_config``), ``updateTrainingPipeline`` (``update_status``, sent to ``/_gql``),
+``annotationGroups`` (``model_run_data_rows``: each row's ``dataSplit``),
+``createAssignDataRowsToDataSplitTask`` and its status (``assign_data_rows_to_split``),
+``deleteModelRunDataRows`` (``delete_model_run_data_rows``),
 ``trainingPipeline`` (the status read-back Labelbox's own SDK tests use), the config mutations,
 and ``user``/``organization``/``model``, which the SDK fetches on the way (export tasks are
 looked up through ``user.createdTasks``). Semantics follow what Labelbox's SDK integration tests
@@ -57,6 +60,14 @@ def _update_training_pipeline(ctx: Context, node: FieldNode) -> Any:
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise GqlError(BAD_USER_INPUT, "metadata must be a JSON object")
+    if ctx.state.tunables.strict_metadata and isinstance(metadata, dict):
+        bad = sorted(key for key, value in metadata.items() if not isinstance(value, str))
+        if bad:  # worded as a GraphQL variable coercion error (the SDK types Dict[str, str])
+            raise GqlError(
+                BAD_USER_INPUT,
+                f'Variable "$data" got invalid value at "data.metadata": values of '
+                f"{', '.join(repr(key) for key in bad)} are not String",
+            )
     message = data.get("errorMessage")
     limit = ctx.state.tunables.max_error_message_len
     if message is not None and (not isinstance(message, str) or (limit and len(message) > limit)):
@@ -133,7 +144,112 @@ def _model(ctx: Context, node: FieldNode) -> Any:
     }
 
 
+def _annotation_groups(ctx: Context, node: FieldNode) -> Any:
+    """``model_run_data_rows()``: cursor pages of {id, labelId, modelRunId, dataSplit, dataRow}."""
+    run = find_run(ctx, argument(node, "id", ctx.variables))
+    after = argument(node, "after", ctx.variables)
+    first = argument(node, "first", ctx.variables)
+    start = int(after) if isinstance(after, str) and after.isdigit() else 0
+    size = first if isinstance(first, int) and first > 0 else 100
+    with ctx.state.lock:
+        rows = run.rows[start : start + size]
+        nodes: list[dict[str, Any]] = []
+        for row in rows:
+            data_row = row.get("data_row") or {}
+            row_id = str(data_row.get("id"))
+            labels = [
+                label
+                for obj in export.run_objects(row, run.id)
+                for label in obj.get("labels") or []
+                if isinstance(label, dict)
+            ]
+            nodes.append(
+                {
+                    "id": f"{run.id}:{row_id}",
+                    "labelId": labels[0].get("id") if labels else None,
+                    "modelRunId": run.id,
+                    "dataSplit": run.splits.get(row_id, "UNASSIGNED"),
+                    "dataRow": {
+                        "id": row_id,
+                        "globalKey": data_row.get("global_key"),
+                        "rowData": data_row.get("row_data"),
+                        "createdAt": run.created_at,
+                        "updatedAt": run.created_at,
+                        "customMetadata": [],
+                        "metadataFields": [],
+                    },
+                }
+            )
+        more = start + size < len(run.rows)
+    return {"nodes": nodes, "pageInfo": {"endCursor": str(start + size) if more else None}}
+
+
+def _delete_data_rows(ctx: Context, node: FieldNode) -> Any:
+    """``delete_model_run_data_rows``: the rows leave the run (export, imports, splits)."""
+    run = find_run(ctx, argument(node, "modelRunId", ctx.variables))
+    ids = argument(node, "dataRowIds", ctx.variables)
+    if not isinstance(ids, list):
+        raise GqlError(BAD_USER_INPUT, "dataRowIds must be a list of ids")
+    with ctx.state.lock:
+        run.rows = [r for r in run.rows if (r.get("data_row") or {}).get("id") not in ids]
+        for row_id in ids:
+            run.splits.pop(row_id, None)
+    return True
+
+
+def _metadata_ontology(ctx: Context, node: FieldNode) -> Any:
+    """The organisation's data row metadata schema: the SDK reads it to build any ``DataRow``
+    (``model_run_data_rows()`` included); the fake's organisation has no custom fields."""
+    return []
+
+
+def _assign_splits(ctx: Context, node: FieldNode) -> Any:
+    """``assign_data_rows_to_split``: applied at once; the task is COMPLETE (or FAILED)."""
+    run = find_run(ctx, argument(node, "id", ctx.variables))
+    data = argument(node, "data", ctx.variables)
+    assignments = data.get("assignments") if isinstance(data, dict) else None
+    if not isinstance(assignments, list):
+        raise GqlError(BAD_USER_INPUT, "data.assignments must be a list")
+    error: str | None = None
+    with ctx.state.lock:
+        by_key = {
+            str(row.get("data_row", {}).get("global_key")): str(row.get("data_row", {}).get("id"))
+            for row in run.rows
+        }
+        for item in assignments:
+            split = item.get("split") if isinstance(item, dict) else None
+            if split not in export.SPLIT_NAMES.values():
+                raise GqlError(
+                    BAD_USER_INPUT, f'Value "{split}" does not exist in "DataSplit" enum.'
+                )
+            ids = list(item.get("dataRowIds") or []) + [
+                by_key.get(str(key), f"global key {key!r}") for key in item.get("globalKeys") or []
+            ]
+            for row_id in ids:
+                if row_id in run.splits:
+                    run.splits[row_id] = str(split)
+                else:
+                    error = f"data row {row_id!r} is not in model run {run.id!r}"
+        task_id = ctx.state.new_id("split-task")
+        ctx.state.split_tasks[task_id] = error
+    return task_id
+
+
+def _assign_status(ctx: Context, node: FieldNode) -> Any:
+    task_id = argument(node, "id", ctx.variables)
+    with ctx.state.lock:
+        if task_id not in ctx.state.split_tasks:
+            raise GqlError(RESOURCE_NOT_FOUND, f"Resource 'Task' not found for id {task_id!r}")
+        error = ctx.state.split_tasks[task_id]
+    return {"status": "FAILED" if error else "COMPLETE", "errorMessage": error}
+
+
 RESOLVERS: dict[str, Resolver] = {
+    "annotationGroups": _annotation_groups,
+    "customMetadataOntology": _metadata_ontology,
+    "deleteModelRunDataRows": _delete_data_rows,
+    "createAssignDataRowsToDataSplitTask": _assign_splits,
+    "assignDataRowsToDataSplitTaskStatus": _assign_status,
     "modelRun": _model_run,
     "updateTrainingPipeline": _update_training_pipeline,
     "trainingPipeline": _training_pipeline,

@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from lbtrain_dev.fake_labelbox import timeline
+from lbtrain_dev.fake_labelbox import export, timeline
+from lbtrain_dev.fake_labelbox import ontology as ontology_
 from lbtrain_dev.fake_labelbox.app import STOPPING, create_app
 from lbtrain_dev.fake_labelbox.state import (
     FailureMode,
@@ -126,15 +127,29 @@ class FakeLabelbox:
         name: str = "run",
         rows: list[dict[str, Any]] | None = None,
         config: dict[str, Any] | None = None,
+        ontology: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Create (or replace) a model run with its export rows and training config."""
+        """Create (or replace) a model run with its export rows and training config.
+
+        A row's split is read from its run object (``split``, ``data_split`` or ``dataSplit``)
+        and kept apart (see :mod:`.export`). ``ontology`` lists the run's features as
+        ``{"name", "kind", "schemaId"?, "options": [{"name", "schemaId"?}]}`` (kinds: radio,
+        checklist, text, rectangle, named-entity, polygon...); without it the features and
+        answers the rows' labels use are the ontology.
+        """
+        seeded = copy.deepcopy(rows or [])
+        splits = export.take_splits(seeded, model_run_id)
         record = ModelRunRecord(
             id=model_run_id,
             model_id=model_id,
             name=name,
-            rows=copy.deepcopy(rows or []),
+            rows=seeded,
             config=copy.deepcopy(config),
             created_at=iso_now(),
+            ontology=ontology_.from_json(ontology)
+            if ontology is not None
+            else ontology_.derive(seeded),
+            splits=splits,
         )
         with self._state.lock:
             self._state.model_runs[model_run_id] = record
@@ -162,6 +177,26 @@ class FakeLabelbox:
             if run is None:
                 return []
             return copy.deepcopy([row for item in run.imports.values() for row in item.rows])
+
+    def accepted_predictions(self, model_run_id: str) -> list[dict[str, Any]]:
+        """The rows the run's imports accepted (status SUCCESS), in arrival order."""
+        with self._state.lock:
+            run = self._state.model_runs.get(model_run_id)
+            if run is None:
+                return []
+            return copy.deepcopy(
+                [
+                    row
+                    for item in run.imports.values()
+                    for row, status in zip(item.rows, item.status_rows, strict=False)
+                    if status.get("status") == "SUCCESS"
+                ]
+            )
+
+    def splits(self, model_run_id: str) -> dict[str, str]:
+        """{data row id: TRAINING|VALIDATION|TEST|UNASSIGNED}, as model_run_data_rows() says."""
+        with self._state.lock:
+            return dict(self._state.model_runs[model_run_id].splits)
 
     def imports(self, model_run_id: str) -> list[str]:
         with self._state.lock:
@@ -262,6 +297,24 @@ class FakeLabelbox:
     @export_in_progress_replies.setter
     def export_in_progress_replies(self, value: int) -> None:
         self._state.tunables.export_in_progress_replies = value
+
+    @property
+    def export_splits(self) -> bool:
+        """The export carries each row's split (with ``includeModelRunDetails``); False: never."""
+        return self._state.tunables.export_splits
+
+    @export_splits.setter
+    def export_splits(self, value: bool) -> None:
+        self._state.tunables.export_splits = value
+
+    @property
+    def strict_metadata(self) -> bool:
+        """``update_status`` metadata with a non-string value is rejected (BAD_USER_INPUT)."""
+        return self._state.tunables.strict_metadata
+
+    @strict_metadata.setter
+    def strict_metadata(self, value: bool) -> None:
+        self._state.tunables.strict_metadata = value
 
     @property
     def max_error_message_len(self) -> int | None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from lbtrain_dev.fake_labelbox.ontology import Ontology
+
 FailureMode = Literal["5xx", "timeout", "slow", "auth", "not_found", "conn_reset"]
 FAILURE_MODES: frozenset[str] = frozenset(get_args(FailureMode))
 
@@ -136,6 +138,18 @@ class ModelRunRecord:
         default_factory=lambda: {"status": None, "errorMessage": None, "metadata": None}
     )
     imports: dict[str, PredictionImport] = field(default_factory=dict)
+    ontology: Ontology = field(default_factory=Ontology)
+    # data row id -> TRAINING / VALIDATION / TEST / UNASSIGNED (ModelRunDataRow.data_split)
+    splits: dict[str, str] = field(default_factory=dict)
+
+    def accepted_uuids(self) -> set[str]:
+        """The uuids of the rows earlier imports of this run accepted."""
+        return {
+            str(row["uuid"])
+            for item in self.imports.values()
+            for row in item.status_rows
+            if row.get("status") == "SUCCESS" and isinstance(row.get("uuid"), str)
+        }
 
     def known_data_rows(self) -> tuple[set[str], set[str]]:
         """The ids and global keys of the data rows in this run's export rows."""
@@ -159,6 +173,12 @@ class Tunables:
     import_running_replies: int = 0
     export_in_progress_replies: int = 0
     max_error_message_len: int | None = 255
+    # The export's run objects carry the split (with includeModelRunDetails only). False models
+    # a Labelbox whose export carries none: the splits are then in model_run_data_rows() alone.
+    export_splits: bool = True
+    # Reject update_status metadata whose values are not all strings (BAD_USER_INPUT), as the
+    # SDK's Dict[str, str] type suggests a real server may.
+    strict_metadata: bool = False
 
 
 class FakeState:
@@ -172,6 +192,7 @@ class FakeState:
         self.model_runs: dict[str, ModelRunRecord] = {}
         self.media: dict[str, tuple[bytes, str]] = {}
         self.export_tasks: dict[str, ExportTask] = {}
+        self.split_tasks: dict[str, str | None] = {}  # task id -> error message (None: done)
         self.requests: list[RecordedRequest] = []
         self.failures: list[FailureRule] = []
         self.user_id = "fake-user-1"

@@ -102,17 +102,28 @@ class Checkpointer:
             raw.get("rng"),
         )
 
-    def upload_done(self, epoch: int) -> list[str] | None:
-        """The imports of an earlier upload of this model after ``epoch`` epochs, if any."""
+    def upload_id(self, epoch: int) -> str:
+        """Names one model's upload: its import names and prediction uuids derive from it."""
+        return f"{self.fingerprint[:12]}-e{epoch}"
+
+    def upload_done(self, epoch: int) -> dict[str, Any] | None:
+        """The outcome of an earlier upload of this model after ``epoch`` epochs, if any
+        (``imports`` and ``upload``: rows, accepted, rejected, first errors)."""
         data = self.destination.read_bytes(UPLOAD_MARKER)
         if data is None:
             return None
-        marker = json.loads(data)
+        marker: dict[str, Any] = json.loads(data)
         if marker.get("fingerprint") != self.fingerprint or marker.get("epoch") != epoch:
             return None
-        imports: list[str] = marker["imports"]
-        return imports
+        return marker
 
-    def mark_uploaded(self, imports: list[str], epoch: int) -> None:
-        payload = {"fingerprint": self.fingerprint, "imports": imports, "epoch": epoch}
+    def mark_uploaded(
+        self, imports: list[str], epoch: int, upload: dict[str, Any] | None = None
+    ) -> None:
+        payload = {
+            "fingerprint": self.fingerprint,
+            "imports": imports,
+            "epoch": epoch,
+            "upload": upload or {},
+        }
         self.destination.write_bytes(UPLOAD_MARKER, json.dumps(payload).encode())

@@ -1,9 +1,10 @@
 """The ``export`` stage (Labelbox status EXPORTING_DATA): rows, media, hyperparameters.
 
 It is the only stage before training that talks to Labelbox, so it also resolves the
-hyperparameters (template defaults overridden by the model run's config) and leaves them in
-the workspace for the others. Media are fetched here, once, so that ``prepare`` and ``train``
-are pure functions of the workspace.
+hyperparameters (template defaults overridden by the model run's config) and each row's split
+(:func:`lbtrain_trainer.splits.plan`: the export's, else ``model_run_data_rows()``'s, else a
+hash), and leaves them in the workspace for the others. Media are fetched here, once, so that
+``prepare`` and ``train`` are pure functions of the workspace.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lbtrain_trainer import hyperparams, labelbox_io, media
+from lbtrain_trainer import hyperparams, labelbox_io, media, splits
 from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.rows import parse_row
 from lbtrain_trainer.settings import Settings
@@ -54,6 +55,52 @@ def fetch_media(
     )
 
 
+def exported_splits(path: Path, model_run_id: str, model_id: str) -> dict[str, Any]:
+    """{data row id: the split its export row carries (None: none)}."""
+    with path.open(encoding="utf-8") as lines:
+        return {
+            row.data_row_id: row.split
+            for row in (
+                parse_row(json.loads(line), model_run_id, model_id)
+                for line in lines
+                if line.strip()
+            )
+        }
+
+
+def resolve_splits(
+    settings: Settings, hp: hyperparams.Hyperparameters, model_run: Any, export_file: Path
+) -> tuple[splits.SplitPlan, int]:
+    """Every row's split and its source; writes hashed ones back if asked (rows written)."""
+    exported = exported_splits(export_file, settings.model_run_id, settings.model_id)
+    from_labelbox = None
+    if exported and not any(exported.values()):
+        from_labelbox = labelbox_io.data_row_splits(model_run)
+        log.info(
+            "the export carries no split: read %d assigned of %d from model_run_data_rows()",
+            sum(v is not None for v in from_labelbox.values()),
+            len(from_labelbox),
+        )
+    plan = splits.plan(exported, from_labelbox, hp.validation_fraction, hp.test_fraction)
+    counts = plan.counts()
+    log.info(
+        "splits: %d rows from the export, %d from the model run's data rows, %d hash-assigned "
+        "(unassigned in Labelbox)",
+        counts["export"],
+        counts["labelbox"],
+        counts["hash"],
+    )
+    written = 0
+    hashed = plan.hashed()
+    if hp.write_back_splits and hashed:
+        try:
+            written = labelbox_io.assign_splits(model_run, hashed)
+            log.info("wrote %d hash-assigned splits back to the model run", written)
+        except Exception as exc:  # the splits stay valid for training; Labelbox just lacks them
+            log.warning("could not write hash-assigned splits back to Labelbox: %s", exc)
+    return plan, written
+
+
 def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, Any]:
     ws = Workspace(settings.workspace)
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +113,8 @@ def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, An
         log.warning("ignoring unknown hyperparameters: %s", ", ".join(ignored))
     rows = labelbox_io.write_export(model_run, ws.export_file)
     log.info("exported %d rows of model run %s", rows, settings.model_run_id)
+    plan, written = resolve_splits(settings, hp, model_run, ws.export_file)
+    ws.splits_file.write_text(json.dumps(plan.to_json()))
     fetched = fetch_media(settings, hp, rows)
     return {
         "stage": "export",
@@ -73,5 +122,7 @@ def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, An
         "media_fetched": fetched.fetched,
         "media_kept": fetched.kept,
         "media_broken": fetched.broken,
+        "split_sources": plan.counts(),
+        "splits_written_back": written,
         "ignored_hyperparameters": ignored,
     }

@@ -47,9 +47,18 @@ class Hyperparameters:
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     skip_broken_media: bool = False
+    # Write the splits lbtrain hash-assigned (rows Labelbox left unassigned) back to the model
+    # run (assign_data_rows_to_split), so Labelbox's split filters show what was trained on.
+    write_back_splits: bool = False
     # Inference.
     score_threshold: float = 0.3  # detections kept for upload
     multi_label_threshold: float = 0.5  # starting point; tuned per class on validation
+    # Upload: "all" predicts every row of the run (users filter by split in Labelbox to find
+    # label errors in the training data); "test": the evaluation split only.
+    predict_splits: str = "all"
+    # The run fails when Labelbox accepts less than this share of the uploaded rows (0: only
+    # when it accepts none); rejected rows are logged and counted in the run's metadata.
+    min_accepted_fraction: float = 0.0
     # Fast paths (used on CUDA only, except compile which the user opts into).
     bf16: bool = True
     compile: bool = False
@@ -145,7 +154,16 @@ def _check_ranges(hp: Hyperparameters) -> None:
         raise BadInputError("hyperparameter learning_rate must be positive")
     if not 0 <= hp.validation_fraction + hp.test_fraction < 1:
         raise BadInputError("validation_fraction + test_fraction must be in [0, 1)")
-    for name in ("score_threshold", "multi_label_threshold", "warmup_fraction"):
+    if hp.predict_splits not in ("all", "test"):
+        raise BadInputError(
+            f"hyperparameter predict_splits must be 'all' or 'test', not {hp.predict_splits!r}"
+        )
+    for name in (
+        "score_threshold",
+        "multi_label_threshold",
+        "warmup_fraction",
+        "min_accepted_fraction",
+    ):
         if not 0 <= getattr(hp, name) <= 1:
             raise BadInputError(f"hyperparameter {name} must be in [0, 1]")
     if hp.num_workers < 0 or hp.cpu_threads < 0:

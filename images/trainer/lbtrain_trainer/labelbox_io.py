@@ -4,7 +4,8 @@ Everything else in the trainer works on plain dicts and files, so it is tested w
 server; this module is tested against the fake Labelbox. The SDK is synchronous and retries
 5xx for about two minutes by itself (LABELBOX.md §2.6), which is what a batch job wants, so
 calls are made directly. Predictions and metrics are plain NDJSON dicts (no ``labelbox[data]``),
-uploaded with ``add_predictions`` and checked through the import's ``errors``.
+uploaded with ``add_predictions`` and checked through the import's ``errors``: a rejected row is
+logged and counted, not a reason to retrain (see :func:`upload_predictions`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lbtrain_trainer.errors import BadInputError, UploadError
 from lbtrain_trainer.settings import Settings
+from lbtrain_trainer.splits import DATA_SPLIT, Split, parse_split
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,9 @@ EXPORT_PARAMS: dict[str, Any] = {"predictions": False, "model_run_details": True
 # smaller files keep each multipart upload well under request size limits.
 UPLOAD_CHUNK_ROWS = 20_000
 IMPORT_POLL_S = 2
+FIRST_ERRORS = 3  # rejected rows quoted in the log and the run's metadata
+UUID_NAMESPACE = uuid.UUID("9a4f3c1e-2b7d-4e55-8c0a-6d1f2e3b4a57")
+SPLIT_ASSIGN_ROWS = 5_000  # data rows per assign_data_rows_to_split call
 
 
 def connect(settings: Settings) -> Any:
@@ -92,6 +98,26 @@ def write_export(model_run: Any, path: Path) -> int:
     return count
 
 
+def data_row_splits(model_run: Any) -> dict[str, Split | None]:
+    """{data row id: split} from ``model_run.model_run_data_rows()`` (None: UNASSIGNED)."""
+    out: dict[str, Split | None] = {}
+    for item in model_run.model_run_data_rows():
+        value = getattr(item.data_split, "value", item.data_split)
+        out[str(item.data_row().uid)] = parse_split(value)
+    return out
+
+
+def assign_splits(model_run: Any, hashed: Mapping[Split, Sequence[str]]) -> int:
+    """Write hash-assigned splits back to the model run; return how many rows were written."""
+    written = 0
+    for split, row_ids in hashed.items():
+        for start in range(0, len(row_ids), SPLIT_ASSIGN_ROWS):
+            batch = list(row_ids[start : start + SPLIT_ASSIGN_ROWS])
+            model_run.assign_data_rows_to_split(data_row_ids=batch, split=DATA_SPLIT[split])
+            written += len(batch)
+    return written
+
+
 def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     """Chunks of at most ``size`` rows that never split one data row's rows."""
     chunk: list[dict[str, Any]] = []
@@ -107,18 +133,115 @@ def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> Iterator[list[dict[
         yield chunk
 
 
-def upload_predictions(model_run: Any, rows: Sequence[Mapping[str, Any]], prefix: str) -> list[str]:
-    """Upload prediction and metric rows; raise :class:`UploadError` if Labelbox rejects any."""
-    names = []
-    for chunk in _chunks(rows, UPLOAD_CHUNK_ROWS):
-        name = f"{prefix}-{uuid.uuid4().hex[:12]}"  # import names are unique per model run
-        upload = model_run.add_predictions(name, chunk)
-        upload.wait_till_done(sleep_time_seconds=IMPORT_POLL_S)
-        errors = upload.errors
-        state = getattr(getattr(upload, "state", None), "value", None)
-        if errors or state == "FAILED":
-            detail = json.dumps(errors[:3], default=str)[:600] if errors else "import FAILED"
-            raise UploadError(f"Labelbox rejected predictions in import {name}: {detail}")
-        log.info("uploaded %d prediction/metric rows as %s", len(chunk), name)
-        names.append(name)
-    return names
+@dataclass
+class UploadResult:
+    """What Labelbox made of one upload: the imports, the rows sent, and the rejected ones."""
+
+    imports: list[str] = field(default_factory=list)
+    rows: int = 0
+    rejected: int = 0
+    first_errors: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.rows - self.rejected
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "first_errors": self.first_errors,
+        }
+
+
+def describe_error(status: Mapping[str, Any]) -> str:
+    """One rejected row as a short line: ``uuid (data row): name: message; ...``."""
+    data_row = status.get("dataRow") or {}
+    where = data_row.get("id") or data_row.get("globalKey") if isinstance(data_row, Mapping) else ""
+    errors = status.get("errors") or []
+    what = "; ".join(
+        f"{e.get('name', '?')}: {e.get('message', '')}" for e in errors if isinstance(e, Mapping)
+    )
+    return f"{status.get('uuid')} ({where}): {what}"[:300]
+
+
+def stable_uuids(rows: Sequence[Mapping[str, Any]], upload_id: str) -> list[dict[str, Any]]:
+    """The rows with uuids scoped to ``upload_id`` (one model's predictions): a retry of the
+    same upload sends the same uuids, a later model (more epochs) new ones, so it never
+    collides with the uuids Labelbox already holds."""
+    out = []
+    for row in rows:
+        copy = dict(row)
+        if isinstance(copy.get("uuid"), str):
+            copy["uuid"] = str(uuid.uuid5(UUID_NAMESPACE, f"{upload_id}/{copy['uuid']}"))
+        out.append(copy)
+    return out
+
+
+def _existing_import(model_run: Any, name: str) -> Any | None:
+    """The import an earlier attempt created under ``name``, if Labelbox has it."""
+    from labelbox.schema.annotation_import import MEAPredictionImport
+    from lbox.exceptions import ResourceNotFoundError
+
+    try:
+        return MEAPredictionImport.from_name(model_run.client, model_run.uid, name)
+    except ResourceNotFoundError:
+        return None
+
+
+def _import_errors(upload: Any, name: str) -> list[dict[str, Any]]:
+    upload.wait_till_done(sleep_time_seconds=IMPORT_POLL_S)
+    try:
+        errors: list[dict[str, Any]] = upload.errors
+    except ValueError as exc:  # the SDK's "Import failed." for a FAILED import
+        raise UploadError(f"Labelbox failed import {name} as a whole: {exc}") from exc
+    return errors
+
+
+def upload_predictions(
+    model_run: Any,
+    rows: Sequence[Mapping[str, Any]],
+    upload_id: str,
+    min_accepted_fraction: float = 0.0,
+) -> UploadResult:
+    """Upload prediction and metric rows, tolerating rows Labelbox rejects.
+
+    Import names derive from ``upload_id`` and the chunk's position, so a retry after a crash
+    finds each import an earlier attempt made (``MEAPredictionImport.from_name``) and reads its
+    outcome instead of uploading the same predictions again. Rejected rows are logged (count
+    and the first few) and returned; the upload fails (:class:`BadInputError`: Labelbox will
+    reject the same rows again) only when it accepts no row, or less than
+    ``min_accepted_fraction`` of them.
+    """
+    result = UploadResult()
+    for index, chunk in enumerate(_chunks(stable_uuids(rows, upload_id), UPLOAD_CHUNK_ROWS)):
+        name = f"lbtrain-{upload_id}-{index:03d}"
+        upload = _existing_import(model_run, name)
+        if upload is not None:
+            log.info("import %s was made by an earlier attempt: not uploading it again", name)
+        else:
+            upload = model_run.add_predictions(name, chunk)
+        errors = _import_errors(upload, name)
+        result.imports.append(name)
+        result.rows += len(chunk)
+        result.rejected += len(errors)
+        for status in errors[: max(0, FIRST_ERRORS - len(result.first_errors))]:
+            result.first_errors.append(describe_error(status))
+        log.info("import %s: %d rows, %d rejected", name, len(chunk), len(errors))
+    if result.rejected:
+        log.warning(
+            "Labelbox rejected %d of %d prediction/metric rows; first: %s",
+            result.rejected,
+            result.rows,
+            " | ".join(result.first_errors),
+        )
+    if result.rows and (
+        result.accepted == 0 or result.accepted < min_accepted_fraction * result.rows
+    ):
+        raise BadInputError(
+            f"Labelbox accepted {result.accepted} of {result.rows} prediction/metric rows "
+            f"(min_accepted_fraction {min_accepted_fraction}); first errors: "
+            + " | ".join(result.first_errors)
+        )
+    return result

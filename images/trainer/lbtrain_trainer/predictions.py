@@ -3,9 +3,11 @@
 Shapes follow LABELBOX.md §5.3-5.5: radio answers are an object, checklist answers a list,
 boxes are ``bbox`` in original pixels, entities are ``location`` with an **inclusive** ``end``.
 Metric rows ride in the same import (§5.4): a scalar per row and a per-class confusion matrix
-``[TP, FP, TN, FN]``, never under a reserved metric name. Prediction ``uuid`` values derive from
-the model run, the data row and the position, so re-uploading after a restart replaces rather
-than duplicates.
+``[TP, FP, TN, FN]``, never under a reserved metric name. Every row, metric rows included, carries
+a ``uuid`` (every row the SDK serialises has one, and Labelbox reports per-row import errors by
+it); the values derive from the model run, the data row and the position, so they are stable
+across attempts. Whether Labelbox upserts a repeated ``uuid`` is not documented, so the upload
+step never relies on it (see :mod:`lbtrain_trainer.labelbox_io`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ MEAN = "ARITHMETIC_MEAN"
 
 def prediction_uuid(model_run_id: str, data_row_id: str, kind: str, index: int) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{model_run_id}/{data_row_id}/{kind}/{index}"))
+
+
+def with_metric_uuids(
+    model_run_id: str, data_row_id: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Give each metric row (``metricValue``) without a ``uuid`` a stable one."""
+    for index, row in enumerate(rows):
+        if "metricValue" in row and "uuid" not in row:
+            row["uuid"] = prediction_uuid(model_run_id, data_row_id, "metric", index)
+    return rows
 
 
 def _conf(value: float) -> float:
@@ -114,7 +126,7 @@ def classification_rows(
         t, p = cls in truth, cls in chosen
         counts = (int(t and p), int(p and not t), int(not t and not p), int(t and not p))
         rows.append(confusion_metric(row_id, "answer_confusion", counts, feature, cls))
-    return rows
+    return with_metric_uuids(model_run_id, row_id, rows)
 
 
 def detection_rows(
@@ -165,7 +177,7 @@ def detection_rows(
         rows.append(
             confusion_metric(row_id, "iou50", (tp, len(preds) - tp, 0, len(truth) - tp), cls)
         )
-    return rows
+    return with_metric_uuids(model_run_id, row_id, rows)
 
 
 def ner_rows(
@@ -200,4 +212,4 @@ def ner_rows(
                     row_id, "exact_match", (len(t & p), len(p - t), 0, len(t - p)), cls
                 )
             )
-    return rows
+    return with_metric_uuids(model_run_id, row_id, rows)

@@ -18,6 +18,7 @@ and at most ``MAX_IDS`` row ids per error are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter, defaultdict
@@ -35,7 +36,7 @@ from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.modeltypes.base import ModelType
 from lbtrain_trainer.rows import ClassificationKind, ExportRow, parse_row
 from lbtrain_trainer.settings import Settings
-from lbtrain_trainer.splits import Split
+from lbtrain_trainer.splits import Split, SplitPlan
 from lbtrain_trainer.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -46,8 +47,11 @@ log = logging.getLogger(__name__)
 MAX_IDS = 1000  # row ids kept for an error message (the termination message shows 20)
 
 
-def read_export(path: Path, model_run_id: str, model_id: str) -> Iterator[ExportRow]:
-    """The export's rows, parsed one at a time (call again for another pass)."""
+def read_export(
+    path: Path, model_run_id: str, model_id: str, plan: SplitPlan | None = None
+) -> Iterator[ExportRow]:
+    """The export's rows, parsed one at a time (call again for another pass), each with the
+    split the export stage resolved for it (``plan``), if any."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -56,7 +60,10 @@ def read_export(path: Path, model_run_id: str, model_id: str) -> Iterator[Export
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BadInputError(f"export line {number} is not JSON: {exc}") from exc
-            yield parse_row(raw, model_run_id, model_id)
+            row = parse_row(raw, model_run_id, model_id)
+            if plan is not None and row.data_row_id in plan.splits:
+                row = dataclasses.replace(row, split=plan.splits[row.data_row_id])
+            yield row
 
 
 @dataclass
@@ -232,6 +239,11 @@ def run_prepare(settings: Settings) -> dict[str, Any]:
     ws = Workspace(settings.workspace)
     hp = hyperparams.load(ws.require(ws.hyperparameters_file, "export"))
     export_file = ws.require(ws.export_file, "export")
+    plan = (
+        SplitPlan.from_json(json.loads(ws.splits_file.read_text()))
+        if ws.splits_file.exists()
+        else None
+    )
     small_text = registry.get(settings.model_type).media == "text" and hp.model_size == "small"
     words = None
     if small_text:
@@ -240,7 +252,7 @@ def run_prepare(settings: Settings) -> dict[str, Any]:
         words = WordCounter()
     with media.MediaIndex(ws.media_dir) as index:
         dataset = build_dataset(
-            lambda: read_export(export_file, settings.model_run_id, settings.model_id),
+            lambda: read_export(export_file, settings.model_run_id, settings.model_id, plan),
             settings.model_type,
             index.get,
             ws.media_dir,
@@ -256,6 +268,7 @@ def run_prepare(settings: Settings) -> dict[str, Any]:
     return {
         "stage": "prepare",
         "splits": dataset.splits,
+        "split_sources": plan.counts() if plan is not None else None,
         "classes": list(dataset.classes),
         "dropped_rows": {k: len(v) for k, v in dataset.dropped.items()},
     }

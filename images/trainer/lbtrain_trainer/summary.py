@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # Dropped, in this order, until the summary fits.
 OPTIONAL_KEYS = (
     "per_class",
+    "first_rejections",
     "dropped_rows",
     "ignored_hyperparameters",
     "hyperparameters",

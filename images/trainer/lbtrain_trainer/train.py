@@ -3,8 +3,10 @@
 One loop serves every model type (the task supplies batching, loss and prediction). After
 each epoch rank 0 checkpoints to the artifact destination, so a restarted pod resumes at the
 next epoch. Then rank 0 alone evaluates on the test split, uploads predictions and per-row
-metrics to the model run (failing on any import error), writes the run-level results into the
-model run config, and saves weights with a model card; other ranks only train.
+metrics to the model run, writes the run-level results into the model run config, and saves
+weights with a model card; other ranks only train. Predictions go to every row of the run by
+default (hyperparameter ``predict_splits``), and an upload Labelbox partly rejects still
+completes (:func:`lbtrain_trainer.labelbox_io.upload_predictions`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from lbtrain_trainer.runtime import (
     unwrap,
 )
 from lbtrain_trainer.settings import Settings
-from lbtrain_trainer.splits import Split
+from lbtrain_trainer.splits import Split, SplitPlan
 from lbtrain_trainer.tasks import make_task
 from lbtrain_trainer.tasks.base import Task, TaskContext
 from lbtrain_trainer.workspace import Workspace
@@ -237,6 +239,44 @@ def _results(
     }
 
 
+def _split_sources(ws: Workspace) -> dict[str, int] | None:
+    """Rows per split source (export / labelbox / hash), as the export stage resolved them."""
+    if not ws.splits_file.exists():
+        return None
+    return SplitPlan.from_json(json.loads(ws.splits_file.read_text())).counts()
+
+
+def other_split_rows(
+    task: Task,
+    model: nn.Module,
+    dataset: PreparedDataset,
+    hp: Hyperparameters,
+    runtime: Runtime,
+    model_run_id: str,
+    tune_examples: Sequence[Example],
+    tune_outputs: Sequence[RowOutput],
+) -> list[dict[str, Any]]:
+    """Prediction and metric rows for the splits other than the evaluation one (Labelbox users
+    filter the model run by split to find label errors in the training data). Their metric rows
+    are named ``<metric>_<split>``, so Labelbox's mean of a metric stays the held-out one."""
+    rows: list[dict[str, Any]] = []
+    for split in Split:
+        if split == dataset.eval_split:
+            continue
+        examples = dataset.split(split)
+        if not examples:
+            continue
+        outputs = predict_all(task, model, examples, hp, runtime)
+        evaluation = evaluate(
+            dataset, hp, model_run_id, examples, outputs, tune_examples, tune_outputs
+        )
+        for row in evaluation.rows:
+            if "metricValue" in row and isinstance(row.get("metricName"), str):
+                row = {**row, "metricName": f"{row['metricName']}_{split.value}"}
+            rows.append(row)
+    return rows
+
+
 def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     ws = Workspace(settings.workspace)
@@ -288,16 +328,35 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
         }
         weights = save_model(task, model, destination, card)
         results = _results(evaluation, dataset, hp, state, throughput, weights)
-        model_run = model_run or labelbox_io.get_model_run(settings)
-        imports = checkpointer.upload_done(state.epoch)
-        if imports is None:
-            imports = labelbox_io.upload_predictions(
-                model_run, evaluation.rows, f"lbtrain-{settings.model_run_id}"
+        rows = evaluation.rows
+        if hp.predict_splits == "all":
+            rows = rows + other_split_rows(
+                task,
+                model,
+                dataset,
+                hp,
+                runtime,
+                settings.model_run_id,
+                tune_examples,
+                tune_outputs,
             )
-            checkpointer.mark_uploaded(imports, state.epoch)
+        model_run = model_run or labelbox_io.get_model_run(settings)
+        done = checkpointer.upload_done(state.epoch)
+        if done is None:
+            uploaded = labelbox_io.upload_predictions(
+                model_run, rows, checkpointer.upload_id(state.epoch), hp.min_accepted_fraction
+            )
+            imports, upload = uploaded.imports, uploaded.summary()
+            checkpointer.mark_uploaded(imports, state.epoch, upload)
         else:
+            imports, upload = done["imports"], done.get("upload") or {}
             log.info("predictions were uploaded by an earlier attempt: %s", imports)
-        labelbox_io.update_config(model_run, {**results, "imports": imports}, RESULTS_KEY)
+        split_sources = _split_sources(ws)
+        labelbox_io.update_config(
+            model_run,
+            {**results, "imports": imports, "upload": upload, "split_sources": split_sources},
+            RESULTS_KEY,
+        )
         return {
             "stage": "train",
             "status": "ok",
@@ -307,9 +366,14 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
             "headline_metric": evaluation.headline_name,
             "metrics": {k: v for k, v in evaluation.metrics.items() if isinstance(v, int | float)},
             "per_class": evaluation.metrics.get("per_class", {}),
-            "predictions": evaluation.prediction_count,
-            "metric_rows": len(evaluation.rows) - evaluation.prediction_count,
+            "predictions": sum("metricValue" not in row for row in rows),
+            "metric_rows": sum("metricValue" in row for row in rows),
             "imports": imports,
+            "rows_uploaded": upload.get("rows", 0),
+            "rows_rejected": upload.get("rejected", 0),
+            "first_rejections": upload.get("first_errors", []),
+            "split_sources": split_sources,
+            "predicted_splits": hp.predict_splits,
             "artifacts": {"weights": weights, "checkpoint": checkpointer.uri},
             "epochs_completed": state.epoch,
             "resumed_from_epoch": resumed_from,

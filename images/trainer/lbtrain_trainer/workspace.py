@@ -25,6 +25,11 @@ class Workspace:
         return self.root / "hyperparameters.json"
 
     @property
+    def splits_file(self) -> Path:
+        """Each data row's split and its source (:class:`lbtrain_trainer.splits.SplitPlan`)."""
+        return self.root / "splits.json"
+
+    @property
     def media_dir(self) -> Path:
         return self.root / "media"
 
