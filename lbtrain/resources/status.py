@@ -57,6 +57,10 @@ class LabelboxOutbox(WireModel):
     last_attempt_time: str | None = None
     next_attempt_time: str | None = None
     acknowledged_time: str | None = None
+    # How much of the metadata Labelbox takes: "full", or after it rejected a report as invalid
+    # "flat" (string values only), then "none"; and the rejection that made it so.
+    metadata_form: str = "full"
+    metadata_rejected: str | None = None
 
     def wire(self) -> dict[str, Any]:
         """For a merge patch: unset fields are sent as null, which removes them from the

@@ -18,6 +18,9 @@ Why it holds, by construction rather than by timing:
 3. *One call in flight per run.* `sending` is replaced only after Labelbox answered; the
    reporter also serializes the calls of one model run, even a call whose pass was cancelled.
 4. *Final is final.* A final status queued, in flight or acknowledged stops the queue.
+5. *An invalid call is replaced, never repeated.* When Labelbox rejects the call in flight as
+   invalid (`outbox.rejected`), it did not take it; its replacement (the same status and error
+   message, plainer metadata) is a new `sending`, so rule 1 stores it before it is made.
 
 What is *not* stored at once is the acknowledgement of a non-final status: it rides on the
 run's next status write, or is written on its own `ack_store_delay_s` after it came
@@ -170,8 +173,9 @@ async def deliver(
     `state` then holds what is known, and a later pass, or a restarted operator with only
     what was stored, carries on safely.
     """
-    # Each call acknowledged shortens the queue; the bound is a guard, not a limit.
-    for _ in range(2 * len(state.status.labelbox.pending) + 4):
+    # Each call acknowledged shortens the queue, and a rejected one is replaced by a plainer one
+    # at most twice (`outbox.rejected`); the bound is a guard, not a limit.
+    for _ in range(2 * len(state.status.labelbox.pending) + 8):
         step = next_step(state.status.labelbox, state.stored.labelbox, clock())
         if step is None:
             break
@@ -181,7 +185,7 @@ async def deliver(
             continue
         box = await send(state.status.labelbox, step.report)
         state.status = state.status.model_copy(update={"labelbox": box})
-        if box.sending is not None:  # not taken: it backs off
+        if box.sending is not None and box.next_attempt_time:  # not taken: it backs off
             break
     if store_now(state.status, state.stored, clock(), ack_store_delay_s):
         await store(state)

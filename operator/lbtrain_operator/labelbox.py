@@ -25,6 +25,28 @@ class ReportError(Exception):
     """Labelbox did not take the update; the message is safe to log (no key, no token)."""
 
 
+class ReportRejected(ReportError):
+    """Labelbox answered that the call is invalid (a GraphQL validation error such as
+    BAD_USER_INPUT), not that it could not take it: the same call would be rejected again."""
+
+
+# GraphQL error codes of a call the server refused to apply as invalid (what the SDK's
+# request_client raises for them: InvalidQueryError, or LabelboxError("Unknown error: ...")).
+INVALID_CODES = ("BAD_USER_INPUT", "GRAPHQL_VALIDATION_FAILED")
+
+
+def rejected_as_invalid(exc: BaseException) -> bool:
+    """Whether the SDK's exception says Labelbox refused the call's content (not a transport,
+    server or authentication failure, which a later identical call may get through)."""
+    from lbox import exceptions as lbx
+
+    if isinstance(exc, lbx.InvalidQueryError | lbx.UnprocessableEntityError):
+        return True
+    if type(exc) is lbx.LabelboxError:  # exactly: its subclasses are timeouts, 5xx, auth...
+        return any(code in str(exc) for code in INVALID_CODES)
+    return False
+
+
 class ModelRunNotFound(ReportError):
     """Labelbox does not know the model run (or the API key cannot see it). `update_status`
     alone would swallow this and report success, so the reporter checks the id first."""
@@ -99,6 +121,8 @@ class LabelboxReporter:
         except ReportError:
             raise
         except Exception as exc:  # the SDK raises many unrelated types; all mean "not delivered"
+            if rejected_as_invalid(exc):
+                raise ReportRejected(_describe(exc)) from exc
             raise ReportError(_describe(exc)) from exc
 
     async def _take_turn(

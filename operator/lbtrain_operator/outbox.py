@@ -3,7 +3,11 @@
 Reconciling only ever appends to `pending`, above everything already queued, sent or being
 sent. A status leaves `pending` for `sending` (`begin`), and `sending` for `acknowledged` once
 Labelbox answered (`acknowledge`); a failed call keeps it in `sending` and backs off
-(`failed`), so a retry repeats exactly the same call. The functions here are pure: they take
+(`failed`), so a retry repeats exactly the same call. The one exception is a call Labelbox
+rejects as *invalid* (a GraphQL validation error, not a transport failure): repeating it word
+for word would block every later status, COMPLETE included, so `rejected` replaces it with the
+same status and error message carrying flat string metadata, then none (`metadata_form`), and
+later reports keep that form. The functions here are pure: they take
 the outbox and a time, and answer the new outbox. *When* each new outbox must be stored
 relative to the call is `delivery`'s business.
 """
@@ -17,8 +21,11 @@ from typing import Any
 from lbtrain.resources.models import LabelboxStatus
 from lbtrain.resources.status import LabelboxOutbox, SentReport
 from lbtrain.timestamps import iso, parse_time
+from lbtrain_operator.progress import flat_metadata
 
 LAST_ERROR_MAX = 500
+# The forms of metadata tried in turn when Labelbox rejects a report as invalid.
+METADATA_FORMS = ("full", "flat", "none")
 Outbox = LabelboxOutbox
 
 
@@ -42,6 +49,15 @@ class Report:
     @classmethod
     def of(cls, sent: SentReport) -> Report:
         return cls(sent.status, dict(sent.metadata), sent.error_message, sent.notice)
+
+
+def shaped(meta: dict[str, Any], form: str) -> dict[str, Any]:
+    """The metadata in one of `METADATA_FORMS`."""
+    if form == "none":
+        return {}
+    if form == "flat":
+        return dict(flat_metadata(meta))
+    return meta
 
 
 def last_queued(box: Outbox) -> LabelboxStatus | None:
@@ -95,9 +111,10 @@ def next_report(box: Outbox) -> Report | None:
     if box.pending:
         head = box.pending[0]
         error = box.error_message if head is LabelboxStatus.FAILED else None
-        return Report(head, box.metadata, error, box.notice)
+        return Report(head, shaped(box.metadata, box.metadata_form), error, box.notice)
     if box.acknowledged is not None and not drained(box):
-        return Report(box.acknowledged, box.metadata, None, box.notice)
+        meta = shaped(box.metadata, box.metadata_form)
+        return Report(box.acknowledged, meta, None, box.notice)
     return None
 
 
@@ -157,5 +174,28 @@ def failed(box: Outbox, error: str, now: dt.datetime, initial: float, cap: float
             "last_error": error[:LAST_ERROR_MAX],
             "last_attempt_time": iso(now),
             "next_attempt_time": iso(now + dt.timedelta(seconds=wait)),
+        }
+    )
+
+
+def rejected(box: Outbox, error: str, now: dt.datetime, initial: float, cap: float) -> Outbox:
+    """Labelbox rejected the call in flight as invalid: make the next call the same status and
+    error message with the next, plainer form of its metadata (flat strings, then none), due at
+    once. A call that had no metadata left is not about metadata: it backs off as `failed`."""
+    sending = box.sending
+    at = METADATA_FORMS.index(box.metadata_form) if box.metadata_form in METADATA_FORMS else 0
+    if sending is None or not sending.metadata or at + 1 >= len(METADATA_FORMS):
+        return failed(box, error, now, initial, cap)
+    form = METADATA_FORMS[at + 1]
+    plainer = sending.model_copy(update={"metadata": shaped(sending.metadata, form)})
+    return box.model_copy(
+        update={
+            "sending": plainer,
+            "metadata_form": form,
+            "metadata_rejected": error[:LAST_ERROR_MAX],
+            "attempts": box.attempts + 1,
+            "last_error": error[:LAST_ERROR_MAX],
+            "last_attempt_time": iso(now),
+            "next_attempt_time": None,
         }
     )

@@ -9,6 +9,7 @@ status, and nothing of lower rank than what was already queued: Labelbox never g
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,9 +76,29 @@ def notice(obs: Observation) -> str | None:
     return obs.message if obs.reason in VISIBLE_WAITING and not obs.finished else None
 
 
+METADATA_KEYS = (
+    "operator",
+    "phase",
+    "reason",
+    "job",
+    "pod",
+    "node",
+    "image",
+    "gpus",
+    "startTime",
+    "runningTime",
+    "attempts",
+    "message",
+    "completionTime",
+    "summary",
+)
+
+
 def metadata(status: Mapping[str, Any], obs: Observation) -> dict[str, Any]:
     """What Labelbox shows beside the status. Only values that change on transitions, so a
-    resync never re-sends an update for nothing."""
+    resync never re-sends an update for nothing. Every key is always present, an empty value
+    as ``""``: Labelbox merges each update's metadata into what it holds, so a key left out
+    would keep its old value (a "cannot be scheduled" message on a COMPLETE run)."""
     meta: dict[str, Any] = {
         "operator": "lbtrain",
         "phase": obs.phase.value,
@@ -90,6 +111,9 @@ def metadata(status: Mapping[str, Any], obs: Observation) -> dict[str, Any]:
         "startTime": status.get("startTime"),
         "runningTime": obs.running_time,
         "attempts": obs.attempts,
+        "message": None,
+        "completionTime": None,
+        "summary": None,
     }
     if obs.reason in VISIBLE_WAITING or obs.phase is Phase.FAILED:
         meta["message"] = obs.message
@@ -97,4 +121,29 @@ def metadata(status: Mapping[str, Any], obs: Observation) -> dict[str, Any]:
         meta["completionTime"] = status.get("completionTime")
     if obs.summary:
         meta["summary"] = obs.summary
-    return {k: v for k, v in meta.items() if v not in (None, "")}
+    return {k: "" if meta[k] is None else meta[k] for k in METADATA_KEYS}
+
+
+def _flat_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def flat_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The metadata as the SDK types it, ``Dict[str, str]``: a nested object's keys joined
+    with dots (``summary.map``), every value a string (lists as JSON)."""
+    out: dict[str, str] = {}
+    for key, value in meta.items():
+        if isinstance(value, Mapping) and value:
+            for sub, inner in flat_metadata(value).items():
+                out[f"{key}.{sub}"] = inner
+        else:
+            out[key] = _flat_value(value) if not isinstance(value, Mapping) else ""
+    return out

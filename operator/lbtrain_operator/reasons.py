@@ -116,6 +116,11 @@ LABELBOX_MODEL_RUN_NOT_FOUND: Final = "LabelboxModelRunNotFound"
 MSG_LABELBOX_MODEL_RUN_NOT_FOUND: Final = (
     "{detail}; training goes on, and the report is retried with backoff"
 )
+LABELBOX_METADATA_REJECTED: Final = "LabelboxMetadataRejected"
+MSG_LABELBOX_METADATA_REJECTED: Final = (
+    "Labelbox rejected the {status} report as invalid ({detail}); it is sent again with "
+    "{form} metadata"
+)
 LABELBOX_UNREACHABLE: Final = "LabelboxUnreachable"
 MSG_LABELBOX_UNREACHABLE: Final = "deleted without telling Labelbox: {detail}"
 
@@ -132,5 +137,6 @@ WARNING_REASONS: Final = frozenset(
         CRASH_LOOP_BACKOFF,
         FAILING,
         CONTAINER_CONFIG_ERROR,
+        LABELBOX_METADATA_REJECTED,
     }
 )

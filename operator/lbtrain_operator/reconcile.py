@@ -38,7 +38,12 @@ from lbtrain_operator import reasons as r
 from lbtrain_operator.burst import BurstGate
 from lbtrain_operator.delivery import RunState
 from lbtrain_operator.informer import RunObjects
-from lbtrain_operator.labelbox import LabelboxReporter, ModelRunNotFound, ReportError
+from lbtrain_operator.labelbox import (
+    LabelboxReporter,
+    ModelRunNotFound,
+    ReportError,
+    ReportRejected,
+)
 from lbtrain_operator.metrics import Metrics
 from lbtrain_operator.podstate import Observation, limits_of, observe
 from lbtrain_operator.settings import Settings
@@ -226,11 +231,16 @@ class Pass:
         return outbox.due(self.status.labelbox, self.now) is not None
 
     async def send(self, box: outbox.Outbox, report: outbox.Report) -> outbox.Outbox:
-        first_try = box.attempts == 0
+        first_try, form = box.attempts == 0, box.metadata_form
         box, error = await send_report(self.ctx, self.run.spec.model_run_id, box, report)
         if isinstance(error, ModelRunNotFound) and first_try:
             detail = r.MSG_LABELBOX_MODEL_RUN_NOT_FOUND.format(detail=error)
             self.emit("Warning", r.LABELBOX_MODEL_RUN_NOT_FOUND, detail)
+        if isinstance(error, ReportRejected) and box.metadata_form != form:
+            detail = r.MSG_LABELBOX_METADATA_REJECTED.format(
+                status=report.status.value, detail=error, form=box.metadata_form
+            )
+            self.emit("Warning", r.LABELBOX_METADATA_REJECTED, detail)
         return box
 
     def track(self) -> float | None:
@@ -282,9 +292,9 @@ async def send_report(
         ctx.metrics.report_latency.labels("error").observe((utcnow() - started).total_seconds())
         ctx.metrics.report_failures.inc()
         s = ctx.settings
-        box = outbox.failed(
-            box, str(exc), utcnow(), s.report_backoff_initial_s, s.report_backoff_max_s
-        )
+        # An invalid report is sent again at once with plainer metadata; anything else waits.
+        degrade = outbox.rejected if isinstance(exc, ReportRejected) else outbox.failed
+        box = degrade(box, str(exc), utcnow(), s.report_backoff_initial_s, s.report_backoff_max_s)
         log.warning(
             "labelbox report failed",
             extra={

@@ -67,6 +67,49 @@ def test_the_call_in_flight_is_repeated_word_for_word_after_a_failure() -> None:
     assert again.report == outbox.Report(S.FAILED, {"reason": "OOMKilled"}, "OOMKilled: 1Gi")
 
 
+def test_an_invalid_report_is_replaced_by_flat_then_no_metadata_each_stored_ahead() -> None:
+    meta = {"job": "j", "gpus": 1, "summary": {"map": 0.5, "imports": ["a"]}}
+    box = queued(S.COMPLETE, meta=meta).labelbox
+    first = delivery.next_step(box, outbox.Outbox(), T0)
+    assert isinstance(first, Store)
+    box = first.box
+    assert box.sending is not None and box.sending.metadata == meta
+    box = outbox.rejected(box, "LabelboxError: BAD_USER_INPUT", T0, initial=2, cap=300)
+    assert box.metadata_form == "flat" and box.metadata_rejected == "LabelboxError: BAD_USER_INPUT"
+    flat = {"job": "j", "gpus": "1", "summary.map": "0.5", "summary.imports": '["a"]'}
+    assert box.sending is not None and box.sending.metadata == flat
+    assert box.sending.status is S.COMPLETE and box.next_attempt_time is None  # due at once
+    # The replacement is a new call: it is stored before it is made.
+    stored = first.box
+    assert isinstance(delivery.next_step(box, stored, T0), Store)
+    sent = delivery.next_step(box, box, T0)
+    assert isinstance(sent, Send) and sent.report.metadata == flat
+    box = outbox.rejected(box, "still invalid", T0, initial=2, cap=300)
+    assert box.metadata_form == "none" and box.sending is not None and box.sending.metadata == {}
+    # Rejected without metadata: not about metadata; it backs off like any failure.
+    box = outbox.rejected(box, "still invalid", T0, initial=2, cap=300)
+    assert box.metadata_form == "none" and box.next_attempt_time is not None
+    # Later reports keep the plainer form.
+    for form, want in (("flat", {"job": "j", "gpus": "1"}), ("none", {})):
+        later = outbox.enqueue(
+            outbox.Outbox(metadata_form=form), [S.TRAINING_MODEL], {"job": "j", "gpus": 1}, None
+        )
+        report = outbox.next_report(later)
+        assert report is not None and report.metadata == want
+
+
+def test_every_report_names_every_metadata_key_so_no_stale_value_survives_a_merge() -> None:
+    waiting = Observation(Phase.PENDING, r.UNSCHEDULABLE, "0/1 nodes: Insufficient gpu")
+    status = runstatus.fold(ModelRunStatus(), waiting, T0, 1)
+    done = Observation(Phase.SUCCEEDED, r.SUCCEEDED, "done", furthest_stage="train")
+    final = runstatus.fold(status, done, T0, 1)
+    labelbox_view: dict[str, Any] = {}
+    for meta in (status.labelbox.metadata, final.labelbox.metadata):  # Labelbox merges
+        assert set(meta) == set(progress.METADATA_KEYS)
+        labelbox_view.update(meta)
+    assert labelbox_view["message"] == "" and labelbox_view["phase"] == Phase.SUCCEEDED.value
+
+
 def test_a_fresh_non_final_acknowledgement_waits_for_the_next_write() -> None:
     status = queued(S.EXPORTING_DATA)
     state = RunState(status=status, stored=status)
@@ -139,8 +182,12 @@ def test_the_stored_outbox_is_replaced_exactly_not_merged() -> None:
     stored = ModelRunStatus.model_validate(server)
     running = Observation(Phase.EXPORTING, r.STAGE_RUNNING, "", furthest_stage="export")
     moved = runstatus.fold(stored, running, T0, 1)
-    assert "message" not in moved.labelbox.metadata
-    # Merged as it was (the outbox's own wire form): the wait's message stays on the server.
+    assert moved.labelbox.metadata["message"] == ""  # cleared explicitly, for Labelbox's merge
+    # A key the outbox drops (here the whole metadata, as a test of the patch): merged as it
+    # was (the outbox's own wire form), it would stay on the server.
+    moved = moved.model_copy(
+        update={"labelbox": moved.labelbox.model_copy(update={"metadata": {}})}
+    )
     assert "message" in merge_patch(server, moved.wire())["labelbox"]["metadata"]
     # Patched over what the server holds: the server's outbox is exactly the operator's.
     server = merge_patch(server, moved.patch(stored))
@@ -204,6 +251,15 @@ class World:
     ambiguous: int = 0  # calls Labelbox took but answered as failed (a timeout)
     now: dt.datetime = T0
     healthy: bool = False  # the end: no more crashes or Labelbox errors
+    # What Labelbox rejects as invalid (never taken, whatever happens to the answer):
+    # None, "strings" (a non-string metadata value, like the strict fake) or "any" metadata.
+    strict: str | None = None
+    rejections: int = 0
+
+    def invalid(self, report: outbox.Report) -> bool:
+        if self.strict == "strings":
+            return any(not isinstance(v, str) for v in report.metadata.values())
+        return self.strict == "any" and bool(report.metadata)
 
     def tick(self) -> dt.datetime:
         if not self.healthy:
@@ -229,10 +285,14 @@ class World:
 
     async def send(self, box: outbox.Outbox, report: outbox.Report) -> outbox.Outbox:
         self.tick()
+        invalid = self.invalid(report)
         if self.crash_here():
-            if self.data.draw(st.booleans()):  # Labelbox took it; the answer never came
+            if not invalid and self.data.draw(st.booleans()):  # took it; the answer never came
                 self.received.append(report)
             raise Crash
+        if invalid:
+            self.rejections += 1
+            return outbox.rejected(box, "BAD_USER_INPUT", self.now, initial=1, cap=4)
         outcome = "ok" if self.healthy else self.data.draw(st.sampled_from(["ok", "ok", "error"]))
         if outcome == "error":
             if self.data.draw(st.booleans()):  # it took effect, and still answered an error
@@ -294,16 +354,29 @@ def check_timeline(world: World, path: list[Observation]) -> None:
     waits=st.booleans(),
     crashes=st.integers(0, 6),
     ack_delay=st.sampled_from([0.0, 2.0, 30.0]),
+    strict=st.sampled_from([None, None, "strings", "any"]),
 )
 def test_labelbox_never_goes_backwards_whatever_the_crashes(
-    data: st.DataObject, stages: int, ends: str, waits: bool, crashes: int, ack_delay: float
+    data: st.DataObject,
+    stages: int,
+    ends: str,
+    waits: bool,
+    crashes: int,
+    ack_delay: float,
+    strict: str | None,
 ) -> None:
     if ends == "complete":
         stages = 3
     path = life(stages, ends, waits)
-    world = World(data=data, crashes_left=crashes)
+    world = World(data=data, crashes_left=crashes, strict=strict)
     state = asyncio.run(operate(world, path, ack_delay))
     check_timeline(world, path)
+    # A Labelbox that rejects the metadata still gets every status, the final one included,
+    # each in a form it takes: the degrade path never wedges the timeline.
+    assert not any(world.invalid(rep) for rep in world.received)
+    if strict is not None:
+        assert world.rejections >= 1
+        assert state.status.labelbox.metadata_form == ("flat" if strict == "strings" else "none")
     stored = ModelRunStatus.model_validate(world.stored)
     assert stored.labelbox.acknowledged is state.status.labelbox.acknowledged
     assert stored.labelbox.acknowledged is not None and stored.labelbox.acknowledged.final
