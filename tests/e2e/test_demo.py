@@ -54,7 +54,7 @@ def test_demo_trains_an_image_and_a_text_model_end_to_end(
         assert predictions and metrics, model_type
         assert len(run["imports"]) >= 1
         for row in predictions:
-            assert row["dataRow"]["id"] and row["name"] and row["uuid"]
+            assert row["dataRow"]["id"] and (row.get("schemaId") or row["name"]) and row["uuid"]
         assert run["config"], "run-level results were written to the model run config"
     # Labelbox formats: a radio answer is an object, a checklist answer a list (LABELBOX.md 5.3).
     image = [p for p in runs["image_single_classification"]["predictions"] if "answer" in p]

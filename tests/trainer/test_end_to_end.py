@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from lbtrain import contract
+from lbtrain_trainer import features
 from lbtrain_trainer.hyperparams import RESULTS_KEY
 
 pytestmark = pytest.mark.trainer
@@ -65,25 +66,30 @@ def _all_positive_micro_f1(truth: list[set[str]], classes: tuple[str, ...]) -> f
 
 
 def _check_prediction_row(
-    model_type: str, row: dict[str, Any], feature: str, classes: tuple[str, ...]
+    model_type: str, row: dict[str, Any], feature: str, classes: tuple[str, ...], ids: Any
 ) -> None:
+    """The export carried schema ids (``ids``: features.collect), so rows name features by
+    them."""
     assert set(row["dataRow"]) == {"id"}
     assert len(row["uuid"]) == 36
+    assert "name" not in row
+    answers = {ids["answers"][feature][c] for c in classes} if feature in ids["answers"] else {}
+    tools = {ids["features"][c] for c in classes if c in ids["features"]}
     if model_type.endswith("single_classification"):
-        assert row["name"] == feature
-        assert row["answer"]["name"] in classes
+        assert row["schemaId"] == ids["features"][feature]
+        assert row["answer"]["schemaId"] in answers
         assert 0 <= row["answer"]["confidence"] <= 1
     elif model_type.endswith("multi_classification"):
-        assert row["name"] == feature
+        assert row["schemaId"] == ids["features"][feature]
         assert isinstance(row["answer"], list) and row["answer"]
-        assert all(a["name"] in classes and 0 <= a["confidence"] <= 1 for a in row["answer"])
+        assert all(a["schemaId"] in answers and 0 <= a["confidence"] <= 1 for a in row["answer"])
     elif model_type == "bounding_box":
-        assert row["name"] in classes
+        assert row["schemaId"] in tools
         assert set(row["bbox"]) == {"top", "left", "height", "width"}
         assert row["bbox"]["width"] > 0 and row["bbox"]["height"] > 0
         assert 0 <= row["confidence"] <= 1
     else:
-        assert row["name"] in classes
+        assert row["schemaId"] in tools
         assert set(row["location"]) == {"start", "end"}
         assert row["location"]["start"] <= row["location"]["end"]
         assert 0 <= row["confidence"] <= 1
@@ -148,8 +154,9 @@ def test_stages_as_separate_processes_reach_the_held_out_bars(seed, model_type):
     assert {r["dataRow"]["id"] for r in held_out} == test_ids  # evaluated on the test split
     # predict_splits "all": every row has metrics, those of other splits named by their split
     assert {r["dataRow"]["id"] for r in metrics} == {r["data_row"]["id"] for r in run.dataset.rows}
+    ids = features.collect(run.dataset.rows)
     for row in predictions:
-        _check_prediction_row(model_type, row, run.dataset.feature_name, run.dataset.classes)
+        _check_prediction_row(model_type, row, run.dataset.feature_name, run.dataset.classes, ids)
     for row in metrics:
         assert row["aggregation"] in ("ARITHMETIC_MEAN", "CONFUSION_MATRIX")
         if row["aggregation"] == "CONFUSION_MATRIX":

@@ -3,13 +3,15 @@ uploads that survive rejected rows, and retries that never upload the same predi
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
+from typing import Any
 
 import labelbox as lb
 import pytest
 
-from lbtrain_trainer import checkpoint
+from lbtrain_trainer import checkpoint, features
 from lbtrain_trainer.synthetic import SPLIT_CYCLE
 
 
@@ -112,3 +114,65 @@ def test_a_crash_after_the_upload_and_a_retry_leave_one_set_of_predictions(seed,
     assert accepted == first and len({r["uuid"] for r in accepted}) == len(accepted)
     assert run.fake.import_errors(run.run_id, imports[0]) == []
     assert run.summary()["rows_rejected"] == 0
+
+
+def _strip_schema_ids(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_schema_ids(v) for k, v in node.items() if k != "feature_schema_id"}
+    if isinstance(node, list):
+        return [_strip_schema_ids(v) for v in node]
+    return node
+
+
+def test_schema_ids_replace_names_only_where_the_export_gives_one_unambiguously():
+    label = {
+        "annotations": {
+            "objects": [
+                {"name": "car", "feature_schema_id": "fs-car", "bounding_box": {}},
+                {"name": "dup", "feature_schema_id": "fs-a", "bounding_box": {}},
+                {"name": "dup", "feature_schema_id": "fs-b", "bounding_box": {}},
+                {"name": "bare", "bounding_box": {}},
+            ],
+            "classifications": [
+                {"name": "w", "feature_schema_id": "fs-w",
+                 "radio_answer": {"name": "sun", "feature_schema_id": "fs-sun"}},
+            ],
+        }
+    }  # fmt: skip
+    table = features.collect([{"experiments": {"m": {"runs": {"r": {"labels": [label]}}}}}])
+    rows = [
+        {"uuid": "1", "name": "car", "bbox": {}},
+        {"uuid": "2", "name": "dup", "bbox": {}},
+        {"uuid": "3", "name": "bare", "bbox": {}},
+        {"uuid": "4", "name": "w", "answer": {"name": "sun", "confidence": 0.5}},
+        {"uuid": "5", "name": "w", "answer": {"name": "rain"}},
+        {"uuid": "6", "metricValue": 1.0, "featureName": "car"},
+    ]
+    got = features.apply(rows, table)
+    assert [r.get("schemaId") or r.get("name") for r in got[:3]] == ["fs-car", "dup", "bare"]
+    assert got[3] == {
+        "uuid": "4",
+        "schemaId": "fs-w",
+        "answer": {"confidence": 0.5, "schemaId": "fs-sun"},
+    }
+    assert got[4]["answer"] == {"name": "rain"} and got[5] == rows[5]
+
+
+@pytest.mark.trainer
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_predictions_name_features_by_schema_id_when_the_export_has_it(seed, with_ids):
+    run = seed("text_multi_classification", n_rows=40, min_examples_per_class=1, epochs=1)
+    if not with_ids:
+        rows = _strip_schema_ids(copy.deepcopy(run.dataset.rows))
+        run.fake.add_model_run(run.run_id, model_id="model-1", rows=rows)
+    assert run.main("run") == 0
+    assert run.summary()["rows_rejected"] == 0
+    shapes = [r for r in run.fake.accepted_predictions(run.run_id) if "metricValue" not in r]
+    assert shapes
+    feature = run.dataset.feature_name
+    if with_ids:
+        exported = features.collect(run.dataset.rows)["features"][feature]
+        assert all(r["schemaId"] == exported for r in shapes)
+        assert all("schemaId" in a and "name" not in a for r in shapes for a in r["answer"])
+    else:
+        assert all(r["name"] == feature and "schemaId" not in r for r in shapes)

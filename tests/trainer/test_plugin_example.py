@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from lbtrain import contract
+from lbtrain_trainer import features
 from lbtrain_trainer.modeltypes import registry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin-polygon"
@@ -104,5 +105,6 @@ def test_the_plugin_trains_and_uploads_polygons_through_the_stages(plugin_path, 
     shapes = [r for r in run.predictions() if "metricValue" not in r]
     assert shapes and len(shapes) == trained["predictions"]
     for row in shapes:
-        assert "bbox" not in row and row["name"] in ("diamond", "triangle")
+        tools = {features.collect(run.dataset.rows)["features"][n] for n in ("diamond", "triangle")}
+        assert "bbox" not in row and row["schemaId"] in tools  # the export carried schema ids
         assert len(row["polygon"]) == 4 and 0 <= row["confidence"] <= 1

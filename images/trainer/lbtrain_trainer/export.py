@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lbtrain_trainer import hyperparams, labelbox_io, media, splits
+from lbtrain_trainer import features, hyperparams, labelbox_io, media, splits
 from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.rows import parse_row
 from lbtrain_trainer.settings import Settings
@@ -115,6 +115,9 @@ def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, An
     log.info("exported %d rows of model run %s", rows, settings.model_run_id)
     plan, written = resolve_splits(settings, hp, model_run, ws.export_file)
     ws.splits_file.write_text(json.dumps(plan.to_json()))
+    with ws.export_file.open(encoding="utf-8") as lines:
+        table = features.collect(json.loads(line) for line in lines if line.strip())
+    ws.features_file.write_text(json.dumps(table))
     fetched = fetch_media(settings, hp, rows)
     return {
         "stage": "export",

@@ -16,6 +16,7 @@ initialised one in the ``LBTRAIN_PRETRAINED`` layout for tests and benchmarks, o
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import random
 import tempfile
@@ -136,12 +137,15 @@ def make_dataset(
     seed: int = 0,
     image_size: int = 64,
     assign_splits: bool = True,
+    schema_ids: bool = True,
 ) -> SyntheticDataset:
     """Make ``n_rows`` export rows for ``model_type`` (any registered type: each draws its own
     rows, :meth:`~lbtrain_trainer.modeltypes.base.ModelType.synthetic_label`).
 
     With ``assign_splits`` the rows carry a 60/20/20 train/validation/test split on the run
     object (``"split": "training"``...); without, they are unassigned and the trainer hashes.
+    With ``schema_ids`` every feature and answer carries a ``feature_schema_id``, as a real
+    export does.
     """
     from lbtrain_trainer.modeltypes import registry
 
@@ -186,8 +190,45 @@ def make_dataset(
                 "experiments": {model_id: {"name": "synthetic model", "runs": {model_run_id: run}}},
             }
         )
+    if schema_ids:
+        for row in rows:
+            _add_schema_ids(row)
     feature, classes = kind.synthetic_feature, kind.synthetic_classes
     return SyntheticDataset(model_type, rows, feature, classes)
+
+
+def schema_id(kind: str, *names: str) -> str:
+    """A stable feature schema id (a real export carries a cuid per feature and answer)."""
+    digest = hashlib.sha256("/".join((kind, *names)).encode()).hexdigest()[:20]
+    return f"fs{digest}"
+
+
+def _add_schema_ids(node: Any, question: str = "") -> None:
+    """Give every annotation object, classification and answer a ``feature_schema_id``."""
+    if isinstance(node, list):
+        for item in node:
+            _add_schema_ids(item, question)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key == "objects" and isinstance(value, list):
+            for obj in value:
+                if isinstance(obj, dict) and obj.get("name"):
+                    obj.setdefault("feature_schema_id", schema_id("tool", str(obj["name"])))
+        if key == "classifications" and isinstance(value, list):
+            for cls in value:
+                if not isinstance(cls, dict) or not cls.get("name"):
+                    continue
+                name = str(cls["name"])
+                cls.setdefault("feature_schema_id", schema_id("question", name))
+                answers = cls.get("checklist_answers") or [cls.get("radio_answer")]
+                for answer in answers if isinstance(answers, list) else []:
+                    if isinstance(answer, dict) and answer.get("name"):
+                        answer.setdefault(
+                            "feature_schema_id", schema_id("answer", name, str(answer["name"]))
+                        )
+        _add_schema_ids(value, question)
 
 
 def save_random_text_encoder(

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lbtrain_trainer import hyperparams, labelbox_io
+from lbtrain_trainer import features, hyperparams, labelbox_io
 from lbtrain_trainer.artifacts import Destination
 from lbtrain_trainer.checkpoint import Checkpointer, State, fingerprint
 from lbtrain_trainer.evaluation import Evaluation, evaluate
@@ -340,6 +340,8 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
                 tune_examples,
                 tune_outputs,
             )
+        if ws.features_file.exists():  # name features by schemaId where the export gave one
+            rows = features.apply(rows, json.loads(ws.features_file.read_text()))
         model_run = model_run or labelbox_io.get_model_run(settings)
         done = checkpointer.upload_done(state.epoch)
         if done is None:

@@ -30,6 +30,11 @@ class Workspace:
         return self.root / "splits.json"
 
     @property
+    def features_file(self) -> Path:
+        """Feature and answer names → schema ids, from the export (:mod:`.features`)."""
+        return self.root / "features.json"
+
+    @property
     def media_dir(self) -> Path:
         return self.root / "media"
 
