@@ -140,7 +140,7 @@ def test_schema_ids_replace_names_only_where_the_export_gives_one_unambiguously(
         }
     }  # fmt: skip
     table = features.collect([{"experiments": {"m": {"runs": {"r": {"labels": [label]}}}}}])
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"uuid": "1", "name": "car", "bbox": {}},
         {"uuid": "2", "name": "dup", "bbox": {}},
         {"uuid": "3", "name": "bare", "bbox": {}},
