@@ -55,12 +55,9 @@ import argparse
 import asyncio
 import contextlib
 import copy
-import hashlib
-import hmac
 import itertools
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -76,6 +73,11 @@ from typing import Any
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*`, as mypy sees it
+from bench.lib.machine import cpu_model, memory_gib, nproc, revision, utc_now
+from bench.lib.readme import write_block
+from bench.lib.signing import signed_headers
+from bench.lib.stats import percentile
 from lbtrain import contract
 from lbtrain.kube import (
     JOBS,
@@ -98,9 +100,6 @@ from lbtrain_dev.testbed.node import MARKER, NodeError, import_image, leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "lbtrain"
-README = REPO / "bench" / "README.md"
-START = "<!-- realnode_bench.py: begin -->"
-END = "<!-- realnode_bench.py: end -->"
 NAMESPACE = "lbtrain-bench"
 API_KEY = "bench-key-not-a-secret"
 WEBHOOK_SECRET = "bench-webhook-secret-" + secrets.token_hex(8)
@@ -366,8 +365,7 @@ class Bench:
             {"modelRunId": run.run_id, "modelType": MODEL_TYPE, "modelId": fake_cuid("model1"),
              "organizationId": fake_cuid("org1")}
         ).encode()  # fmt: skip
-        signature = "sha1=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
-        headers = {"X-Hub-Signature": signature, "Content-Type": "application/json"}
+        headers = signed_headers(WEBHOOK_SECRET, body)
         run.mark("post", time.monotonic())
         async with self.http.post(f"{self.url}/model_run", data=body, headers=headers) as resp:
             text = await resp.text()
@@ -558,40 +556,15 @@ async def measure(
 
 
 # --- figures -------------------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); p99 of 20 is near the max."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
 def machine() -> dict[str, str]:
-    def sh(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
-        except OSError:
-            return "?"
-
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = sh("free", "-g").splitlines()
-    total = mem[1].split()[1] if len(mem) > 1 else "?"
-    commit = sh("git", "-C", str(REPO), "rev-parse", "--short", "HEAD")
-    dirty = sh("git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no")
     return {
-        "nproc": sh("nproc"),
-        "mem_gib": total,
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "commit": commit + (" (with uncommitted changes in the tree)" if dirty else ""),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nproc": str(nproc()),
+        "mem_gib": f"{memory_gib():.0f}",
+        "cpu": cpu_model(),
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+        "commit": revision(),
+        "date": utc_now(),
         "load": f"{os.getloadavg()[0]:.1f}",
     }
 
@@ -617,7 +590,7 @@ def summarise(
         f"warm-up of each; every run is cleaned up (pod gone) before the next. Times are taken "
         f"on this machine when the watch events (ModelRuns, Jobs, pods) arrive.",
         "",
-        f"Machine: `nproc` = {info['nproc']}, {info['mem_gib']} GiB (`free -g`), {info['cpu']}, "
+        f"Machine: `nproc` = {info['nproc']}, {info['mem_gib']} GiB, {info['cpu']}, "
         f"kernel {info['kernel']}, Python {info['python']}; the control plane, the node, the "
         f"pods and the benchmark share it. Load average (1 min) before/after: "
         f"{info['load_before']}/{info['load']}. Run on {info['date']} at commit "
@@ -688,17 +661,6 @@ def summarise(
         + "".join(f"\n- {f[:300]}" for f in failures),
     ]
     return "\n".join(lines)
-
-
-def write_readme(text: str) -> None:
-    body = README.read_text()
-    section = f"{START}\n{text}\n{END}"
-    if START in body and END in body:
-        head, rest = body.split(START, 1)
-        body = head + section + rest.split(END, 1)[1]
-    else:
-        body = body.rstrip("\n") + "\n\n## real node\n\n" + section + "\n"
-    README.write_text(body)
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -800,8 +762,8 @@ def main(argv: list[str]) -> int:
     text = summarise(results, failures, info, args)
     print("\n" + text + "\n")
     if not args.no_write:
-        write_readme(text)
-        log(f"written to {README}")
+        write_block("realnode_bench.py", text, "## real node")
+        log("written to bench/README.md")
     return 0 if len(results[WEBHOOK]) == args.runs else 1
 
 

@@ -3,6 +3,7 @@
     python bench/trainer_bench.py [--device cuda|cpu] [--tiny] [--types a,b] [--out DIR]
                                   [--deadline-s 280]
     python bench/trainer_bench.py --host-overhead [--device cpu] [--tiny] [--workers N]
+    python bench/trainer_bench.py --smoke   # --tiny on the CPU, one text type: the bench runs
 
 For each production model (ConvNeXt-T for the two image classifiers, a BERT-base-sized
 encoder for the text classifiers and NER, Faster R-CNN ResNet-50 FPN v2 for boxes) it measures,
@@ -67,7 +68,10 @@ REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO / "images" / "trainer", REPO):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+from bench.lib.machine import revision, utc_now  # noqa: E402 (the path above first)
+from bench.lib.stats import median  # noqa: E402
 
+SMOKE_TYPE = "text_single_classification"
 TYPES = (
     "image_single_classification",
     "bounding_box",
@@ -513,7 +517,7 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> float:
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return 1000 * sorted(times)[len(times) // 2]
+    return 1000 * median(times)
 
 
 def host_overhead_type(
@@ -629,6 +633,8 @@ def environment(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "device": device,
+        "date": utc_now(),
+        "commit": revision(),
     }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -682,12 +688,19 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=0, help="--host-overhead: loader workers (0: min(4, CPUs))"
     )
     parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"--tiny --device cpu --types {SMOKE_TYPE}: checks that the bench still runs",
+    )
+    parser.add_argument(
         "--deadline-s",
         type=float,
         default=0.0,
         help="skip the remaining model types once this many seconds have passed (0: never)",
     )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.tiny, args.device, args.types = True, "cpu", SMOKE_TYPE
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
