@@ -345,7 +345,7 @@ def bench_rss(fake: FakeLabelbox, n: int, root: Path) -> dict[str, Any]:
     return out
 
 
-SMOKE = {"cases": "png:16", "repeats": 1, "rss": "20", "settle": 0.0}
+SMOKE = {"cases": "png:16", "repeats": 1, "rss": "100", "settle": 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
