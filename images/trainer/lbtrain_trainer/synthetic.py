@@ -1,7 +1,7 @@
 """Small synthetic Labelbox datasets, one per model type, as model-run export rows.
 
 Tests, the demo and the fake Labelbox need data that looks exactly like a real export
-(LABELBOX.md §5.1-5.2) and that a tiny model learns in seconds on a CPU: coloured shapes for
+(docs/labelbox.md §5.1-5.2) and that a tiny model learns in seconds on a CPU: coloured shapes for
 the image types, templated sentences for the text types. Everything is deterministic in
 ``seed``. Media either go through ``media_url_for(path, data, content_type) -> url`` (pass
 ``FakeLabelbox.add_media``) or, without it, images become ``data:`` URIs and text is inline.
