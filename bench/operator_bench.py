@@ -52,7 +52,7 @@ from bench.lib.operator import API_KEY
 from bench.lib.readme import write_block
 from bench.lib.testbed import control_plane
 from bench.opbench.ceiling import Ceiling, ceiling, median_ceiling
-from bench.opbench.phase import OperatorRun, operator_phase
+from bench.opbench.phase import OperatorRun, Setup, operator_phase
 from bench.opbench.report import SECTION_INTRO, report
 from lbtrain.kube import KubeClient, load_config
 from lbtrain_dev.fake_labelbox import FakeLabelbox
@@ -62,26 +62,19 @@ CODE_UNDER_TEST = ("operator", "lbtrain", "webhook")
 SMOKE = {"sizes": "4", "ceiling_repeats": 1, "job_phase_repeats": 1, "stall": 30.0}
 
 
-async def measure(
-    kube: KubeClient,
-    kubeconfig: Path,
-    n: int,
-    args: argparse.Namespace,
-    fake: FakeLabelbox,
-    pids: dict[str, int],
-) -> tuple[Ceiling, OperatorRun]:
+async def measure(setup: Setup, n: int) -> tuple[Ceiling, OperatorRun]:
     """One N: the ceiling and pairs `--ceiling-repeats` times; after each of the last
     `--job-phase-repeats` of them, one operator phase (all but the last stop once every Job
     exists). The machine's speed drifts within minutes, so each Job phase is compared with the
     ceiling measured just before it."""
-    work = kubeconfig.parent
+    args = setup.args
     print(f"N = {n}: ceiling", flush=True)
     repeats: list[Ceiling] = []
     paired: list[tuple[float, float, float]] = []
     problems: list[str] = []
     first_paired = args.ceiling_repeats - args.job_phase_repeats
     for k in range(args.ceiling_repeats):
-        one = await ceiling(kube, n, args.concurrency, fake, pids)
+        one = await ceiling(setup.kube, n, args.concurrency, setup.fake, setup.pids)
         print(
             f"  {one.rate(n):.1f} Jobs/s ({one.seconds:.1f}s); "
             f"pairs {one.pair_rate(n):.1f}/s ({one.pair_seconds:.1f}s); "
@@ -91,13 +84,11 @@ async def measure(
         repeats.append(one)
         if first_paired <= k < args.ceiling_repeats - 1:
             print(f"N = {n}: operator, Job phase only", flush=True)
-            early = await operator_phase(
-                kube, kubeconfig, n, args, fake, pids, work, jobs_only=True
-            )
+            early = await operator_phase(setup, n, jobs_only=True)
             paired.append((one.rate(n), one.pair_rate(n), early.rate()))
             problems += [f"Job phase {len(paired)}: {p}" for p in early.problems]
     print(f"N = {n}: operator", flush=True)
-    op = await operator_phase(kube, kubeconfig, n, args, fake, pids, work, jobs_only=args.jobs_only)
+    op = await operator_phase(setup, n, jobs_only=args.jobs_only)
     last = repeats[-1]
     op.paired = [*paired, (last.rate(n), last.pair_rate(n), op.rate())]
     op.problems = problems + op.problems
@@ -189,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         async def run_all() -> None:
             config = load_config(str(plane.kubeconfig))
             async with KubeClient(config, request_timeout=60) as kube:
+                setup = Setup(kube, plane.kubeconfig, args, fake, pids)
                 for n in sizes:
-                    rows.append(await measure(kube, plane.kubeconfig, n, args, fake, pids))
+                    rows.append(await measure(setup, n))
 
         asyncio.run(run_all())
     table = report(rows, args.concurrency, args.kubelet_concurrency)

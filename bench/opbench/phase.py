@@ -144,23 +144,30 @@ def late_counts(complete: dict[str, float], jobs_done: dict[str, float]) -> tupl
     return early, later
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What every phase of one bench run shares: the API client, the testbed's kubeconfig (its
+    folder holds the operators' logs), the command line, the fake Labelbox, the pids whose CPU
+    is measured."""
+
+    kube: KubeClient
+    kubeconfig: Path
+    args: argparse.Namespace
+    fake: FakeLabelbox
+    pids: dict[str, int]
+
+    @property
+    def work(self) -> Path:
+        return self.kubeconfig.parent
+
+
 class Phase:
     """One phase's namespace, operator, watches and (unless `jobs_only`) fake kubelet."""
 
-    def __init__(
-        self,
-        kube: KubeClient,
-        kubeconfig: Path,
-        n: int,
-        args: argparse.Namespace,
-        fake: FakeLabelbox,
-        pids: dict[str, int],
-        work: Path,
-        *,
-        jobs_only: bool,
-    ) -> None:
-        self.kube, self.kubeconfig, self.n, self.args = kube, kubeconfig, n, args
-        self.fake, self.pids, self.jobs_only = fake, pids, jobs_only
+    def __init__(self, setup: Setup, n: int, *, jobs_only: bool) -> None:
+        self.kube, self.kubeconfig, self.n, self.args = setup.kube, setup.kubeconfig, n, setup.args
+        self.fake, self.pids, self.jobs_only = setup.fake, setup.pids, jobs_only
+        args, kubeconfig, work = setup.args, setup.kubeconfig, setup.work
         self.ns = f"op-{n}-{secrets.token_hex(3)}"
         self.res = OperatorRun(n)
         self.seen = Stamps()
@@ -177,7 +184,7 @@ class Phase:
                 daemon=True,
             )
         self.profile = work / f"operator-{n}.prof" if args.profile else None
-        self.op = Operator(kubeconfig, self.ns, fake, work / f"operator-{n}.log", self.profile)
+        self.op = Operator(kubeconfig, self.ns, self.fake, work / f"operator-{n}.log", self.profile)
         self.peak_sampled = 0
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -318,20 +325,11 @@ def check_labelbox(phase: Phase) -> None:
             res.bad_samples.append(f"{rid}: {got}")
 
 
-async def operator_phase(
-    kube: KubeClient,
-    kubeconfig: Path,
-    n: int,
-    args: argparse.Namespace,
-    fake: FakeLabelbox,
-    pids: dict[str, int],
-    work: Path,
-    *,
-    jobs_only: bool,
-) -> OperatorRun:
+async def operator_phase(setup: Setup, n: int, *, jobs_only: bool) -> OperatorRun:
     """One operator phase in a fresh namespace with a fresh operator; `jobs_only` stops once
     every Job exists (no fake kubelet, no COMPLETE)."""
-    phase = Phase(kube, kubeconfig, n, args, fake, pids, work, jobs_only=jobs_only)
+    phase = Phase(setup, n, jobs_only=jobs_only)
+    kube, pids = setup.kube, setup.pids
     res, op = phase.res, phase.op
     await phase.start()
     try:
