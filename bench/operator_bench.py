@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     load_before, started, wall = load(), utc_now(), time.monotonic()
+    commit, code = revision(), revision(*CODE_UNDER_TEST)  # before any later commit moves HEAD
     rows: list[tuple[Ceiling, OperatorRun]] = []
     with (
         control_plane(args.keep, prefix="lbtrain-opbench-") as plane,
@@ -207,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "bench/operator_bench.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     generated = (
         f"{intro}"
-        f"\nRun on {started} at commit {revision()} (`{command}`); the operator, library and "
-        f"webhook code last changed at {revision(*CODE_UNDER_TEST)}. Machine: {machine()}. "
+        f"\nRun on {started} at commit {commit} (`{command}`); the operator, library and "
+        f"webhook code last changed at {code}. Machine: {machine()}. "
         f"Load average (1/5/15 min) before: {load_before}, after: {load()} (the machine is "
         f"shared). Whole run: {(time.monotonic() - wall) / 60:.0f} min.\n\n{table}\n"
     )
