@@ -62,5 +62,10 @@ def test_bench_smoke(script: str, testbed_bin: Path) -> None:
 def test_smoke_covers_every_bench() -> None:
     """A new bench script gets a smoke run here, or this fails."""
     scripts = {p.name for p in (REPO / "bench").glob("*.py")}
-    helpers = {"webhook_results.py", "floor_webhooks.py", "labelbox_coordinator.py"}
+    helpers = {
+        "webhook_results.py",
+        "webhook_client.py",
+        "floor_webhooks.py",
+        "labelbox_coordinator.py",
+    }
     assert scripts - helpers == set(EXPECTED)

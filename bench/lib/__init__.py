@@ -4,6 +4,7 @@
 - :mod:`bench.lib.stats`: quantiles and medians;
 - :mod:`bench.lib.machine`: the machine, the load and the commit a figure comes from;
 - :mod:`bench.lib.testbed`: a testbed control plane with the CRDs installed;
+- :mod:`bench.lib.net`: free local ports, and waiting until a server listens;
 - :mod:`bench.lib.ids`: valid Labelbox ids (the CRD and the webhook refuse anything else);
 - :mod:`bench.lib.signing`: the webhook signature Labelbox sends;
 - :mod:`bench.lib.readme`: the generated blocks of ``bench/README.md``;
@@ -11,6 +12,6 @@
 - :mod:`bench.lib.kube`: namespaces, list+watch followers and the API server's request counts;
 - :mod:`bench.lib.operator`: ``lbtrain operator`` as a subprocess, and the ModelRuns it is fed.
 
-The scripts put the checkout on ``sys.path`` (``bench.lib.path``) and import these as
-``bench.lib.*``, which is also how mypy sees them.
+The scripts put the checkout on ``sys.path`` and import these as ``bench.lib.*``, which is
+also how mypy sees them.
 """

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib.kube import Follower
+from bench.lib.net import free_port
 from bench.lib.operator import API_KEY, Operator
 from bench.lib.testbed import control_plane
 from lbtrain.kube import (
@@ -40,12 +40,6 @@ from lbtrain.kube import (
 )
 from lbtrain_dev.fake_labelbox import FakeLabelbox
 from lbtrain_dev.testbed import ControlPlane
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _prepare(kubeconfig: Path, namespace: str, template: dict[str, Any]) -> None:
@@ -81,7 +75,7 @@ def smoke_cluster(
     ):
         plane.kubectl("create", "namespace", namespace, check=True)
         asyncio.run(_prepare(plane.kubeconfig, namespace, template))
-        port = _free_port()
+        port = free_port()
         argv = [sys.executable, "-m", "lbtrain", "webhook", f"--namespace={namespace}"]
         argv += [f"--kubeconfig={plane.kubeconfig}", "--host=127.0.0.1", f"--port={port}"]
         argv += ["--metrics-port=0"]
