@@ -1,6 +1,6 @@
 """Parse Labelbox model run export rows into the little the trainer needs.
 
-An export row (LABELBOX.md §5.1) holds the data row (``id``, ``global_key``, ``row_data``) and,
+An export row (docs/labelbox.md §5.1) holds the data row (``id``, ``global_key``, ``row_data``) and,
 under ``experiments.<model_id>.runs.<model_run_id>``, the run's labels and split. Each label
 holds ``annotations.objects`` (bounding boxes, NER entities) and ``annotations.classifications``
 (radio and checklist answers). This module turns one row into an :class:`ExportRow` without
@@ -37,7 +37,7 @@ class Box:
 
 @dataclass(frozen=True)
 class Entity:
-    """A text entity; ``end`` is **inclusive**, as in Labelbox (LABELBOX.md §5.5)."""
+    """A text entity; ``end`` is **inclusive**, as in Labelbox (docs/labelbox.md §5.5)."""
 
     name: str
     start: int
