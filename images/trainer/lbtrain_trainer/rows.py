@@ -17,7 +17,7 @@ from lbtrain_trainer.errors import BadInputError
 from lbtrain_trainer.splits import Split, split_from_run
 
 ClassificationKind = Literal["radio", "checklist"]
-# The keys of the annotation objects this parser reads (LABELBOX.md §5.1): an export's own
+# The keys of the annotation objects this parser reads (docs/labelbox.md §5.1): an export's own
 # field names, whatever model type is trained (a type reads any other kind from the raw
 # ``ExportRow.objects``).
 BOX_KEY = "bounding_box"
