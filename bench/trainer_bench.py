@@ -80,16 +80,10 @@ from bench.trainerbench.setup import (  # noqa: E402
     sig,
     sync,
 )
+from lbtrain.contract import MODEL_TYPES  # noqa: E402
 
 SMOKE_TYPE = "text_single_classification"
-TYPES = (
-    "image_single_classification",
-    "bounding_box",
-    "text_single_classification",
-    "ner",
-    "image_multi_classification",
-    "text_multi_classification",
-)
+TYPES = MODEL_TYPES  # every built-in type, in the contract's order
 # --- measurements --------------------------------------------------------------------------------
 
 
@@ -193,7 +187,12 @@ def bench_type(
     runtime = setup(hp)
     seed_everything(hp.seed)
     task = make_task(TaskContext(dataset, hp, ws, pretrained, False))
-    model = prepare_model(task.build_model(), runtime, task.channels_last, hp.compile)
+    net = task.build_model()
+    # What was measured, read off the network itself rather than a table of type names.
+    parameters = sum(p.numel() for p in net.parameters())
+    network = f"{type(net).__name__}, {parameters / 1e6:.1f}M parameters"
+    model = prepare_model(net, runtime, task.channels_last, hp.compile)
+    del net
     checkpointer = Checkpointer(
         Destination(settings.artifact_destination), fingerprint(task.describe(), hp)
     )
@@ -223,14 +222,6 @@ def bench_type(
     del batch
     if runtime.cuda:
         torch.cuda.empty_cache()
-    network = {
-        "image_single_classification": "ConvNeXt-T",
-        "image_multi_classification": "ConvNeXt-T",
-        "text_single_classification": "BERT-base-shaped sequence classifier",
-        "text_multi_classification": "BERT-base-shaped sequence classifier",
-        "ner": "BERT-base-shaped token classifier",
-        "bounding_box": "Faster R-CNN R50-FPN v2",
-    }[model_type]
     return {
         "model_type": model_type,
         "network": network,
@@ -239,7 +230,7 @@ def bench_type(
         "epochs": hp.epochs,
         "num_workers": hp.num_workers,
         "input": (f"{hp.image_size} px" if case.source_px else f"{hp.max_length} tokens"),
-        "bf16": runtime.bf16 and model_type != "bounding_box",
+        "bf16": runtime.bf16 and task.autocast,
         "end_to_end": sig(e2e_rate),
         "end_to_end_trainer_figure": sig(overall_rate),
         "epoch_seconds": [h["seconds"] for h in history],

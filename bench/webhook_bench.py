@@ -70,20 +70,16 @@ from bench.webhook_results import (
     write_section,
     write_split_section,
 )
+from lbtrain import contract
 
 if TYPE_CHECKING:
     from lbtrain_dev.testbed import ControlPlane
 
 SECRET = "bench-secret"
 NAMESPACE = "bench"
-MODEL_TYPES = (
-    "bounding_box",
-    "ner",
-    "image_single_classification",
-    "image_multi_classification",
-    "text_single_classification",
-    "Text_multi_classification",
-)
+# Every built-in type, one of them capitalised as Labelbox's own example names it: the keys of
+# GET /models are names, byte for byte.
+MODEL_TYPES = (*contract.MODEL_TYPES[:-1], contract.MODEL_TYPES[-1].capitalize())
 SMOKE = {"seconds": 0.3, "rounds": 1, "concurrency": "1,4", "floors": True, "no_write": True}
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib.stats import median
+from lbtrain.contract import MODEL_TYPES
+from lbtrain_trainer.modeltypes import registry
 
 from .setup import (
     GPU_CASES,
@@ -30,8 +32,9 @@ from .setup import (
     prepare_workspace,
 )
 
-TEXT_TYPES = ("text_single_classification", "text_multi_classification", "ner")
-HOST_BASELINE = "text_single_classification"
+# The text types (their media kind says so) and the one the others are compared with.
+TEXT_TYPES = tuple(t for t in MODEL_TYPES if registry.get(t).media == "text")
+HOST_BASELINE = TEXT_TYPES[0]
 
 
 def batch_leaves(batch: Any) -> tuple[int, int, int]:

@@ -94,18 +94,21 @@ def make_pretrained(root: Path, types: list[str], texts: list[str], tiny: bool) 
     import torch
 
     from lbtrain_trainer.models.pretrained import CONVNEXT_FILE, DETECTOR_FILE, TEXT_DIR
+    from lbtrain_trainer.modeltypes import registry
 
+    # The weight layouts the types ask for (each type names its own), not their names.
+    needed = {layout for t in types for layout in registry.get(t).pretrained}
     root.mkdir(parents=True, exist_ok=True)
-    if any(t.startswith("image") for t in types):
+    if CONVNEXT_FILE in needed:
         from torchvision.models import convnext_tiny
 
         torch.save(convnext_tiny(weights=None).state_dict(), root / CONVNEXT_FILE)
-    if "bounding_box" in types:
+    if DETECTOR_FILE in needed:
         from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
 
         detector = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None)
         torch.save(detector.state_dict(), root / DETECTOR_FILE)
-    if any(t.startswith("text") or t == "ner" for t in types):
+    if TEXT_DIR in needed:
         from lbtrain_trainer.synthetic import save_random_text_encoder
 
         if tiny:
