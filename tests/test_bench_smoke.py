@@ -32,7 +32,10 @@ EXPECTED = {
         "| **ratio webhook / bare**",
     ],
     "export_bench.py": ['"median_export_files_s"', '"prepare_rss_mib"'],
-    "trainer_bench.py": ["| `text_single_classification` | BertForSequenceClassification, ", "total "],
+    "trainer_bench.py": [
+        "| `text_single_classification` | BertForSequenceClassification, ",
+        "total ",
+    ],
 }
 
 
