@@ -162,6 +162,13 @@ def test_rejected_rows_are_counted_and_only_an_upload_with_none_accepted_fails(f
         labelbox_io.upload_predictions(model_run, [good, bad], "two", min_accepted_fraction=0.9)
     with pytest.raises(BadInputError, match="accepted 0 of 1"):
         labelbox_io.upload_predictions(model_run, [bad], "three")
+    # An import Labelbox failed as a whole (here: an unreadable file under the name the trainer
+    # would use) is not read as "no rows accepted": the chunk goes again under a new name.
+    garbage = fake.add_media("garbage.ndjson", b"not json\n", "application/x-ndjson")
+    failed = model_run.add_predictions("lbtrain-four-000", garbage)
+    failed.wait_till_done()
+    result = labelbox_io.upload_predictions(model_run, [{**good, "uuid": "u9"}], "four")
+    assert result.imports == ["lbtrain-four-000-r1"] and result.accepted == 1
 
 
 @pytest.mark.trainer

@@ -29,6 +29,7 @@ EXPORT_PARAMS: dict[str, Any] = {"predictions": False, "model_run_details": True
 # smaller files keep each multipart upload well under request size limits.
 UPLOAD_CHUNK_ROWS = 20_000
 IMPORT_POLL_S = 2
+IMPORT_ATTEMPTS = 3  # names tried per chunk when Labelbox fails an import as a whole
 FIRST_ERRORS = 3  # rejected rows quoted in the log and the run's metadata
 UUID_NAMESPACE = uuid.UUID("9a4f3c1e-2b7d-4e55-8c0a-6d1f2e3b4a57")
 SPLIT_ASSIGN_ROWS = 5_000  # data rows per assign_data_rows_to_split call
@@ -190,13 +191,28 @@ def _existing_import(model_run: Any, name: str) -> Any | None:
         return None
 
 
-def _import_errors(upload: Any, name: str) -> list[dict[str, Any]]:
-    upload.wait_till_done(sleep_time_seconds=IMPORT_POLL_S)
-    try:
-        errors: list[dict[str, Any]] = upload.errors
-    except ValueError as exc:  # the SDK's "Import failed." for a FAILED import
-        raise UploadError(f"Labelbox failed import {name} as a whole: {exc}") from exc
-    return errors
+def _failed(upload: Any) -> bool:
+    return getattr(getattr(upload, "state", None), "value", None) == "FAILED"
+
+
+def _import_chunk(model_run: Any, chunk: list[dict[str, Any]], base: str) -> tuple[str, list[Any]]:
+    """Import one chunk under ``base`` (or, after imports Labelbox failed as a whole, under
+    ``base-r1``, ``base-r2``): an import an earlier attempt made under that name is read, not
+    made again. Answers the name and the rows Labelbox refused."""
+    for attempt in range(IMPORT_ATTEMPTS):
+        name = base if attempt == 0 else f"{base}-r{attempt}"
+        upload = _existing_import(model_run, name)
+        if upload is not None:
+            log.info("import %s was made by an earlier attempt: not uploading it again", name)
+        else:
+            upload = model_run.add_predictions(name, chunk)
+        upload.wait_till_done(sleep_time_seconds=IMPORT_POLL_S)
+        if _failed(upload):  # the SDK's .errors would raise "Import failed."
+            log.warning("Labelbox failed import %s as a whole", name)
+            continue
+        errors: list[Any] = upload.errors
+        return name, errors
+    raise UploadError(f"Labelbox failed import {base} as a whole {IMPORT_ATTEMPTS} times")
 
 
 def upload_predictions(
@@ -216,13 +232,7 @@ def upload_predictions(
     """
     result = UploadResult()
     for index, chunk in enumerate(_chunks(stable_uuids(rows, upload_id), UPLOAD_CHUNK_ROWS)):
-        name = f"lbtrain-{upload_id}-{index:03d}"
-        upload = _existing_import(model_run, name)
-        if upload is not None:
-            log.info("import %s was made by an earlier attempt: not uploading it again", name)
-        else:
-            upload = model_run.add_predictions(name, chunk)
-        errors = _import_errors(upload, name)
+        name, errors = _import_chunk(model_run, chunk, f"lbtrain-{upload_id}-{index:03d}")
         result.imports.append(name)
         result.rows += len(chunk)
         result.rejected += len(errors)
