@@ -37,7 +37,8 @@ def plan(status: ModelRunStatus) -> Plan:
         box = outbox.enqueue(
             box,
             new,
-            {**box.metadata, "reason": r.CANCELLED},
+            # every key, as every report carries (progress.metadata), so none stays stale
+            {**dict.fromkeys(progress.METADATA_KEYS, ""), **box.metadata, "reason": r.CANCELLED},
             progress.error_message(r.CANCELLED, r.MSG_CANCELLED),
         )
     box = box.model_copy(update={"next_attempt_time": None})
