@@ -150,9 +150,9 @@ def test_stages_as_separate_processes_reach_the_held_out_bars(seed, model_type):
     predictions = [r for r in rows if "metricValue" not in r]
     metrics = [r for r in rows if "metricValue" in r]
     assert predictions and metrics and all(len(r["uuid"]) == 36 for r in rows)
-    held_out = [r for r in metrics if not r["metricName"].endswith(("_train", "_validation"))]
+    held_out = [r for r in metrics if r["metricName"].endswith("_test")]
     assert {r["dataRow"]["id"] for r in held_out} == test_ids  # evaluated on the test split
-    # predict_splits "all": every row has metrics, those of other splits named by their split
+    # predict_splits "all": every row has metrics, each named after its split
     assert {r["dataRow"]["id"] for r in metrics} == {r["data_row"]["id"] for r in run.dataset.rows}
     ids = features.collect(run.dataset.rows)
     for row in predictions:

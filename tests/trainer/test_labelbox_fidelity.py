@@ -74,11 +74,12 @@ def test_a_run_with_rejected_rows_completes_and_counts_them(seed):
     assert summary["rows_uploaded"] == len(run.fake.predictions(run.run_id))
     results = run.fake.config(run.run_id)["lbtrain_results"]
     assert results["upload"]["rejected"] == len(sent)
-    # every row of the run got a prediction (predict_splits "all"), with split-named metrics
+    # every row of the run got a prediction (predict_splits "all"), each metric named by split
     predicted = {r["dataRow"]["id"] for r in run.fake.accepted_predictions(run.run_id)}
     assert predicted == {r["data_row"]["id"] for r in run.dataset.rows} - {gone}
     names = {r.get("metricName") for r in run.fake.accepted_predictions(run.run_id)}
-    assert {"accuracy", "accuracy_train", "accuracy_validation"} <= names
+    assert {"accuracy_test", "accuracy_train", "accuracy_validation"} <= names
+    assert all(n is None or n.endswith(("_test", "_train", "_validation")) for n in names)
 
 
 @pytest.mark.trainer

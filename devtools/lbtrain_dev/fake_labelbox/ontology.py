@@ -31,7 +31,7 @@ POLYGON = "polygon"
 POINT = "point"
 LINE = "line"
 MASK = "raster-segmentation"
-# Export object keys that name a tool's kind (docs/labelbox.md §5.2), and the prediction key it needs.
+# Export object keys that name a tool's kind (docs/labelbox.md §5.2), and the key it predicts.
 OBJECT_KINDS = {
     "bounding_box": (RECTANGLE, "bbox"),
     "location": (NAMED_ENTITY, "location"),

@@ -257,8 +257,7 @@ def other_split_rows(
     tune_outputs: Sequence[RowOutput],
 ) -> list[dict[str, Any]]:
     """Prediction and metric rows for the splits other than the evaluation one (Labelbox users
-    filter the model run by split to find label errors in the training data). Their metric rows
-    are named ``<metric>_<split>``, so Labelbox's mean of a metric stays the held-out one."""
+    filter the model run by split to find label errors in the training data)."""
     rows: list[dict[str, Any]] = []
     for split in Split:
         if split == dataset.eval_split:
@@ -270,11 +269,20 @@ def other_split_rows(
         evaluation = evaluate(
             dataset, hp, model_run_id, examples, outputs, tune_examples, tune_outputs
         )
-        for row in evaluation.rows:
-            if "metricValue" in row and isinstance(row.get("metricName"), str):
-                row = {**row, "metricName": f"{row['metricName']}_{split.value}"}
-            rows.append(row)
+        rows += with_split(evaluation.rows, split)
     return rows
+
+
+def with_split(rows: Sequence[dict[str, Any]], split: Split) -> list[dict[str, Any]]:
+    """The rows with each metric named after its split (``accuracy_test``): Labelbox averages a
+    metric over every row that has it, so a held-out metric must not share its name with the
+    training rows' one."""
+    return [
+        {**row, "metricName": f"{row['metricName']}_{split.value}"}
+        if "metricValue" in row and isinstance(row.get("metricName"), str)
+        else row
+        for row in rows
+    ]
 
 
 def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any]:
@@ -328,7 +336,7 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
         }
         weights = save_model(task, model, destination, card)
         results = _results(evaluation, dataset, hp, state, throughput, weights)
-        rows = evaluation.rows
+        rows = with_split(evaluation.rows, dataset.eval_split)
         if hp.predict_splits == "all":
             rows = rows + other_split_rows(
                 task,
