@@ -138,3 +138,57 @@ async def test_pod_deleted_mid_training_is_retried_as_the_template_asks(
     statuses = fake_labelbox.statuses(fake_cuid("retry"))
     assert [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]] == FULL
     await statuses_settle(fake_labelbox, fake_cuid("retry"), statuses)
+
+
+@pytest.mark.timeout(600)
+async def test_a_run_with_a_rejected_row_completes_with_the_count_in_labelbox_metadata(
+    kube, namespace, fake_labelbox, start_operator, make_template, make_run, pod_runner
+) -> None:
+    import labelbox as lb
+
+    from lbtrain_trainer.synthetic import make_dataset
+
+    run_id = fake_cuid("rejected")
+    data = make_dataset(
+        "text_single_classification",
+        40,
+        media_url_for=fake_labelbox.add_media,
+        model_id=fake_cuid("model1"),
+        model_run_id=run_id,
+    )
+    fake_labelbox.add_model_run(run_id, rows=data.rows)
+    await make_template(
+        "text_single_classification",
+        **trainer_template(fake_labelbox, epochs=20, min_examples_per_class=1),
+    )
+    start_operator()
+    await make_run("rejected", "text_single_classification", model_run_id=run_id, register=False)
+    # Once the export is done, a Labelbox user removes a data row from the model run: the
+    # predictions the trainer uploads for it at the end are refused, row by row.
+    await until(kube, namespace, "rejected", lambda s: s.get("phase") == "Preparing", timeout=240)
+    gone = data.rows[0]["data_row"]["id"]
+
+    def delete() -> None:
+        client = lb.Client(
+            api_key=fake_labelbox.api_key,
+            endpoint=fake_labelbox.endpoint,
+            rest_endpoint=fake_labelbox.rest_endpoint,
+            enable_experimental=True,
+        )
+        client.get_model_run(run_id).delete_model_run_data_rows([gone])
+
+    await asyncio.to_thread(delete)
+    st = await until(
+        kube,
+        namespace,
+        "rejected",
+        lambda s: (s.get("labelbox") or {}).get("acknowledged") in ("COMPLETE", "FAILED"),
+        timeout=540,
+    )
+    assert st["phase"] == "Succeeded", st
+    sent = [p for p in fake_labelbox.predictions(run_id) if p["dataRow"]["id"] == gone]
+    assert sent, "the removed row's predictions were uploaded"
+    final = fake_labelbox.status_updates(run_id)[-1]
+    assert final.status == "COMPLETE"
+    summary = final.metadata["summary"]
+    assert summary["rows_rejected"] == len(sent) and gone in summary["first_rejections"][0]
