@@ -10,7 +10,10 @@ idle keep-alive connections after ``idle_timeout`` seconds (as object stores do)
 forward proxy: a request in absolute form (``GET http://host/path``) is answered from ``path``,
 and ``CONNECT host:port`` opens a tunnel to that address (loopback only), both counted in
 ``proxied`` with their ``Proxy-Authorization`` kept. With ``tls`` (a server-side
-``ssl.SSLContext``) it speaks HTTPS.
+``ssl.SSLContext``) it speaks HTTPS. Two switches make it behave like the plain servers users
+run: ``http10`` answers in HTTP/1.0 and closes every connection after one response, and
+``nagle=True`` leaves Nagle's algorithm on (headers and body are two writes, so the body waits
+for the client's ACK of the headers: a client that delays its ACK pays 40 ms per file).
 
 Run ``python -m lbtrain_dev.media_server --png N --jpeg N`` to serve synthetic images at
 ``/png/<i>.png`` and ``/jpeg/<i>.jpg`` (``N`` distinct images each, reused for any ``i``); it
@@ -64,6 +67,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        media = self.server.media
+        if media.nagle:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        if media.http10:  # read by parse_request: the connection closes after one answer
+            self.protocol_version = "HTTP/1.0"
         if self.server.media.idle_timeout is not None:  # the read of the next request times out
             self.connection.settimeout(self.server.media.idle_timeout)
 
@@ -145,7 +153,12 @@ class MediaServer:
         resolver: Resolver | None = None,
         idle_timeout: float | None = None,
         tls: ssl.SSLContext | None = None,
+        *,
+        http10: bool = False,
+        nagle: bool = False,
     ) -> None:
+        self.http10 = http10  # answer HTTP/1.0 and close each connection after one response
+        self.nagle = nagle  # leave Nagle's algorithm on, as http.server does by default
         self.files = dict(files or {})
         self.resolver = resolver
         self.lock = threading.Lock()

@@ -22,6 +22,16 @@ What ``requests`` gave for free is kept:
 - redirects (Labelbox-hosted media redirect to signed URLs), at most :data:`MAX_REDIRECTS`;
 - gzip and deflate bodies are decoded.
 
+Nagle: a server that writes an answer's headers and body in two sends without ``TCP_NODELAY``
+(Python's ``http.server`` by default, some proxies) holds the body until the client has
+acknowledged the headers. On a keep-alive connection Linux treats the exchange as interactive
+and delays that ACK by 40 ms, so every file cost ~44 ms per thread (362 files/s at 16 threads
+against 873 for ``urllib``, whose ``Connection: close`` gives each file a fresh connection,
+which ACKs at once). The request goes out in one send (``http.client`` joins the request line
+and headers, and sets ``TCP_NODELAY`` on our side); after it, :func:`quick_ack` sets
+``TCP_QUICKACK``, so the headers are acknowledged as they are read and the body follows at once
+(the same server: 330 against 4,600 files/s, 3 kB bodies, 16 threads on loopback).
+
 Errors: a keep-alive connection the server closed meanwhile is reopened at once; 5xx, 429 and
 network errors are retried with backoff and end as :class:`TransientMediaError` (the stage fails
 and is retried); other 4xx and redirect loops are :class:`BrokenMediaError` (the row is broken:
@@ -33,6 +43,7 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import socket
 import ssl
 import threading
 import time
@@ -58,6 +69,13 @@ STALE_CONNECTION = (
     BrokenPipeError,
     ConnectionResetError,
 )
+
+
+def quick_ack(sock: socket.socket | None) -> None:
+    """Have the kernel acknowledge the answer's first segment at once (Linux ``TCP_QUICKACK``;
+    elsewhere nothing): see the module docstring, "Nagle"."""
+    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 class TransientMediaError(Exception):
@@ -211,6 +229,7 @@ class Fetcher:
             conn, reused = self._connection(route, fresh)
             try:
                 conn.request("GET", target, headers=headers)
+                quick_ack(conn.sock)
                 response = conn.getresponse()
                 body = response.read()
             except STALE_CONNECTION as exc:
