@@ -144,7 +144,8 @@ def build_dataset(
                 continue
             entry = lookup(row.data_row_id)
             if entry is None or entry.error or entry.path is None:
-                first_error = first_error or (entry.error if entry else None) or "not fetched"
+                reason = (entry.error if entry else None) or "not fetched"
+                first_error = first_error or f"data row {row.data_row_id}: {reason}"
                 _note(broken, row.data_row_id)
                 dropped["broken media"].append(row.data_row_id)
                 continue
@@ -168,7 +169,7 @@ def build_dataset(
             if example.split == Split.TRAIN:
                 train_counts.update(members)
                 if words is not None:
-                    words.add((media_root / entry.path).read_text(encoding="utf-8"))
+                    words.add(media.read_media_text(media_root / entry.path))
         if dropped["broken media"] and not hp.skip_broken_media:
             raise BadInputError(
                 f"media of {len(dropped['broken media'])} data row(s) could not be loaded "
