@@ -62,7 +62,9 @@ def test_redirects_are_followed_and_a_loop_is_a_broken_row(server, tmp_path):
         moved_entry, rel_entry, loop_entry = (index.get(row) for row, _ in items)
     assert moved_entry and (tmp_path / str(moved_entry.path)).read_bytes() == png
     assert rel_entry and (tmp_path / str(rel_entry.path)).read_bytes() == png
-    assert loop_entry and loop_entry.error == f"more than {fetcher.MAX_REDIRECTS} redirects ({loop})"
+    assert (
+        loop_entry and loop_entry.error == f"more than {fetcher.MAX_REDIRECTS} redirects ({loop})"
+    )
 
 
 def test_a_connection_the_server_closed_while_idle_is_reopened_without_a_retry(tmp_path):

@@ -22,7 +22,7 @@ from lbtrain_trainer.manifest import Example, PreparedDataset
 from lbtrain_trainer.media import read_media_text
 from lbtrain_trainer.models.pretrained import TEXT_DIR
 from lbtrain_trainer.modeltypes.base import Evaluation, ModelType, Pair, SyntheticLabel, Truth
-from lbtrain_trainer.rows import ExportRow
+from lbtrain_trainer.rows import ENTITY_KEY, ExportRow
 
 if TYPE_CHECKING:
     from lbtrain_trainer.tasks.base import Task, TaskContext
@@ -37,6 +37,7 @@ class Ner(ModelType):
     production_defaults = hyperparams.TEXT_PRODUCTION_DEFAULTS
     pretrained = (TEXT_DIR,)
     synthetic_classes = ("city", "person")
+    annotation_kinds = (ENTITY_KEY,)
 
     def ground_truth(
         self,
