@@ -269,7 +269,7 @@ def test_lean_responses_read_chunked_and_close_delimited_bodies():
 def test_a_server_with_nagle_on_costs_no_delayed_ack_per_file(http10):
     """Headers and body in two sends with Nagle on: the body waits for the client's ACK of the
     headers, which Linux delays 40 ms on a busy keep-alive connection: 40 files one after
-    another took ~1.8 s before the fetcher asked for quick ACKs, now well under 10 ms each.
+    another took ~1.8 s before the fetcher asked for quick ACKs, now well under 20 ms each.
     HTTP/1.0 (a connection per file) is the same check for the server that closes each one."""
     files = 40
     with MediaServer.running(nagle=True, http10=http10) as server:
@@ -284,4 +284,4 @@ def test_a_server_with_nagle_on_costs_no_delayed_ack_per_file(http10):
             client.close()
         assert bodies == [bytes([i]) * 3000 for i in range(files)]
         assert server.connections == (files + 1 if http10 else 1)
-    assert elapsed < files * 0.010, f"{elapsed / files * 1000:.1f} ms per file"
+    assert elapsed < files * 0.020, f"{elapsed / files * 1000:.1f} ms per file"
