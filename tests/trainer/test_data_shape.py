@@ -14,6 +14,7 @@ import pytest
 
 from lbtrain import contract
 from lbtrain_trainer.modeltypes.base import annotation_mismatch, media_mismatch, question_mismatch
+from lbtrain_trainer.prepare import media_of
 
 
 def _run_of(row: dict[str, Any], run: Any) -> dict[str, Any]:
@@ -146,3 +147,12 @@ def test_annotation_and_media_mismatches_are_pure_decisions():
     assert media_mismatch("t", "text", {}) is None  # no MIME types in the export: nothing known
     found = media_mismatch("t", "text", {"text": 4, "video": 1})
     assert found is not None and found[1] == ["video"]
+
+
+def test_only_mime_types_that_say_what_a_row_is_count():
+    assert [media_of(m) for m in ("image/png", "Text/Plain", "video/mp4")] == [
+        "image",
+        "text",
+        "video",
+    ]
+    assert [media_of(m) for m in ("application/octet-stream", "", None, "png")] == [None] * 4

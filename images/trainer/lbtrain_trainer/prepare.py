@@ -96,11 +96,17 @@ def _note(ids: list[str], row_id: str) -> None:
         ids.append(row_id)
 
 
+# MIME major types that say what a data row is; others (``application/octet-stream``...) say
+# nothing certain and are not counted.
+MEDIA_MAJORS = frozenset({"image", "text", "video", "audio"})
+
+
 def media_of(mime_type: str | None) -> str | None:
-    """The media kind of a MIME type: its major type (``image``, ``text``, ``video``...)."""
+    """The media kind of a MIME type: its major type if one of :data:`MEDIA_MAJORS`."""
     if not mime_type or "/" not in mime_type:
         return None
-    return mime_type.split("/", 1)[0].strip().lower() or None
+    major = mime_type.split("/", 1)[0].strip().lower()
+    return major if major in MEDIA_MAJORS else None
 
 
 def _survey(rows: Iterable[ExportRow], kind: ClassificationKind | None) -> _Tally:
