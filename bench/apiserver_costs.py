@@ -1,6 +1,7 @@
 """What each request a ModelRun costs kube-apiserver + etcd, in CPU, against a Job's create.
 
     .venv/bin/python bench/apiserver_costs.py [--n 1000] [--concurrency 32]
+    .venv/bin/python bench/apiserver_costs.py --smoke   # seconds: checks the bench still runs
 
 Why: the operator benchmark (`operator_bench.py`) found the API server, not the operator, to be
 the bottleneck of a burst, and the operator's design choices (one status write per transition,
@@ -34,25 +35,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from lbtrain.kube import (
-    EVENTS,
-    JOBS,
-    MODELRUNS,
-    SECRETS,
-    TRAININGTEMPLATES,
-    KubeClient,
-    load_config,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*`, as mypy sees it
+from bench.lib.aio import bounded
+from bench.lib.ids import run_id
+from bench.lib.kube import create_namespace
+from bench.lib.machine import load, machine, revision, utc_now
+from bench.lib.operator import API_KEY, Operator, prepare_namespace, run_body, run_name
+from bench.lib.procfs import cpu_seconds
+from bench.lib.testbed import control_plane
+from lbtrain.kube import EVENTS, JOBS, MODELRUNS, KubeClient, load_config
 from lbtrain_dev.fake_labelbox import FakeLabelbox
-from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import ControlPlane
-from lbtrain_dev.testbed.binaries import ensure_binaries
 
-# The operator benchmark's helpers (control plane, template, operator process): importable as
-# `bench.operator_bench` once the checkout is on the path, as it is for mypy.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import operator_bench as ob
-
+SMOKE_N = 10
 Step = Callable[[int], Awaitable[Any]]
 
 
@@ -61,18 +56,17 @@ async def operator_status(
 ) -> dict[str, Any]:
     """The status `lbtrain operator` writes for a new run (Pending, its Job created)."""
     ns = "status-sample"
-    await ob.create_namespace(kube, ns)
-    secret = {"metadata": {"name": "lbtrain-labelbox"}, "stringData": {"api-key": ob.API_KEY}}
-    await kube.create(SECRETS, secret, ns)
-    await kube.create(TRAININGTEMPLATES, ob.TEMPLATE, ns)
-    fake.add_model_run(fake_cuid("status-sample-0"))
-    op = ob.Operator(plane.kubeconfig, ns, fake, work / "operator.log", None)
+    await create_namespace(kube, ns)
+    await prepare_namespace(kube, ns)
+    sample = run_id(ns, 0)
+    fake.add_model_run(sample)
+    op = Operator(plane.kubeconfig, ns, fake, work / "operator.log")
     op.start()
     try:
-        await kube.create(MODELRUNS, ob.run_body(0, fake_cuid("status-sample-0")), ns)
+        await kube.create(MODELRUNS, run_body(0, sample), ns)
         mr = await kube.wait_for(
             MODELRUNS,
-            "run-00000",
+            run_name(0),
             ns,
             lambda mr: bool((mr.get("status") or {}).get("jobName")),
             timeout=60,
@@ -93,10 +87,10 @@ async def measure(
     await asyncio.sleep(2.0)  # let the previous step's echoes (watches, controllers) settle
 
     def cpu() -> float:
-        return float(sum(ob.cpu_seconds(pids[k]) for k in ("kube-apiserver", "etcd")))
+        return float(sum(cpu_seconds(pids[k]) for k in ("kube-apiserver", "etcd")))
 
     cpu0, t0 = cpu(), time.perf_counter()
-    await ob.bounded(concurrency, n, step)
+    await bounded(concurrency, n, step)
     seconds = time.perf_counter() - t0
     return (cpu() - cpu0) / n * 1000, n / seconds
 
@@ -113,14 +107,12 @@ async def run(plane: ControlPlane, fake: FakeLabelbox, args: argparse.Namespace)
             status = await operator_status(kube, plane, fake, Path(work))
         later = {**status, "message": "a later transition"}
         ns = "costs"
-        await ob.create_namespace(kube, ns)
-        template = TrainingTemplate.model_validate(
-            await kube.create(TRAININGTEMPLATES, ob.TEMPLATE, ns)
-        )
+        await create_namespace(kube, ns)
+        template = TrainingTemplate.model_validate(await prepare_namespace(kube, ns))
         runs: list[dict[str, Any]] = [{}] * n
 
         async def create_run(i: int) -> None:
-            body = ob.run_body(i, f"costs-{i}", for_operator=False)
+            body = run_body(i, run_id(ns, i), for_operator=False)
             runs[i] = await kube.create(MODELRUNS, body, ns)
 
         def patch_status(body: dict[str, Any]) -> Step:
@@ -197,26 +189,28 @@ async def run(plane: ControlPlane, fake: FakeLabelbox, args: argparse.Namespace)
     return lines
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="requests of each kind")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"--n {SMOKE_N}: checks that the bench still runs"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.n = SMOKE_N
     if args.n < 10:
         parser.error(f"--n must be at least 10, not {args.n}")
-    bin_dir = ensure_binaries()
+    load_before, started = load(), utc_now()
     with (
-        tempfile.TemporaryDirectory(prefix="lbtrain-costs-plane-") as run_dir,
-        FakeLabelbox.in_thread(api_key=ob.API_KEY) as fake,
+        control_plane(prefix="lbtrain-costs-plane-") as plane,
+        FakeLabelbox.in_thread(api_key=API_KEY) as fake,
     ):
-        plane = ControlPlane(bin_dir, Path(run_dir))
-        plane.start(die_with_parent=True)
-        try:
-            plane.install_crds(ob.REPO / "crds")
-            lines = asyncio.run(run(plane, fake, args))
-        finally:
-            plane.stop()
-    print(f"Machine: {ob.machine()}.")
+        lines = asyncio.run(run(plane, fake, args))
+    print(
+        f"Run on {started} at commit {revision()}. Machine: {machine()}. Load average "
+        f"(1/5/15 min) before: {load_before}, after: {load()}."
+    )
     print("\n".join(lines))
     return 0
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/export_bench.py [--cases png:2000,png:20000,jpeg:2000]
                                            [--repeats 3] [--rss 10000,100000]
+    .venv/bin/python bench/export_bench.py --smoke   # seconds: checks the bench still runs
 
 A media server (``lbtrain_dev.media_server``: threaded ``http.server``, HTTP/1.1 keep-alive) runs
 in its own process on 127.0.0.1 and serves synthetic 320x240 PNGs (~124 kB) and 4000x3000
@@ -50,6 +51,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*`, as mypy sees it
+from bench.lib.ids import run_id
+from bench.lib.machine import cpu_model, load, revision, utc_now
 from lbtrain import contract
 from lbtrain_dev.fake_labelbox import FakeLabelbox
 from lbtrain_trainer import synthetic
@@ -248,20 +252,6 @@ def fetch_urllib(urls: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def bench_case(
     fake: FakeLabelbox, base: str, kind: str, n: int, repeats: int, root: Path, settle_s: float
 ) -> dict[str, Any]:
@@ -275,12 +265,12 @@ def bench_case(
     rss: list[float] = []
     for rep in range(repeats):
         offset = rep * n  # fresh URLs each repeat
-        run_id = f"mr-{kind}-{n}-{rep}"
-        rows = image_rows(run_id, base, kind, n, offset)
-        fake.add_model_run(run_id, model_id="model-1", rows=rows)
+        rid = run_id(f"{kind}-{n}", rep)
+        rows = image_rows(rid, base, kind, n, offset)
+        fake.add_model_run(rid, model_id="model-1", rows=rows)
         urls = [r["data_row"]["row_data"] for r in rows]
-        ws = root / run_id
-        env = stage_env(fake, run_id, "image_single_classification", ws, {})
+        ws = root / rid
+        env = stage_env(fake, rid, "image_single_classification", ws, {})
         steps: list[tuple[str, Callable[[], float]]] = [
             ("keepalive", functools.partial(fetch_keepalive, urls)),
             ("download", functools.partial(fetch_keepalive, urls, _fresh(ws / "plain"))),
@@ -333,12 +323,12 @@ def bench_case(
 
 
 def bench_rss(fake: FakeLabelbox, n: int, root: Path) -> dict[str, Any]:
-    run_id = f"mr-rss-{n}"
-    data = synthetic.make_dataset("text_single_classification", n, model_run_id=run_id)
-    fake.add_model_run(run_id, model_id="model-1", rows=data.rows)
+    rid = run_id("rss", n)
+    data = synthetic.make_dataset("text_single_classification", n, model_run_id=rid)
+    fake.add_model_run(rid, model_id="model-1", rows=data.rows)
     del data
-    ws = root / run_id
-    env = stage_env(fake, run_id, "text_single_classification", ws, {"model_size": "small"})
+    ws = root / rid
+    env = stage_env(fake, rid, "text_single_classification", ws, {"model_size": "small"})
     out: dict[str, Any] = {"rows": n}
     for stage in ("export", "prepare"):
         done = run_stage(stage, env)
@@ -350,13 +340,16 @@ def bench_rss(fake: FakeLabelbox, n: int, root: Path) -> dict[str, Any]:
             f"  rss {n}: {stage} {done.seconds:.1f}s, peak RSS {done.max_rss_mib:.0f} MiB",
             flush=True,
         )
-    fake.add_model_run(run_id, model_id="model-1", rows=[])  # free the fake's copy
+    fake.add_model_run(rid, model_id="model-1", rows=[])  # free the fake's copy
     subprocess.run(["rm", "-rf", str(ws)], check=False)
     return out
 
 
+SMOKE = {"cases": "png:16", "repeats": 1, "rss": "100", "settle": 0.0}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cases", default="png:2000,png:20000,jpeg:2000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jpeg-repeats", type=int, default=1)
@@ -376,12 +369,19 @@ def main(argv: list[str] | None = None) -> int:
         " folder; /dev/shm puts them in memory). A repeat holds ~0.25 GB per 1,000 PNGs and ~3.3 GB"
         " per 1,000 JPEGs (the export's copy and the download's), deleted before the next.",
     )
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"tiny cases ({SMOKE}): checks the bench still runs"
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",") if c]
     machine: dict[str, Any] = {
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
         "python": platform.python_version(),
+        "date": utc_now(),
+        "commit": revision(),
         "load_before": load(),
         "workspace": str(args.workspace or tempfile.gettempdir()),
         "settle_s": args.settle,

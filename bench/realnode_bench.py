@@ -1,6 +1,7 @@
 """Real node: signed `POST /model_run` until the trainer's `train` container runs, vs a bare Job.
 
     .venv/bin/python bench/realnode_bench.py [--runs 20] [--rows 40] [--no-write]
+    .venv/bin/python bench/realnode_bench.py --smoke   # no node: checks the bench still runs
 
 Needs root and what `lbtrain testbed up --node` needs (containerd, runc, CNI plugins, iptables;
 see testbed/node-deps.sh), the testbed binaries (`ensure_binaries`) and the two images
@@ -47,6 +48,13 @@ only). Network traffic: 127.0.0.1 and the testbed's addresses only (10.244.0.0/2
 ClusterIPs in 10.0.0.0/24). Every loop is bounded in count and time (`--run-timeout-s` per run,
 `--max-minutes` for the measured pairs: past it, no new pair starts and the figures cover the
 pairs done).
+
+`--smoke` checks that the bench still runs where there is no node, no root and no image (as in
+`make test`): one warm-up and one pair of a few rows, on a control plane without a node, with
+`lbtrain webhook` and `lbtrain operator` as local processes instead of the chart's pods and
+`FakeKubelet` in the node's place (it binds each pod, reports `export`, `prepare` and `train`
+running, and finishes deletions). Everything from the signed POST to the summary is the code a
+real run goes through; its times mean nothing and nothing is written.
 """
 
 from __future__ import annotations
@@ -54,28 +62,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
-import hashlib
-import hmac
-import itertools
 import json
 import os
-import platform
-import re
-import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.*`, as mypy sees it
+from bench.lib.machine import cpu_model, memory_gib, nproc, revision, utc_now
+from bench.lib.readme import write_block
+from bench.realnode.figures import BARE, WEBHOOK, summarise
+from bench.realnode.runs import API_KEY, MODEL_TYPE, NAMESPACE, WEBHOOK_SECRET, Bench, log
+from bench.realnode.smoke import smoke_cluster, smoke_node
+from bench.realnode.watch import Run, watch_forever
 from lbtrain import contract
 from lbtrain.kube import (
     JOBS,
@@ -84,12 +90,9 @@ from lbtrain.kube import (
     ApiError,
     ApiUnreachable,
     KubeClient,
-    NotFound,
-    Resource,
     load_config,
 )
 from lbtrain_dev.fake_labelbox import FakeLabelbox
-from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.binaries import ensure_binaries
@@ -98,42 +101,12 @@ from lbtrain_dev.testbed.node import MARKER, NodeError, import_image, leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "lbtrain"
-README = REPO / "bench" / "README.md"
-START = "<!-- realnode_bench.py: begin -->"
-END = "<!-- realnode_bench.py: end -->"
-NAMESPACE = "lbtrain-bench"
-API_KEY = "bench-key-not-a-secret"
-WEBHOOK_SECRET = "bench-webhook-secret-" + secrets.token_hex(8)
-MODEL_TYPE = "text_single_classification"
 TEMPLATE_KEY = "text-single-classification"
-ANNOTATION_RUN_ID = "lbtrain.io/model-run-id"  # on the operator's Job and pod template
-BENCH_LABEL = "bench.lbtrain.io/kind"
-# Labels that the operator or the Job controller own: not copied onto the bare Job.
-OWNED_LABEL = re.compile(
-    r"^(lbtrain\.io/|app\.kubernetes\.io/managed-by$|batch\.kubernetes\.io/|controller-uid$|"
-    r"job-name$)"
-)
-WEBHOOK, BARE = "webhook", "bare Job"
-# Marks in the order they happen; the phases are the gaps between consecutive ones.
-MARKS = {
-    WEBHOOK: ("post", "answered", "modelrun", "job", "pod", "bound", "export", "prepare", "train"),
-    BARE: ("post", "job", "pod", "bound", "export", "prepare", "train"),
+SMOKE = {"runs": 1, "rows": 8, "no_write": True, "run_timeout_s": 60.0, "max_failures": 0}
+SMOKE_TEMPLATE = {  # what the chart installs for the model type, as far as --smoke needs it
+    "metadata": {"name": TEMPLATE_KEY},
+    "spec": {"modelType": MODEL_TYPE, "image": "trainer:smoke"},
 }
-MARK_TEXT = {
-    "post": "request sent",
-    "answered": "POST answered (201)",
-    "modelrun": "ModelRun seen",
-    "job": "Job seen",
-    "pod": "pod seen",
-    "bound": "pod bound",
-    "export": "`export` running",
-    "prepare": "`prepare` running",
-    "train": "`train` running",
-}
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # --- the node, the images, the chart -------------------------------------------------------------
@@ -222,292 +195,18 @@ def node_taken_over(plane: ControlPlane) -> str | None:
     return None if Path(claimed) == plane.run_dir else str(claimed)
 
 
-# --- what the watches see ----------------------------------------------------------------------
-@dataclass
-class Run:
-    kind: str
-    run_id: str
-    marks: dict[str, float] = field(default_factory=dict)
-    failure: str | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    pod: str | None = None
-    cleanup_s: float = 0.0
-    cleanup_note: str = ""
-
-    def mark(self, name: str, now: float) -> None:
-        self.marks.setdefault(name, now)
-
-    @property
-    def total(self) -> float:
-        return self.marks["train"] - self.marks["post"]
-
-
-def _started(statuses: list[dict[str, Any]], name: str) -> bool:
-    """The container runs or has run (an init container may finish between two status reports)."""
-    for status in statuses:
-        if status.get("name") == name:
-            state = status.get("state") or {}
-            return "running" in state or "terminated" in state
-    return False
-
-
-def _pod_failure(pod: dict[str, Any]) -> str | None:
-    status = pod.get("status") or {}
-    if status.get("phase") == "Failed":
-        return f"pod failed: {status.get('reason')} {status.get('message')}"
-    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        state = cs.get("state") or {}
-        term = state.get("terminated")
-        if term and term.get("exitCode"):
-            return f"container {cs['name']} exited {term['exitCode']}: {term.get('message', '')}"
-        waiting = (state.get("waiting") or {}).get("reason", "")
-        if waiting in ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError"):
-            return f"container {cs['name']} waits: {waiting}"
-    return None
-
-
-class Recorder:
-    """Timestamps, on this machine's monotonic clock, the first watch event of each mark."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, Run] = {}  # by modelRunId
-
-    def observe(self, res: Resource, obj: dict[str, Any], now: float) -> None:
-        meta = obj.get("metadata") or {}
-        if res is MODELRUNS:
-            run = self.runs.get((obj.get("spec") or {}).get("modelRunId", ""))
-            if run:
-                run.mark("modelrun", now)
-            return
-        run = self.runs.get((meta.get("annotations") or {}).get(ANNOTATION_RUN_ID, ""))
-        if run is None:
-            return
-        if res is JOBS:
-            run.mark("job", now)
-            return
-        run.pod = meta.get("name")
-        run.mark("pod", now)
-        spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        if spec.get("nodeName"):
-            run.mark("bound", now)
-        inits = status.get("initContainerStatuses") or []
-        for stage in (contract.STAGE_EXPORT, contract.STAGE_PREPARE):
-            if _started(inits, stage):
-                run.mark(stage, now)
-        for cs in status.get("containerStatuses") or []:
-            if cs.get("name") == contract.STAGE_TRAIN and "running" in (cs.get("state") or {}):
-                run.mark("train", now)
-                run.done.set()
-        failure = _pod_failure(obj)
-        if failure and not run.done.is_set():
-            run.failure = failure
-            run.done.set()
-
-
-async def watch_forever(kube: KubeClient, res: Resource, recorder: Recorder) -> None:
-    """Feed every event of `res` in the namespace to the recorder until cancelled; re-lists on
-    410 Gone and reconnects (at most 1,000 times) when a watch ends."""
-    version: str | None = None
-    for _ in range(1000):
-        try:
-            if version is None:
-                listed = await kube.list(res, NAMESPACE)
-                now = time.monotonic()
-                for item in listed.get("items") or []:
-                    recorder.observe(res, item, now)
-                version = listed["metadata"]["resourceVersion"]
-            async for event in kube.watch(
-                res, NAMESPACE, resource_version=version, timeout_seconds=240
-            ):
-                if event.type == "BOOKMARK":
-                    version = event.object["metadata"]["resourceVersion"]
-                    continue
-                recorder.observe(res, event.object, time.monotonic())
-                version = event.object["metadata"].get("resourceVersion", version)
-        except ApiError as exc:
-            if exc.status == 410:
-                version = None
-            else:
-                await asyncio.sleep(1)
-        except ApiUnreachable:
-            await asyncio.sleep(1)
-    raise RuntimeError(f"the {res.plural} watch ended 1,000 times")
-
-
-# --- one run of each kind -------------------------------------------------------------------------
-class Bench:
-    def __init__(
-        self, kube: KubeClient, labelbox: FakeLabelbox, url: str, args: argparse.Namespace
-    ) -> None:
-        self.kube, self.labelbox, self.url, self.args = kube, labelbox, url, args
-        self.recorder = Recorder()
-        self.model: dict[str, Any] | None = None  # the warm-up Job's spec, for bare Jobs
-        self.model_run_id = ""
-        self.http = aiohttp.ClientSession()
-        self.count = 0
-
-    def seed(self, kind: str) -> Run:
-        from lbtrain_trainer.synthetic import make_dataset
-
-        self.count += 1
-        tag = "wh" if kind == WEBHOOK else "bare"
-        run_id = fake_cuid(f"bench-{tag}-{self.count:03d}-{secrets.token_hex(3)}")
-        data = make_dataset(
-            MODEL_TYPE, self.args.rows, media_url_for=self.labelbox.add_media, model_run_id=run_id
-        )
-        self.labelbox.add_model_run(run_id, rows=data.rows, name=f"bench {run_id}")
-        run = Run(kind, run_id)
-        self.recorder.runs[run_id] = run
-        return run
-
-    async def webhook_run(self) -> Run:
-        run = self.seed(WEBHOOK)
-        body = json.dumps(
-            {"modelRunId": run.run_id, "modelType": MODEL_TYPE, "modelId": fake_cuid("model1"),
-             "organizationId": fake_cuid("org1")}
-        ).encode()  # fmt: skip
-        signature = "sha1=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
-        headers = {"X-Hub-Signature": signature, "Content-Type": "application/json"}
-        run.mark("post", time.monotonic())
-        async with self.http.post(f"{self.url}/model_run", data=body, headers=headers) as resp:
-            text = await resp.text()
-            run.mark("answered", time.monotonic())
-            if resp.status != 201:
-                raise RuntimeError(f"POST /model_run answered {resp.status}: {text}")
-        name = json.loads(text)["name"]
-        try:
-            await self.wait(run)
-            if self.model is None:
-                job = await self.kube.list(
-                    JOBS, NAMESPACE, label_selector=f"lbtrain.io/model-run={name}"
-                )
-                self.model = job["items"][0]
-                self.model_run_id = run.run_id
-        finally:
-            began = time.monotonic()
-            await self.retry(self.kube.delete, MODELRUNS, name, NAMESPACE)
-            await self.until_gone(JOBS, label=f"lbtrain.io/model-run={name}")
-            job_gone = time.monotonic()
-            await self.reap(run)
-            await self.until_gone(MODELRUNS, name=name)
-            run.cleanup_s = time.monotonic() - began
-            run.cleanup_note = f"Job gone {job_gone - began:.1f}s, all {run.cleanup_s:.1f}s"
-        return run
-
-    def bare_job(self, run: Run, name: str) -> dict[str, Any]:
-        assert self.model is not None
-        spec = copy.deepcopy(self.model["spec"])
-        for key in ("selector", "manualSelector"):
-            spec.pop(key, None)
-        tmeta = spec["template"]["metadata"]
-        labels = {k: v for k, v in (tmeta.get("labels") or {}).items() if not OWNED_LABEL.match(k)}
-        tmeta["labels"] = {**labels, BENCH_LABEL: "bare"}
-        # The same pod for another Labelbox run: every mention of the model run's id replaced.
-        spec = json.loads(json.dumps(spec).replace(self.model_run_id, run.run_id))
-        return {
-            "metadata": {
-                "name": name,
-                "labels": {BENCH_LABEL: "bare"},
-                "annotations": {ANNOTATION_RUN_ID: run.run_id},
-            },
-            "spec": spec,
-        }
-
-    async def bare_run(self) -> Run:
-        run = self.seed(BARE)
-        name = f"bench-bare-{self.count:03d}"
-        body = self.bare_job(run, name)
-        run.mark("post", time.monotonic())
-        await self.kube.create(JOBS, body, NAMESPACE, decode=False)
-        try:
-            await self.wait(run)
-        finally:
-            began = time.monotonic()
-            await self.retry(self.kube.delete, JOBS, name, NAMESPACE)
-            await self.until_gone(JOBS, name=name)
-            job_gone = time.monotonic()
-            await self.reap(run)
-            run.cleanup_s = time.monotonic() - began
-            run.cleanup_note = f"Job gone {job_gone - began:.1f}s, all {run.cleanup_s:.1f}s"
-        return run
-
-    async def wait(self, run: Run) -> None:
-        try:
-            await asyncio.wait_for(run.done.wait(), self.args.run_timeout_s)
-        except TimeoutError:
-            run.failure = f"no running `train` container in {self.args.run_timeout_s}s"
-        if run.failure:
-            raise RuntimeError(f"{run.kind} run {run.run_id}: {run.failure}; marks {run.marks}")
-
-    async def reap(self, run: Run | None = None) -> None:
-        """Delete the run's pod (None: every run's) with a 1 s grace period once its owner is
-        gone, and wait it out."""
-        pods = await self.retry(self.kube.list, PODS, NAMESPACE)
-        mine = [
-            p["metadata"]["name"]
-            for p in pods["items"]
-            if (ids := (p["metadata"].get("annotations") or {}).get(ANNOTATION_RUN_ID))
-            and (run is None or ids == run.run_id)
-        ]
-        for pod in mine:
-            with contextlib.suppress(NotFound):
-                await self.retry(self.kube.delete, PODS, pod, NAMESPACE, grace_period_seconds=1)
-        for pod in mine:
-            await self.until_gone(PODS, name=pod)
-
-    async def sweep(self) -> None:
-        """After a failed run: delete every ModelRun and Job of the namespace (the chart makes
-        none of its own) and every trainer pod, and wait until all are gone."""
-        for res in (MODELRUNS, JOBS):
-            for item in (await self.retry(self.kube.list, res, NAMESPACE))["items"]:
-                with contextlib.suppress(NotFound):
-                    await self.retry(self.kube.delete, res, item["metadata"]["name"], NAMESPACE)
-        for res in (JOBS, MODELRUNS):
-            await self.until_gone(res, label="")
-        await self.reap()
-
-    async def retry(self, verb: Any, *args: Any, **kwargs: Any) -> Any:
-        """`verb(*args)`, retried (5 tries, 1 s apart) while the API server does not answer."""
-        for attempt in range(5):
-            try:
-                return await verb(*args, **kwargs)
-            except ApiUnreachable:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(1)
-        raise AssertionError("unreachable")
-
-    async def until_gone(
-        self, res: Resource, *, name: str | None = None, label: str | None = None
-    ) -> None:
-        deadline = time.monotonic() + self.args.cleanup_timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if name is not None:
-                    await self.kube.get(res, name, NAMESPACE)
-                elif not (await self.kube.list(res, NAMESPACE, label_selector=label))["items"]:
-                    return
-            except NotFound:
-                return
-            except ApiUnreachable as exc:
-                log(f"cleanup: the API server did not answer ({exc}); trying again")
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{res.kind} {name or label or '(any)'} still there after cleanup")
-
-    async def close(self) -> None:
-        await self.http.close()
-
-
 async def measure(
-    plane: ControlPlane, labelbox: FakeLabelbox, args: argparse.Namespace
+    plane: ControlPlane, labelbox: FakeLabelbox, args: argparse.Namespace, url: str
 ) -> tuple[dict[str, list[Run]], list[str]]:
-    url = service_url(plane)
     async with KubeClient(load_config(str(plane.kubeconfig))) as kube:
         bench = Bench(kube, labelbox, url, args)
         watches = [
-            asyncio.create_task(watch_forever(kube, res, bench.recorder))
+            asyncio.create_task(watch_forever(kube, res, NAMESPACE, bench.recorder))
             for res in (MODELRUNS, JOBS, PODS)
         ]
+        if args.smoke:
+            stages = (contract.STAGE_EXPORT, contract.STAGE_PREPARE, contract.STAGE_TRAIN)
+            watches.append(asyncio.create_task(smoke_node(kube, NAMESPACE, stages)))
         results: dict[str, list[Run]] = {WEBHOOK: [], BARE: []}
         failures: list[str] = []
         try:
@@ -524,7 +223,7 @@ async def measure(
                 if time.monotonic() > deadline:
                     log(f"--max-minutes reached: {done} pairs measured of {args.runs}")
                     break
-                if (intruder := node_taken_over(plane)) is not None:
+                if not args.smoke and (intruder := node_taken_over(plane)) is not None:
                     failures.append(
                         f"another testbed node took this machine's node over: {intruder}"
                     )
@@ -558,147 +257,17 @@ async def measure(
 
 
 # --- figures -------------------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); p99 of 20 is near the max."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
 def machine() -> dict[str, str]:
-    def sh(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
-        except OSError:
-            return "?"
-
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = sh("free", "-g").splitlines()
-    total = mem[1].split()[1] if len(mem) > 1 else "?"
-    commit = sh("git", "-C", str(REPO), "rev-parse", "--short", "HEAD")
-    dirty = sh("git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no")
     return {
-        "nproc": sh("nproc"),
-        "mem_gib": total,
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "commit": commit + (" (with uncommitted changes in the tree)" if dirty else ""),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nproc": str(nproc()),
+        "mem_gib": f"{memory_gib():.0f}",
+        "cpu": cpu_model(),
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+        "commit": revision(),
+        "date": utc_now(),
         "load": f"{os.getloadavg()[0]:.1f}",
     }
-
-
-def summarise(
-    results: dict[str, list[Run]],
-    failures: list[str],
-    info: dict[str, str],
-    args: argparse.Namespace,
-) -> str:
-    w = [r.total for r in results[WEBHOOK]]
-    b = [r.total for r in results[BARE]]
-    n = min(len(w), len(b))
-    lines = [
-        f"`bench/realnode_bench.py`: on the testbed's real node, the time from a signed "
-        f"`POST /model_run` (to the webhook's Service ClusterIP; the webhook and the operator "
-        f"run as the chart's pods) until the trainer pod's `train` container is running, "
-        f"against a bare `batch/v1` Job with the same spec and pod template created straight "
-        f"with the API by the same client, timed from the create to the same point. Both run "
-        f"the real `export` and `prepare` init containers against a fake Labelbox on the node's "
-        f"bridge ({args.rows} text rows each); both images are imported into the node "
-        f"beforehand. {n} interleaved pairs (the order alternating) after one unmeasured "
-        f"warm-up of each; every run is cleaned up (pod gone) before the next. Times are taken "
-        f"on this machine when the watch events (ModelRuns, Jobs, pods) arrive.",
-        "",
-        f"Machine: `nproc` = {info['nproc']}, {info['mem_gib']} GiB (`free -g`), {info['cpu']}, "
-        f"kernel {info['kernel']}, Python {info['python']}; the control plane, the node, the "
-        f"pods and the benchmark share it. Load average (1 min) before/after: "
-        f"{info['load_before']}/{info['load']}. Run on {info['date']} at commit "
-        f"{info['commit']}: `{info['command']}`. Images: `{info['images']}`.",
-        "",
-        "| path | runs | p50 s | p99 s | mean s | min s | max s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for kind, values in ((WEBHOOK, w), (BARE, b)):
-        label = (
-            "webhook (POST → `train` running)"
-            if kind == WEBHOOK
-            else "bare Job (create → `train` running)"
-        )
-        lines.append(
-            f"| {label} | {len(values)} | {percentile(values, 50):.2f} | "
-            f"{percentile(values, 99):.2f} | {statistics.fmean(values):.2f} | "
-            f"{min(values):.2f} | {max(values):.2f} |"
-        )
-    lines.append(
-        f"| **ratio webhook / bare** | | **{percentile(w, 50) / percentile(b, 50):.2f}** | "
-        f"**{percentile(w, 99) / percentile(b, 99):.2f}** | "
-        f"**{statistics.fmean(w) / statistics.fmean(b):.2f}** | | |"
-    )
-    diffs = [x.total - y.total for x, y in zip(results[WEBHOOK], results[BARE], strict=False)]
-    lines += [
-        "",
-        f"Webhook minus bare Job within a pair: median {statistics.median(diffs):+.2f} s, "
-        f"mean {statistics.fmean(diffs):+.2f} s.",
-        "",
-        "Where the time goes: the median of each mark's time since the request or create "
-        "(*at*), and of each phase, from the mark before it (*phase*; the POST's answer is "
-        "off that chain: the ModelRun's watch event can arrive before it), in milliseconds:",
-        "",
-        "| mark | webhook at | webhook phase | bare Job at | bare Job phase |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    cells: dict[tuple[str, str], tuple[float, float]] = {}
-    for kind in (WEBHOOK, BARE):
-        chain = [m for m in MARKS[kind] if m != "answered"]
-        prev_of = {cur: prev for prev, cur in itertools.pairwise(chain)} | {"answered": "post"}
-        for mark in MARKS[kind][1:]:
-            runs = [r for r in results[kind] if mark in r.marks and prev_of[mark] in r.marks]
-            if runs:
-                at = statistics.median(r.marks[mark] - r.marks["post"] for r in runs)
-                gap = statistics.median(r.marks[mark] - r.marks[prev_of[mark]] for r in runs)
-                cells[kind, mark] = (at * 1000, gap * 1000)
-
-    def cell(kind: str, mark: str) -> str:
-        if (kind, mark) not in cells:
-            return " | "
-        at, gap = cells[kind, mark]
-        return f"{at:,.0f} | {gap:,.0f}"
-
-    for mark in MARKS[WEBHOOK][1:]:
-        lines.append(f"| {MARK_TEXT[mark]} | {cell(WEBHOOK, mark)} | {cell(BARE, mark)} |")
-    wc = [r.cleanup_s for r in results[WEBHOOK]]
-    bc = [r.cleanup_s for r in results[BARE]]
-    lines += [
-        "",
-        "The bare Job's *Job seen* phase runs from its create; the webhook path's extra steps "
-        "are the POST (the webhook's ModelRun create), the ModelRun's watch event and the "
-        "operator's Job create, up to *Job seen*. Cleanup (untimed above, between runs: delete, "
-        f"then the pod gone): median {statistics.median(wc):.1f} s after a webhook run, "
-        f"{statistics.median(bc):.1f} s after a bare Job.",
-        "",
-        f"Failed pairs (dropped whole, not in the figures): {len(failures)}"
-        + "".join(f"\n- {f[:300]}" for f in failures),
-    ]
-    return "\n".join(lines)
-
-
-def write_readme(text: str) -> None:
-    body = README.read_text()
-    section = f"{START}\n{text}\n{END}"
-    if START in body and END in body:
-        head, rest = body.split(START, 1)
-        body = head + section + rest.split(END, 1)[1]
-    else:
-        body = body.rstrip("\n") + "\n\n## real node\n\n" + section + "\n"
-    README.write_text(body)
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -768,7 +337,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--no-write", action="store_true", help="print only; leave bench/README.md alone"
     )
+    p.add_argument(
+        "--smoke", action="store_true",
+        help=f"no node, no images: {SMOKE}, the node stood in for (see above)",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.runs < 1 or args.rows < 1:
         p.error("--runs and --rows must be at least 1")
     return args
@@ -776,7 +351,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    info = {"load_before": f"{os.getloadavg()[0]:.1f}"}
+    load_before = f"{os.getloadavg()[0]:.1f}"
+    if args.smoke:
+        with (
+            tempfile.TemporaryDirectory(prefix="lbtrain-bench-") as tmp,
+            smoke_cluster(NAMESPACE, SMOKE_TEMPLATE, WEBHOOK_SECRET, Path(tmp)) as cluster,
+        ):
+            plane, labelbox, url = cluster
+            results, failures = asyncio.run(measure(plane, labelbox, args, url))
+        return finish(results, failures, args, argv, load_before, "none (--smoke)")
     from lbtrain_dev.images import ensure_images
 
     log("images: building or finding them (ensure_images)")
@@ -790,18 +373,32 @@ def main(argv: list[str]) -> int:
             log(f"{image.ref}: {'imported' if imported else 'present'} ({took:.1f}s)")
         with FakeLabelbox.in_thread(api_key=API_KEY, host=nc.node_ip()) as labelbox:
             install_chart(plane, labelbox, images.lbtrain.ref, images.trainer.ref, Path(tmp))
-            results, failures = asyncio.run(measure(plane, labelbox, args))
+            url = service_url(plane)
+            results, failures = asyncio.run(measure(plane, labelbox, args, url))
+    refs = f"{images.lbtrain.ref}`, `{images.trainer.ref}"
+    return finish(results, failures, args, argv, load_before, refs)
+
+
+def finish(
+    results: dict[str, list[Run]],
+    failures: list[str],
+    args: argparse.Namespace,
+    argv: list[str],
+    load_before: str,
+    images: str,
+) -> int:
+    """Print the summary, write it (unless `--no-write`) and answer the exit status."""
     if not results[WEBHOOK] or not results[BARE]:
         log(f"no pair measured; failures: {failures}")
         return 1
-    info.update(machine())
-    info["images"] = f"{images.lbtrain.ref}`, `{images.trainer.ref}"
+    info = {"load_before": load_before, **machine(), "images": images}
     info["command"] = ".venv/bin/python bench/realnode_bench.py" + "".join(f" {a}" for a in argv)
     text = summarise(results, failures, info, args)
     print("\n" + text + "\n")
+    print(f"realnode_bench: {len(results[WEBHOOK])} pairs measured, {len(failures)} failed")
     if not args.no_write:
-        write_readme(text)
-        log(f"written to {README}")
+        write_block("realnode_bench.py", text, "## real node")
+        log("written to bench/README.md")
     return 0 if len(results[WEBHOOK]) == args.runs else 1
 
 

@@ -3,6 +3,7 @@
     python bench/trainer_bench.py [--device cuda|cpu] [--tiny] [--types a,b] [--out DIR]
                                   [--deadline-s 280]
     python bench/trainer_bench.py --host-overhead [--device cpu] [--tiny] [--workers N]
+    python bench/trainer_bench.py --smoke   # --tiny on the CPU, one text type: the bench runs
 
 For each production model (ConvNeXt-T for the two image classifiers, a BERT-base-sized
 encoder for the text classifiers and NER, Faster R-CNN ResNet-50 FPN v2 for boxes) it measures,
@@ -53,13 +54,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,206 +66,25 @@ REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO / "images" / "trainer", REPO):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
-
-TYPES = (
-    "image_single_classification",
-    "bounding_box",
-    "text_single_classification",
-    "ner",
-    "image_multi_classification",
-    "text_multi_classification",
+from bench.trainerbench.host_overhead import host_overhead  # noqa: E402 (the path above first)
+from bench.trainerbench.setup import (  # noqa: E402
+    GPU_CASES,
+    TINY_CASES,
+    Case,
+    batch_to_device,
+    environment,
+    lengthen,
+    log,
+    make_pretrained,
+    prepare_workspace,
+    sig,
+    sync,
 )
-FILLER = [
-    "the",
-    "report",
-    "was",
-    "shared",
-    "with",
-    "the",
-    "whole",
-    "group",
-    "and",
-    "everyone",
-    "read",
-    "it",
-    "carefully",
-    "before",
-    "the",
-    "meeting",
-    "started",
-    "in",
-    "the",
-    "late",
-    "afternoon",
-]
+from lbtrain.contract import MODEL_TYPES  # noqa: E402
 
-
-@dataclass(frozen=True)
-class Case:
-    """How one model type is benchmarked."""
-
-    rows: int
-    batch_size: int
-    epochs: int
-    ceiling_steps: int
-    warmup_steps: int
-    num_workers: int
-    source_px: int = 0  # synthetic image side (image types)
-    hp: dict[str, Any] = field(default_factory=dict)
-
-
-GPU_CASES = {
-    "image_single_classification": Case(2560, 128, 3, 30, 5, 12, 256, {"image_size": 224}),
-    "image_multi_classification": Case(2560, 128, 3, 30, 5, 12, 256, {"image_size": 224}),
-    "text_single_classification": Case(2048, 32, 3, 40, 5, 4, hp={"max_length": 128}),
-    "text_multi_classification": Case(2048, 32, 3, 40, 5, 4, hp={"max_length": 128}),
-    "ner": Case(2048, 32, 3, 40, 5, 4, hp={"max_length": 128}),
-    "bounding_box": Case(160, 8, 3, 10, 3, 12, 800, {"image_size": 800, "max_image_side": 1333}),
-}
-TINY_CASES = {
-    "image_single_classification": Case(24, 4, 2, 3, 1, 2, 80, {"image_size": 64}),
-    "image_multi_classification": Case(24, 4, 2, 3, 1, 2, 80, {"image_size": 64}),
-    "text_single_classification": Case(24, 4, 2, 3, 1, 2, hp={"max_length": 32}),
-    "text_multi_classification": Case(24, 4, 2, 3, 1, 2, hp={"max_length": 32}),
-    "ner": Case(24, 4, 2, 3, 1, 2, hp={"max_length": 32}),
-    # Faster R-CNN v2's box head costs about the same per sampled RoI at any image size (tens
-    # of seconds a step on one CPU core): one step per epoch.
-    "bounding_box": Case(
-        2, 2, 2, 1, 0, 0, 96, {"image_size": 96, "max_image_side": 96, "min_examples_per_class": 1}
-    ),
-}
-
-
-def sig(value: float) -> float:
-    """Four significant figures (the tiny CPU run's rates are well below 1)."""
-    return float(f"{value:.4g}")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# --- pretrained weights (random) in the LBTRAIN_PRETRAINED layout -------------------------------
-
-
-def make_pretrained(root: Path, types: list[str], texts: list[str], tiny: bool) -> None:
-    import torch
-
-    from lbtrain_trainer.models.pretrained import CONVNEXT_FILE, DETECTOR_FILE, TEXT_DIR
-
-    root.mkdir(parents=True, exist_ok=True)
-    if any(t.startswith("image") for t in types):
-        from torchvision.models import convnext_tiny
-
-        torch.save(convnext_tiny(weights=None).state_dict(), root / CONVNEXT_FILE)
-    if "bounding_box" in types:
-        from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
-
-        detector = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None)
-        torch.save(detector.state_dict(), root / DETECTOR_FILE)
-    if any(t.startswith("text") or t == "ner" for t in types):
-        from lbtrain_trainer.synthetic import save_random_text_encoder
-
-        if tiny:
-            save_random_text_encoder(
-                root / TEXT_DIR,
-                texts,
-                2000,
-                min_model_vocab=1000,
-                hidden_size=128,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                intermediate_size=256,
-            )
-        else:  # bert-base-uncased's shape
-            save_random_text_encoder(root / TEXT_DIR, texts, 2000, min_model_vocab=30522)
-
-
-# --- synthetic data through the trainer's export media step and prepare stage -------------------
-
-
-def lengthen(text: str, words: int) -> str:
-    """Append neutral filler (after any entity, so NER offsets stay valid)."""
-    extra = [FILLER[i % len(FILLER)] for i in range(max(0, words - len(text.split())))]
-    return f"{text} {' '.join(extra)}".strip()
-
-
-def synthetic_rows(model_type: str, case: Case, text_words: int) -> list[dict[str, Any]]:
-    from lbtrain_trainer import synthetic
-
-    data = synthetic.make_dataset(
-        model_type,
-        case.rows,
-        model_run_id="mr-bench",
-        image_size=case.source_px or 64,
-        assign_splits=False,  # with validation/test fractions 0: every row trains
-    )
-    rows = data.rows
-    if not case.source_px:
-        for row in rows:
-            row["data_row"]["row_data"] = lengthen(row["data_row"]["row_data"], text_words)
-    return rows
-
-
-def prepare_workspace(
-    model_type: str, case: Case, ws: Path, pretrained: Path, device: str, text_words: int
-) -> tuple[Any, Any]:
-    """Export rows -> media -> prepared manifest, as the export and prepare stages write them."""
-    from lbtrain_trainer import export, hyperparams, prepare
-    from lbtrain_trainer.settings import Settings
-
-    rows = synthetic_rows(model_type, case, text_words)
-    ws.mkdir(parents=True)
-    (ws / "export.ndjson").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    template = {
-        "model_size": "production",
-        "epochs": case.epochs,
-        "batch_size": case.batch_size,
-        "num_workers": case.num_workers,
-        "validation_fraction": 0.0,
-        "test_fraction": 0.0,
-        **case.hp,
-    }
-    if device == "cpu":
-        template["cpu_threads"] = max(1, (os.cpu_count() or 2) // 2)
-    settings = Settings(
-        model_run_id="mr-bench",
-        model_type=model_type,
-        workspace=ws,
-        model_id="model-1",
-        hyperparameters=template,
-        pretrained=pretrained,
-        artifacts=str(ws / "artifacts"),
-    )
-    hp, _ = hyperparams.resolve_hyperparameters(model_type, template, {})
-    hyperparams.save(hp, ws / "hyperparameters.json")
-    export.fetch_media(settings, hp)
-    prepare.run_prepare(settings)
-    return settings, hp
-
-
+SMOKE_TYPE = "text_single_classification"
+TYPES = MODEL_TYPES  # every built-in type, in the contract's order
 # --- measurements --------------------------------------------------------------------------------
-
-
-def batch_to_device(batch: Any, device: Any) -> Any:
-    import torch
-
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: batch_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list):
-        return [batch_to_device(v, device) for v in batch]
-    if isinstance(batch, tuple):
-        return tuple(batch_to_device(v, device) for v in batch)
-    return batch
-
-
-def sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed_steps(
@@ -369,7 +187,12 @@ def bench_type(
     runtime = setup(hp)
     seed_everything(hp.seed)
     task = make_task(TaskContext(dataset, hp, ws, pretrained, False))
-    model = prepare_model(task.build_model(), runtime, task.channels_last, hp.compile)
+    net = task.build_model()
+    # What was measured, read off the network itself rather than a table of type names.
+    parameters = sum(p.numel() for p in net.parameters())
+    network = f"{type(net).__name__}, {parameters / 1e6:.1f}M parameters"
+    model = prepare_model(net, runtime, task.channels_last, hp.compile)
+    del net
     checkpointer = Checkpointer(
         Destination(settings.artifact_destination), fingerprint(task.describe(), hp)
     )
@@ -399,14 +222,6 @@ def bench_type(
     del batch
     if runtime.cuda:
         torch.cuda.empty_cache()
-    network = {
-        "image_single_classification": "ConvNeXt-T",
-        "image_multi_classification": "ConvNeXt-T",
-        "text_single_classification": "BERT-base-shaped sequence classifier",
-        "text_multi_classification": "BERT-base-shaped sequence classifier",
-        "ner": "BERT-base-shaped token classifier",
-        "bounding_box": "Faster R-CNN R50-FPN v2",
-    }[model_type]
     return {
         "model_type": model_type,
         "network": network,
@@ -415,7 +230,7 @@ def bench_type(
         "epochs": hp.epochs,
         "num_workers": hp.num_workers,
         "input": (f"{hp.image_size} px" if case.source_px else f"{hp.max_length} tokens"),
-        "bf16": runtime.bf16 and model_type != "bounding_box",
+        "bf16": runtime.bf16 and task.autocast,
         "end_to_end": sig(e2e_rate),
         "end_to_end_trainer_figure": sig(overall_rate),
         "epoch_seconds": [h["seconds"] for h in history],
@@ -428,223 +243,6 @@ def bench_type(
         "data_s": round(data_s, 1),
         "total_s": round(time.perf_counter() - started, 1),
     }
-
-
-# --- host overhead per batch of the text types (--host-overhead) -------------------------------
-
-TEXT_TYPES = ("text_single_classification", "text_multi_classification", "ner")
-HOST_BASELINE = "text_single_classification"
-
-
-def batch_leaves(batch: Any) -> tuple[int, int, int]:
-    """(tensors, other leaves, tensor bytes) of a batch: the pin-memory thread walks every
-    leaf of a dict, list or tuple in Python, holding the GIL."""
-    import torch
-
-    if isinstance(batch, torch.Tensor):
-        return 1, 0, batch.numel() * batch.element_size()
-    if isinstance(batch, dict):
-        items = list(batch.values())
-    elif isinstance(batch, list | tuple):
-        items = list(batch)
-    else:
-        return 0, 1, 0
-    tensors, others, size = 0, 0, 0
-    for item in items:
-        t, o, b = batch_leaves(item)
-        tensors, others, size = tensors + t, others + o, size + b
-    return tensors, others, size
-
-
-def count_step_ops(task: Any, model: Any, batch: Any, runtime: Any) -> tuple[int, int]:
-    """(aten ops, host reads of a tensor) in one forward, loss and backward of the trainer's
-    step. Every op is a dispatch (and on a GPU a kernel launch or more) the host pays for; a
-    host read (``.item()``, ``bool(t)``) is a GPU sync on CUDA. The optimiser is left out: on
-    a CPU it is AdamW's per-tensor loop, on a GPU one fused kernel group."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Counter(TorchDispatchMode):
-        ops = 0
-        reads = 0
-
-        def __torch_dispatch__(
-            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
-        ) -> Any:
-            Counter.ops += 1
-            if func is torch.ops.aten._local_scalar_dense.default:
-                Counter.reads += 1
-            return func(*args, **(kwargs or {}))
-
-    with Counter():
-        loss = task.loss(model, batch, runtime)
-        torch.autograd.backward(loss)
-    model.zero_grad(set_to_none=True)
-    return Counter.ops, Counter.reads
-
-
-def loader_host_ms(task: Any, examples: list[Any], hp: Any, runtime: Any, epochs: int) -> float:
-    """CPU milliseconds the main process spends per batch drawn from the trainer's own loader
-    (workers, pinned memory on CUDA), the consumer doing nothing: receiving each batch from a
-    worker (a file descriptor per tensor storage), pinning, queueing indices. All its threads
-    count (the pin-memory thread too); the workers, separate processes, do not."""
-    from lbtrain_trainer import train
-
-    loader = train._loader(task, examples, hp, runtime, train=True)
-    batches = iter(loader)
-    next(batches)  # the workers are up
-    per_epoch = []
-    for epoch in range(epochs):
-        if epoch:
-            batches = iter(loader)
-        count, cpu = 0, time.process_time()
-        for _ in batches:
-            count += 1
-        per_epoch.append(1000 * (time.process_time() - cpu) / max(1, count))
-    del batches, loader
-    return sorted(per_epoch)[len(per_epoch) // 2]  # the median epoch: a shared machine is noisy
-
-
-def median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return 1000 * sorted(times)[len(times) // 2]
-
-
-def host_overhead_type(
-    model_type: str, root: Path, pretrained: Path, device: str, workers: int, text_words: int
-) -> dict[str, Any]:
-    import torch
-
-    from lbtrain_trainer import hyperparams
-    from lbtrain_trainer.manifest import PreparedDataset
-    from lbtrain_trainer.runtime import Runtime, seed_everything
-    from lbtrain_trainer.splits import Split
-    from lbtrain_trainer.tasks import make_task
-    from lbtrain_trainer.tasks.base import TaskContext
-
-    gpu = GPU_CASES[model_type]  # the GPU benchmark's batch and length
-    case = Case(gpu.batch_size * 16, gpu.batch_size, 1, 1, 0, workers, hp=gpu.hp)
-    ws = root / model_type
-    prepare_workspace(model_type, case, ws, pretrained, device, text_words)
-    hp = hyperparams.load(ws / "hyperparameters.json")
-    dataset = PreparedDataset.load(ws / "prepared" / "dataset.json")
-    examples = dataset.split(Split.TRAIN)
-    cuda = device == "cuda"
-    runtime = Runtime(torch.device("cuda" if cuda else "cpu"), bf16=cuda)
-    seed_everything(hp.seed)
-    task = make_task(TaskContext(dataset, hp, ws, pretrained, False))
-    rows = examples[: hp.batch_size]
-    batch = task.collate(rows, train=True)
-    tensors, others, size = batch_leaves(batch)
-    collate_ms = median_ms(lambda: task.collate(rows, train=True), 25)
-    loader_ms = loader_host_ms(task, examples, hp, runtime, epochs=5)
-    model = task.build_model().to(runtime.device)
-    model.train()
-    device_batch = batch_to_device(batch, runtime.device)
-    count_step_ops(task, model, device_batch, runtime)  # warm-up: lazy initialisation
-    ops, reads = count_step_ops(task, model, device_batch, runtime)
-    result = {
-        "model_type": model_type,
-        "batch_size": hp.batch_size,
-        "max_length": hp.max_length,
-        "batch_tensors": tensors,
-        "batch_other_leaves": others,
-        "batch_kib": round(size / 1024, 1),
-        "collate_ms": round(collate_ms, 2),
-        "loader_main_ms_per_batch": round(loader_ms, 3),
-        "ops_per_step": ops,
-        "host_reads_per_step": reads,
-        "workers": workers,
-    }
-    log(json.dumps(result))
-    return result
-
-
-def host_overhead_table(results: list[dict[str, Any]]) -> str:
-    base = next((r for r in results if r["model_type"] == HOST_BASELINE), results[0])
-
-    def ratio(r: dict[str, Any], key: str) -> str:
-        return f"{r[key] / base[key]:.2f}" if base[key] else "-"
-
-    lines = [
-        f"ratios against `{base['model_type']}` in the same run",
-        "| model type | tensors / other leaves | KiB | collate ms (ratio) | main-process ms a "
-        "batch (ratio) | aten ops a step (ratio) | host reads a step |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        lines.append(
-            f"| `{r['model_type']}` | {r['batch_tensors']} / {r['batch_other_leaves']} | "
-            f"{r['batch_kib']} | {r['collate_ms']} ({ratio(r, 'collate_ms')}) | "
-            f"{r['loader_main_ms_per_batch']} ({ratio(r, 'loader_main_ms_per_batch')}) | "
-            f"{r['ops_per_step']} ({ratio(r, 'ops_per_step')}) | {r['host_reads_per_step']} |"
-        )
-    return "\n".join(lines)
-
-
-def host_overhead(args: argparse.Namespace, types: list[str]) -> int:
-    """What the main process pays per batch, per text type, beside the step itself."""
-    from lbtrain_trainer import synthetic
-
-    types = [t for t in types if t in TEXT_TYPES] or list(TEXT_TYPES)
-    if HOST_BASELINE not in types:
-        types.insert(0, HOST_BASELINE)
-    workers = args.workers or min(4, os.cpu_count() or 1)
-    text_words = 160  # fills the GPU cases' 128 tokens, as the main benchmark does
-    results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="lbtrain-host-overhead-") as tmp:
-        root = Path(tmp)
-        texts = [
-            lengthen(r["data_row"]["row_data"], text_words)
-            for t in types
-            for r in synthetic.make_dataset(t, 60).rows
-        ]
-        make_pretrained(root / "pretrained", types, texts, args.tiny)
-        for model_type in types:
-            results.append(
-                host_overhead_type(
-                    model_type, root, root / "pretrained", args.device, workers, text_words
-                )
-            )
-    report = {"environment": environment(args.device), "host_overhead": results}
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "trainer_host_overhead.json").write_text(json.dumps(report, indent=2))
-    print()
-    print(host_overhead_table(results))
-    return 0
-
-
-def environment(device: str) -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "device": device,
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-        info["cudnn"] = torch.backends.cudnn.version()
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
-    try:
-        import torchvision
-        import transformers
-
-        info["torchvision"] = torchvision.__version__
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        pass
-    return info
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -682,12 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=0, help="--host-overhead: loader workers (0: min(4, CPUs))"
     )
     parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"--tiny --device cpu --types {SMOKE_TYPE}: checks that the bench still runs",
+    )
+    parser.add_argument(
         "--deadline-s",
         type=float,
         default=0.0,
         help="skip the remaining model types once this many seconds have passed (0: never)",
     )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.tiny, args.device, args.types = True, "cpu", SMOKE_TYPE
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

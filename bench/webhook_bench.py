@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/webhook_bench.py [--seconds 2] [--rounds 4] [--concurrency 1,10,50]
                                             [--no-write] [--placement shared|split] [--floors]
+    .venv/bin/python bench/webhook_bench.py --smoke   # seconds: checks the bench still runs
 
 Needs the `bench` extra (FastAPI and uvicorn, for the reference server): `make bench-deps`.
+`--smoke` (tiny rounds, every floor, nothing written) runs without it, leaving the reference out.
 
 Starts a testbed control plane (etcd + kube-apiserver, via lbtrain_dev.testbed), installs the CRDs
 and six TrainingTemplates, then runs two servers, each in its own process:
@@ -34,22 +36,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import importlib.util
 import json
 import multiprocessing
 import os
-import platform
-import random
-import re
-import socket
-import ssl
-import string
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -60,33 +53,34 @@ import orjson
 # What a run measured and how it is written up: importable as `bench.webhook_results` once the
 # checkout is on the path, as it is for mypy.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.lib.ids import random_cuid
+from bench.lib.machine import load, machine, revision, utc_now
+from bench.lib.net import free_port, wait_port
+from bench.lib.procfs import cpu_seconds
+from bench.lib.signing import signed_header_lines
+from bench.lib.testbed import control_plane
+from bench.webhook_client import Target
 from bench.webhook_results import (
     ENDPOINTS,
     FLOORS,
-    REPO,
     SECTION_INTRO,
     Cell,
+    Cells,
     report,
-    revision,
     write_section,
     write_split_section,
 )
+from lbtrain import contract
 
 if TYPE_CHECKING:
-    from lbtrain.kube import KubeConfig
     from lbtrain_dev.testbed import ControlPlane
 
 SECRET = "bench-secret"
 NAMESPACE = "bench"
-MODEL_TYPES = (
-    "bounding_box",
-    "ner",
-    "image_single_classification",
-    "image_multi_classification",
-    "text_single_classification",
-    "Text_multi_classification",
-)
-CUID_CHARS = string.ascii_lowercase + string.digits
+# Every built-in type, one of them capitalised as Labelbox's own example names it: the keys of
+# GET /models are names, byte for byte.
+MODEL_TYPES = (*contract.MODEL_TYPES[:-1], contract.MODEL_TYPES[-1].capitalize())
+SMOKE = {"seconds": 0.3, "rounds": 1, "concurrency": "1,4", "floors": True, "no_write": True}
 
 
 # --- the servers, each in its own process ---------------------------------------------------------
@@ -119,121 +113,10 @@ def run_floor(floor: str, port: int, kubeconfig: str) -> None:
 
 
 # --- the load generator --------------------------------------------------------------------------
-class HttpConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection carrying one request at a time: it writes the request's
-    bytes and waits for the whole answer (Content-Length or chunked). Nothing else: an aiohttp
-    client costs about as much CPU per request as the lightest server measured here, and on a
-    machine whose cores the generator shares with the servers that would be measured instead."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.waiter: asyncio.Future[int] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        status = self._complete()
-        if status and self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(status)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError(f"connection closed: {exc}"))
-
-    def _complete(self) -> int:
-        """The status once the buffer holds a whole answer (which it then drops), else 0."""
-        buf = self.buffer
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            return 0
-        head = bytes(buf[:end]).lower()
-        start = end + 4
-        if b"\r\ntransfer-encoding: chunked" in head:
-            pos = start
-            while True:
-                line_end = buf.find(b"\r\n", pos)
-                if line_end < 0:
-                    return 0
-                size = int(bytes(buf[pos:line_end]).split(b";")[0], 16)
-                pos = line_end + 2 + size + 2
-                if pos > len(buf):
-                    return 0
-                if size == 0:
-                    break
-        else:
-            found = re.search(rb"\r\ncontent-length: *(\d+)", head)
-            pos = start + (int(found.group(1)) if found else 0)
-            if pos > len(buf):
-                return 0
-        del buf[:pos]
-        return int(head[9:12])
-
-    async def exchange(self, request: bytes) -> int:
-        """Send one request; answer its status code once the whole answer is in."""
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(request)
-        return await self.waiter
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where requests go: a server's address, TLS or not, and headers every request carries."""
-
-    host: str
-    port: int
-    tls: ssl.SSLContext | None = None
-    headers: str = ""
-
-    @classmethod
-    def local(cls, port: int) -> Target:
-        return cls("127.0.0.1", port)
-
-    @classmethod
-    def api_server(cls, config: KubeConfig) -> Target:
-        url = urlsplit(config.server)
-        context = config.ssl_context()
-        token = config.bearer_token()
-        return cls(
-            url.hostname or "127.0.0.1",
-            url.port or 443,
-            context if isinstance(context, ssl.SSLContext) else None,
-            f"Authorization: Bearer {token}\r\n" if token else "",
-        )
-
-    async def connect(self) -> HttpConnection:
-        _, conn = await asyncio.get_running_loop().create_connection(
-            HttpConnection, self.host, self.port, ssl=self.tls
-        )
-        return conn
-
-    def request(self, method: str, path: str, body: bytes = b"", extra: str = "") -> bytes:
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.headers}{extra}"
-            f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        return head.encode() + body
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (robust to a busy shared machine)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cuid() -> str:
-    """A Labelbox-shaped id: 'c' and 24 lowercase letters or digits, as Labelbox's cuids are."""
-    return "c" + "".join(random.choices(CUID_CHARS, k=24))
-
-
 def run_body(model_id: str, organization_id: str, n: int) -> bytes:
     return json.dumps(
         {
-            "modelRunId": cuid(),
+            "modelRunId": random_cuid(),
             "modelType": MODEL_TYPES[n % len(MODEL_TYPES)],
             "modelId": model_id,
             "organizationId": organization_id,
@@ -250,14 +133,9 @@ async def measure(
     from lbtrain_webhook.modelruns import build_model_run
     from lbtrain_webhook.payload import parse_model_run
 
-    secret = SECRET.encode()
-    get = target.request(
-        "GET",
-        "/models",
-        extra="X-Hub-Signature: sha1=" + hmac.new(secret, b"", hashlib.sha1).hexdigest() + "\r\n",
-    )
+    get = target.request("GET", "/models", extra=signed_header_lines(SECRET))
     create_path = MODELRUNS.path(NAMESPACE) + "?fieldManager=lbtrain"
-    model_id, organization_id = cuid(), cuid()
+    model_id, organization_id = random_cuid(), random_cuid()
     counter = iter(range(10**9))
     latencies: list[float] = []
     errors = 0
@@ -269,9 +147,7 @@ async def measure(
             obj = {"apiVersion": MODELRUNS.api_version, "kind": MODELRUNS.kind, **obj}
             json_type = "Content-Type: application/json\r\n"
             return target.request("POST", create_path, orjson.dumps(obj), json_type)
-        sig = "sha1=" + hmac.new(secret, body, hashlib.sha1).hexdigest()
-        extra = f"X-Hub-Signature: {sig}\r\nContent-Type: application/json\r\n"
-        return target.request("POST", "/model_run", body, extra)
+        return target.request("POST", "/model_run", body, signed_header_lines(SECRET, body))
 
     async def worker(warm_until: float, until: float) -> None:
         nonlocal errors
@@ -303,24 +179,8 @@ async def measure(
 
 
 # --- setup ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
 def prepare_cluster(plane: ControlPlane) -> None:
-    plane.install_crds(REPO / "crds")
+    """The namespace and the six TrainingTemplates (the CRDs are installed by then)."""
     plane.kubectl("create", "namespace", NAMESPACE, check=True)
     items = [
         {
@@ -352,19 +212,6 @@ def wait_ready(base: str, timeout: float = 60) -> None:
     asyncio.run(poll())
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nproc = len(os.sched_getaffinity(0))
-    return f"`nproc` = {nproc}, {cpu}, Python {platform.python_version()}"
-
-
 PLACEMENTS = {
     "shared": "shared: the control plane, the servers and the load generator on every CPU",
     "split": "split: etcd and kube-apiserver on CPU {plane}, the servers and the load generator on"
@@ -393,7 +240,7 @@ def place(placement: str, pids: dict[str, int]) -> str:
     return PLACEMENTS["split"].format(plane=cpus[0], rest=",".join(map(str, cpus[1:])))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per round")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per cell")
@@ -412,106 +259,77 @@ def main() -> int:
         help="shared: every process on every CPU; split: etcd and kube-apiserver on the first"
         " CPU, the rest on the others (as on separate machines). Each writes its own block.",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"tiny rounds ({SMOKE}), nothing written; without the `bench` extra, no reference",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     levels = [int(c) for c in args.concurrency.split(",")]
-    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+    has_reference = all(importlib.util.find_spec(m) is not None for m in ("fastapi", "uvicorn"))
+    if not has_reference and not args.smoke:
         print("the reference server needs FastAPI and uvicorn: make bench-deps", file=sys.stderr)
         return 2
 
-    sys.path.insert(0, str(REPO))
     from lbtrain.kube import load_config
-    from lbtrain_dev.testbed import ControlPlane
-    from lbtrain_dev.testbed.binaries import ensure_binaries
 
-    bin_dir = ensure_binaries()
     ctx = multiprocessing.get_context("spawn")
-    load_before, started = os.getloadavg(), time.time()
+    load_before, started = load(), utc_now()
     machine_line = machine()  # before --placement split pins this process to fewer CPUs
-    cells: dict[tuple[str, str, int], Cell] = {}
-    with tempfile.TemporaryDirectory(prefix="lbtrain-bench-") as run_dir:
-        plane = ControlPlane(bin_dir, Path(run_dir))
-        plane.start()
-        procs = []
+    cells: Cells = {}
+    with control_plane(prefix="lbtrain-bench-") as plane:
+        prepare_cluster(plane)
+        kubeconfig = str(plane.kubeconfig)
+        ports = {"lbtrain": free_port()}
+        procs = {
+            "lbtrain": ctx.Process(
+                target=run_lbtrain, args=(ports["lbtrain"], free_port(), kubeconfig)
+            )
+        }
+        if has_reference:
+            ports["reference"] = free_port()
+            procs["reference"] = ctx.Process(target=run_reference, args=(ports["reference"],))
+        for floor in FLOORS if args.floors else ():
+            ports[floor] = free_port()
+            procs[floor] = ctx.Process(target=run_floor, args=(floor, ports[floor], kubeconfig))
         try:
-            prepare_cluster(plane)
-            ours_port, ref_port = free_port(), free_port()
-            procs = [
-                ctx.Process(
-                    target=run_lbtrain, args=(ours_port, free_port(), str(plane.kubeconfig))
-                ),
-                ctx.Process(target=run_reference, args=(ref_port,)),
-            ]
-            floor_ports = {floor: free_port() for floor in FLOORS} if args.floors else {}
-            kubeconfig = str(plane.kubeconfig)
-            for floor, port in floor_ports.items():
-                procs.append(ctx.Process(target=run_floor, args=(floor, port, kubeconfig)))
-            for proc in procs:
+            for proc in procs.values():
                 proc.start()
-            for port in (ours_port, ref_port, *floor_ports.values()):
+            for port in ports.values():
                 wait_port(port)
-            wait_ready(f"http://127.0.0.1:{ours_port}")
-            pids = {
-                "lbtrain": int(procs[0].pid or 0),
-                "reference": int(procs[1].pid or 0),
-                "kube-apiserver": plane.state.pids["kube-apiserver"],
-                "etcd": plane.state.pids["etcd"],
-                "generator": os.getpid(),
-            }
-            for floor, proc in zip(floor_ports, procs[2:], strict=True):
-                pids[floor] = int(proc.pid or 0)
+            wait_ready(f"http://127.0.0.1:{ports['lbtrain']}")
+            pids = {name: int(proc.pid or 0) for name, proc in procs.items()}
+            pids |= {k: plane.state.pids[k] for k in ("kube-apiserver", "etcd")}
+            pids["generator"] = os.getpid()
             placement = place(args.placement, pids)
             api_direct = Target.api_server(load_config(kubeconfig))
-            targets = {
-                "lbtrain": Target.local(ours_port),
-                "reference": Target.local(ref_port),
-                "api-direct": api_direct,
-                **{floor: Target.local(port) for floor, port in floor_ports.items()},
-            }
-            if "relay" in floor_ports:  # api-direct's requests, TLS and all, through the relay
-                targets["relay"] = replace(api_direct, port=floor_ports["relay"])
-
-            async def run_all() -> None:
-                for endpoint in ENDPOINTS:
-                    series = ["lbtrain", "reference"]
-                    if endpoint == "POST /model_run":
-                        series += ["api-direct", *floor_ports]
-                    for c in levels:
-                        for rnd in range(args.rounds):  # alternate, so drift hits all alike
-                            for name in series if rnd % 2 == 0 else series[::-1]:
-                                cell = cells.setdefault(
-                                    (name, endpoint, c), Cell(name, endpoint, c)
-                                )
-                                direct = name in ("api-direct", "relay")
-                                await measure(cell, targets[name], direct, args.seconds, pids)
-                        for name in series:
-                            cell = cells[(name, endpoint, c)]
-                            print(
-                                f"{name:10} {endpoint:16} c={c:<3} {cell.rps:8.0f} req/s  "
-                                f"p50 {cell.ms(0.5):7.2f} ms  p99 {cell.ms(0.99):7.2f} ms  "
-                                f"errors {cell.errors}",
-                                flush=True,
-                            )
-
-            asyncio.run(run_all())
+            targets = {name: Target.local(port) for name, port in ports.items()}
+            targets["api-direct"] = api_direct
+            if "relay" in ports:  # api-direct's requests, TLS and all, through the relay
+                targets["relay"] = replace(api_direct, port=ports["relay"])
+            asyncio.run(run_cells(cells, targets, levels, args, pids))
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.join(10)
-            plane.stop()
-    load_after = os.getloadavg()
+            for proc in procs.values():
+                if proc.pid is not None:
+                    proc.terminate()
+                    proc.join(10)
     table = report(cells, levels)
     text = (
         f"{SECTION_INTRO if args.placement == 'shared' else ''}\nMachine: {machine_line}. "
-        f"Placement: {placement}. Run on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))} at commit {revision()}. "
-        "Load average (1/5/15 min) before: "
-        f"{'/'.join(f'{v:.1f}' for v in load_before)}, after: "
-        f"{'/'.join(f'{v:.1f}' for v in load_after)} (the machine is shared). {args.rounds} "
-        f"alternating rounds of {args.seconds:g} s per cell, each after 0.5 s of warm-up.\n\n"
-        f"{table}\n"
+        f"Placement: {placement}. Run on {started} at commit {revision()}. "
+        f"Load average (1/5/15 min) before: {load_before}, after: {load()} (the machine is "
+        f"shared). {args.rounds} alternating rounds of {args.seconds:g} s per cell, each after "
+        f"0.5 s of warm-up.\n\n{table}\n"
     )
     print()
     print(table)
+    errors = sum(cell.errors for cell in cells.values())
+    measured = sum(cell.requests for cell in cells.values())
+    print(f"webhook_bench: {len(cells)} cells, {measured} requests measured, {errors} errors")
+    if errors or not measured:
+        return 1
     if not args.no_write and args.placement == "split":
         write_split_section(text)
         print("\nwritten to bench/README.md")
@@ -519,6 +337,35 @@ def main() -> int:
         write_section(text)
         print("\nwritten to bench/README.md")
     return 0
+
+
+async def run_cells(
+    cells: Cells,
+    targets: dict[str, Target],
+    levels: list[int],
+    args: argparse.Namespace,
+    pids: dict[str, int],
+) -> None:
+    """Every cell: each endpoint and concurrency, its servers in alternating rounds."""
+    floors = [f for f in FLOORS if f in targets]
+    for endpoint in ENDPOINTS:
+        series: list[str] = [s for s in ("lbtrain", "reference") if s in targets]
+        if endpoint == "POST /model_run":
+            series += ["api-direct", *floors]
+        for c in levels:
+            for rnd in range(args.rounds):  # alternate, so drift hits all alike
+                for name in series if rnd % 2 == 0 else series[::-1]:
+                    cell = cells.setdefault((name, endpoint, c), Cell(name, endpoint, c))
+                    direct = name in ("api-direct", "relay")
+                    await measure(cell, targets[name], direct, args.seconds, pids)
+            for name in series:
+                cell = cells[(name, endpoint, c)]
+                print(
+                    f"{name:10} {endpoint:16} c={c:<3} {cell.rps:8.0f} req/s  "
+                    f"p50 {cell.ms(0.5):7.2f} ms  p99 {cell.ms(0.99):7.2f} ms  "
+                    f"errors {cell.errors}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

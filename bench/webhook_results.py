@@ -7,21 +7,17 @@ README's blocks (one per placement) and leaves the hand-written text around them
 
 from __future__ import annotations
 
-import re
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.lib.readme import write_block
+from bench.lib.stats import quantile
+
 ENDPOINTS = ("GET /models", "POST /model_run")
 FLOORS = ("relay", "bare", "aiohttp")  # bench/floor_webhooks.py, with --floors
 GET_GOAL = 2.0  # lbtrain's GET /models rate over the reference's, at every concurrency
 POST_RATE_GOAL = 0.9  # lbtrain's POST /model_run rate over api-direct's, at every concurrency
 POST_P99_GOAL = 1.2  # lbtrain's POST /model_run p99 over api-direct's, at most
 
-BEGIN, END = "<!-- webhook_bench.py: begin -->", "<!-- webhook_bench.py: end -->"
-SPLIT_BEGIN = "<!-- webhook_bench.py --placement split: begin -->"
-SPLIT_END = "<!-- webhook_bench.py --placement split: end -->"
 
 Cells = dict[tuple[str, str, int], "Cell"]
 
@@ -47,10 +43,7 @@ class Cell:
         return self.requests / self.seconds if self.seconds else float("nan")
 
     def ms(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return quantile(self.latencies, q) * 1000
 
     def cpu_us(self, *procs: str) -> float:
         used = sum(self.cpu.get(p, 0.0) for p in procs)
@@ -59,7 +52,9 @@ class Cell:
 
 def report(cells: Cells, levels: list[int]) -> str:
     def get(server: str, endpoint: str, clients: int) -> Cell:
-        return cells[(server, endpoint, clients)]
+        """The cell, or an empty one (NaN figures) for a server not run (the reference without
+        the `bench` extra, in `--smoke`)."""
+        return cells.get((server, endpoint, clients)) or Cell(server, endpoint, clients)
 
     lines = [
         "| endpoint | clients | lbtrain req/s | p50 ms | p99 ms | CPU µs/req "
@@ -212,55 +207,11 @@ Rerun: `make bench-deps && .venv/bin/python bench/webhook_bench.py`.
 """
 
 
-def replace_block(current: str, begin: str, end: str, block: str) -> str | None:
-    """`current` with what lies between the markers (the markers included) replaced by
-    `block`; None when the markers are not there."""
-    if begin not in current or end not in current:
-        return None
-    before, rest = current.split(begin, 1)
-    return before + block + rest.split(end, 1)[1]
+def write_section(text: str) -> None:
+    """The shared placement's block of `## webhook` in bench/README.md."""
+    write_block("webhook_bench.py", text, "## webhook")
 
 
 def write_split_section(text: str) -> None:
-    """Replace the split-placement block, or put it right after the shared one's."""
-    readme = REPO / "bench" / "README.md"
-    current = readme.read_text()
-    block = f"{SPLIT_BEGIN}\n{text.rstrip()}\n{SPLIT_END}"
-    updated = replace_block(current, SPLIT_BEGIN, SPLIT_END, block)
-    if updated is None:
-        if END not in current:
-            raise SystemExit("run the shared placement first: bench/README.md has no webhook block")
-        before, after = current.split(END, 1)
-        updated = f"{before}{END}\n\n{block}{after}"
-    readme.write_text(updated)
-
-
-def write_section(text: str) -> None:
-    """Replace what the last run wrote (between the markers) and keep the hand-written text
-    after them; a README without the markers gets its whole `## webhook` section replaced."""
-    readme = REPO / "bench" / "README.md"
-    current = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    updated = replace_block(current, BEGIN, END, block)
-    if updated is None:
-        section = f"## webhook\n\n{block}\n"
-        pattern = re.compile(r"^## webhook\n.*?(?=^## |\Z)", re.S | re.M)
-        if pattern.search(current):
-            updated = pattern.sub(lambda _: section + "\n", current).rstrip() + "\n"
-        else:
-            updated = current.rstrip() + "\n\n" + section
-    readme.write_text(updated)
-
-
-def revision() -> str:
-    """The commit measured, marked when the working tree differs from it."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    # bench/README.md is what the runs write: a shared run before a split one is not a change.
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/README.md")
-    return commit + (" (with uncommitted changes)" if dirty else "")
+    """The split placement's block, next to the shared one's."""
+    write_block("webhook_bench.py --placement split", text, "## webhook")

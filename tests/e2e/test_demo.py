@@ -56,7 +56,7 @@ def test_demo_trains_an_image_and_a_text_model_end_to_end(
         for row in predictions:
             assert row["dataRow"]["id"] and row["name"] and row["uuid"]
         assert run["config"], "run-level results were written to the model run config"
-    # Labelbox formats: a radio answer is an object, a checklist answer a list (LABELBOX.md 5.3).
+    # Labelbox formats: a radio answer is an object, a checklist answer a list (docs/labelbox.md §5.3).
     image = [p for p in runs["image_single_classification"]["predictions"] if "answer" in p]
     assert image and all(0.0 <= p["answer"]["confidence"] <= 1.0 for p in image)
     text = [p for p in runs["text_multi_classification"]["predictions"] if "answer" in p]

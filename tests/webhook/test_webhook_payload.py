@@ -40,7 +40,7 @@ def test_full_body():
 
 
 def test_reference_body_without_optional_fields():
-    # Labelbox's reference test script sends only these two fields (LABELBOX.md §1.3).
+    # Labelbox's reference test script sends only these two fields (docs/labelbox.md §1.4).
     raw = json.dumps({"modelRunId": MODEL, "modelType": "bounding_box"}).encode()
     req = parse_model_run(raw)
     assert req.model_id is None

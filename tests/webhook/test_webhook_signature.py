@@ -14,7 +14,7 @@ SECRET = b"labelbox-shared-secret"
 
 
 def reference(secret: bytes, body: bytes) -> str:
-    """How Labelbox's reference coordinator and test scripts compute it (LABELBOX.md §1.3)."""
+    """How Labelbox's reference coordinator and test scripts compute it (docs/labelbox.md §1.3)."""
     return "sha1=" + hmac.new(secret, msg=body, digestmod=hashlib.sha1).hexdigest()
 
 

@@ -1,6 +1,6 @@
 """The fake's aiohttp application: routes, request recording, auth and failure injection.
 
-Routes mirror the hosts the SDK contacts (LABELBOX.md section 2.3): ``POST /graphql`` and
+Routes mirror the hosts the SDK contacts (docs/labelbox.md section 2.3): ``POST /graphql`` and
 ``POST /_gql`` (experimental calls such as ``update_status``) run the same GraphQL executor; the
 "signed storage" URLs the SDK downloads without credentials (export chunks, import status
 files, media) live under ``/files/`` and ``/media/``. Every request is recorded *before* an

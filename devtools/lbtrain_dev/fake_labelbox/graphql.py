@@ -3,7 +3,7 @@
 Routing is by root field (``modelRun``, ``updateTrainingPipeline``, ``task``, ...) rather than by
 operation name: the SDK uses several operation names for one field (``GetModelRunPyApi`` and
 ``ModelRunPyApi`` both read ``modelRun``), and the field is the server's real contract. Errors
-use the ``extensions.code`` values the SDK maps to its exceptions (LABELBOX.md section 2.5).
+use the ``extensions.code`` values the SDK maps to its exceptions (docs/labelbox.md section 2.5).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a real testbed node is configured with: pure builders of containerd's, the CNI's, the
 kubelet's, the scheduler's and kube-proxy's settings.
 
-Every choice that this sandbox forces (see shared/REALNODE.md) is made here, once, with its
+Every choice that this sandbox forces (see docs/testbed.md) is made here, once, with its
 reason beside it, so that `node.py` only writes files and starts processes. Nothing here touches
 the machine, so the whole configuration is unit-tested.
 """

@@ -2,7 +2,7 @@
 
 Everything else in the trainer works on plain dicts and files, so it is tested without a
 server; this module is tested against the fake Labelbox. The SDK is synchronous and retries
-5xx for about two minutes by itself (LABELBOX.md §2.6), which is what a batch job wants, so
+5xx for about two minutes by itself (docs/labelbox.md §2.6), which is what a batch job wants, so
 calls are made directly. Predictions and metrics are plain NDJSON dicts (no ``labelbox[data]``),
 uploaded with ``add_predictions`` and checked through the import's ``errors``.
 """

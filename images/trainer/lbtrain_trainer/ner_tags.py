@@ -1,6 +1,6 @@
 """Character spans <-> per-token BIO tags, the heart of NER training and prediction.
 
-Labelbox entities are character spans with an **inclusive** end (LABELBOX.md §5.5); the fast
+Labelbox entities are character spans with an **inclusive** end (docs/labelbox.md §5.5); the fast
 tokenizer gives half-open character offsets per token. Training needs a tag per token, and
 prediction needs spans back, in Labelbox's inclusive convention. Both directions live here,
 pure and tested together as a round trip. Tag ids: 0 is O; for class k, 1 + 2k is B and

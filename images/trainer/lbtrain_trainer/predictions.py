@@ -1,6 +1,6 @@
 """Labelbox NDJSON rows for predictions (with confidences) and per-row metrics.
 
-Shapes follow LABELBOX.md §5.3-5.5: radio answers are an object, checklist answers a list,
+Shapes follow docs/labelbox.md §5.3-5.5: radio answers are an object, checklist answers a list,
 boxes are ``bbox`` in original pixels, entities are ``location`` with an **inclusive** ``end``.
 Metric rows ride in the same import (§5.4): a scalar per row and a per-class confusion matrix
 ``[TP, FP, TN, FN]``, never under a reserved metric name. Prediction ``uuid`` values derive from

@@ -1,6 +1,6 @@
 """Parse Labelbox model run export rows into the little the trainer needs.
 
-An export row (LABELBOX.md §5.1) holds the data row (``id``, ``global_key``, ``row_data``) and,
+An export row (docs/labelbox.md §5.1) holds the data row (``id``, ``global_key``, ``row_data``) and,
 under ``experiments.<model_id>.runs.<model_run_id>``, the run's labels and split. Each label
 holds ``annotations.objects`` (bounding boxes, NER entities) and ``annotations.classifications``
 (radio and checklist answers). This module turns one row into an :class:`ExportRow` without
@@ -21,7 +21,7 @@ ClassificationKind = Literal["radio", "checklist"]
 # ... and every kind an export's classification can have: "text" is a free-text answer, read
 # only so that ``prepare`` can say a question is of the wrong kind for the model type.
 QuestionKind = Literal["radio", "checklist", "text"]
-# The keys of the annotation objects this parser reads (LABELBOX.md §5.1): an export's own
+# The keys of the annotation objects this parser reads (docs/labelbox.md §5.1): an export's own
 # field names, whatever model type is trained (a type reads any other kind from the raw
 # ``ExportRow.objects``).
 BOX_KEY = "bounding_box"
@@ -43,7 +43,7 @@ class Box:
 
 @dataclass(frozen=True)
 class Entity:
-    """A text entity; ``end`` is **inclusive**, as in Labelbox (LABELBOX.md §5.5)."""
+    """A text entity; ``end`` is **inclusive**, as in Labelbox (docs/labelbox.md §5.5)."""
 
     name: str
     start: int

@@ -31,7 +31,7 @@ _ALIASES: dict[str, Split | None] = {
     "": None,
 }
 # Keys under which the export's run object may carry the split. The exact key is unverified
-# (LABELBOX.md §5.1), so accept the plausible spellings; the value may be a string
+# (docs/labelbox.md §5.1), so accept the plausible spellings; the value may be a string
 # ("training", "TRAINING") or an object with a "name".
 SPLIT_KEYS = ("split", "data_split", "dataSplit")
 

@@ -1,7 +1,7 @@
 """Small synthetic Labelbox datasets, one per model type, as model-run export rows.
 
 Tests, the demo and the fake Labelbox need data that looks exactly like a real export
-(LABELBOX.md §5.1-5.2) and that a tiny model learns in seconds on a CPU: coloured shapes for
+(docs/labelbox.md §5.1-5.2) and that a tiny model learns in seconds on a CPU: coloured shapes for
 the image types, templated sentences for the text types. Each model type draws its own rows
 (``ModelType.synthetic_label`` in :mod:`lbtrain_trainer.modeltypes`) from the vocabulary and
 drawing helpers here, so a plugin's type gets a dataset the same way. Everything is

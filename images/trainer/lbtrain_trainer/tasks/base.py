@@ -71,6 +71,7 @@ class Task(abc.ABC):
     """What differs between model types; the train loop calls these."""
 
     channels_last = False  # CNNs run faster in NHWC on tensor cores
+    autocast = True  # runs its forward passes under the runtime's bf16 autocast (on CUDA)
 
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx

@@ -28,6 +28,7 @@ Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]], list[tuple[floa
 
 
 class DetectionTask(Task):
+    autocast = False  # fp32 (with TF32): see the module docstring
     channels_last = True
 
     def __init__(self, ctx: TaskContext) -> None:
