@@ -1,12 +1,16 @@
 """The trainer's export stage against a plain parallel download of the same URLs.
 
     .venv/bin/python bench/export_bench.py [--cases png:2000,png:20000,jpeg:2000]
+                                           [--servers keepalive,http10]
                                            [--repeats 3] [--rss 10000,100000]
     .venv/bin/python bench/export_bench.py --smoke   # seconds: checks the bench still runs
 
-A media server (``lbtrain_dev.media_server``: threaded ``http.server``, HTTP/1.1 keep-alive) runs
-in its own process on 127.0.0.1 and serves synthetic 320x240 PNGs (~124 kB) and 4000x3000
-JPEGs (~3.1 MB) under a distinct URL per row. A fake Labelbox (the real ``labelbox`` SDK talks
+Media servers (``lbtrain_dev.media_server``: threaded ``http.server``) run in their own
+processes on 127.0.0.1 and serve synthetic 320x240 PNGs (~124 kB) and 4000x3000 JPEGs (~3.1 MB)
+under a distinct URL per row; each case runs against each of ``--servers``: ``keepalive``
+(HTTP/1.1 keep-alive, ``TCP_NODELAY``, as object stores) and ``http10`` (HTTP/1.0, one
+connection per file, Nagle's algorithm on: a plain ``python -m http.server``, and object stores
+behind proxies or CDNs that close connections). A fake Labelbox (the real ``labelbox`` SDK talks
 to it) runs in this process. For each case, alternating the order in each repeat (and with the
 disk settled before every step, see ``settle``):
 
@@ -14,8 +18,9 @@ disk settled before every step, see ``settle``):
   environment as the operator configures the container (production image classification:
   ``max_image_side`` 1024, ``download_concurrency`` 16), timed from the process start to its
   exit: interpreter start, the SDK, the Labelbox export, every download and store, the index;
-- **keep-alive fetch**: 16 threads, each with its own ``http.client`` keep-alive connection,
-  reading every body into memory (no file written, nothing decoded);
+- **keep-alive fetch**: 16 threads, each with its own ``http.client`` keep-alive connection
+  (reopened per file by an ``http10`` server), reading every body into memory (no file written,
+  nothing decoded);
 - **keep-alive download**: the same, each body also written to a file (a plain download);
 - **urllib fetch**: 16 threads of ``urllib.request.urlopen`` (a new connection per file), the
   baseline of the issue that asked for this benchmark.
@@ -121,6 +126,7 @@ def stage_env(
         contract.ENV_ARTIFACTS: str(ws / "artifacts"),
         contract.ENV_HYPERPARAMETERS: json.dumps(hp),
         contract.ENV_TERMINATION_MESSAGE_PATH: str(ws / "termination-log"),
+        contract.ENV_ALLOW_LOOPBACK_MEDIA: "true",  # the media servers are on 127.0.0.1
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
@@ -253,7 +259,14 @@ def fetch_urllib(urls: list[str]) -> float:
 
 
 def bench_case(
-    fake: FakeLabelbox, base: str, kind: str, n: int, repeats: int, root: Path, settle_s: float
+    fake: FakeLabelbox,
+    base: str,
+    kind: str,
+    n: int,
+    repeats: int,
+    root: Path,
+    settle_s: float,
+    server: str = "keepalive",
 ) -> dict[str, Any]:
     results: dict[str, list[float]] = {
         "export": [],
@@ -265,7 +278,7 @@ def bench_case(
     rss: list[float] = []
     for rep in range(repeats):
         offset = rep * n  # fresh URLs each repeat
-        rid = run_id(f"{kind}-{n}", rep)
+        rid = run_id(f"{kind}-{n}-{server}", rep)
         rows = image_rows(rid, base, kind, n, offset)
         fake.add_model_run(rid, model_id="model-1", rows=rows)
         urls = [r["data_row"]["row_data"] for r in rows]
@@ -292,7 +305,8 @@ def bench_case(
             seconds = step()
             results[name].append(seconds)
             print(
-                f"  {kind} {n} rep {rep}: {name} {seconds:.2f}s ({n / seconds:,.0f} files/s)",
+                f"  {kind} {n} {server} rep {rep}: {name} {seconds:.2f}s"
+                f" ({n / seconds:,.0f} files/s)",
                 flush=True,
             )
         settle(root, settle_s)
@@ -303,6 +317,7 @@ def bench_case(
     ratio_ka, ratio_dl, ratio_ul = ratios("keepalive"), ratios("download"), ratios("urllib")
     return {
         "case": f"{kind}:{n}",
+        "server": server,
         "export_s": results["export"],
         "keepalive_s": results["keepalive"],
         "urllib_s": results["urllib"],
@@ -346,11 +361,18 @@ def bench_rss(fake: FakeLabelbox, n: int, root: Path) -> dict[str, Any]:
 
 
 SMOKE = {"cases": "png:16", "repeats": 1, "rss": "100", "settle": 0.0}
+# The media server's flags per --servers name.
+SERVERS = {"keepalive": [], "http10": ["--http10", "--nagle"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cases", default="png:2000,png:20000,jpeg:2000")
+    parser.add_argument(
+        "--servers",
+        default="keepalive,http10",
+        help=f"media servers to run each case against, of {', '.join(SERVERS)}",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jpeg-repeats", type=int, default=1)
     parser.add_argument("--rss", default="10000,100000")
@@ -376,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         vars(args).update(SMOKE)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",") if c]
+    servers = [name for name in args.servers.split(",") if name]
+    unknown = sorted(set(servers) - set(SERVERS))
+    if unknown:
+        parser.error(f"unknown --servers {', '.join(unknown)}: choose from {', '.join(SERVERS)}")
     machine: dict[str, Any] = {
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
@@ -397,15 +423,20 @@ def main(argv: list[str] | None = None) -> int:
     global LAUNCHER_PROCESS
     LAUNCHER_PROCESS = Launcher()
     jpegs = 8 if any(kind == "jpeg" for kind, _ in cases) else 0
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lbtrain_dev.media_server", "--png", "32", "--jpeg", str(jpegs)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    assert server.stdin is not None
-    base = server.stdout.readline().strip()
+    media_servers: dict[str, subprocess.Popen[str]] = {}
+    bases: dict[str, str] = {}
+    for name in servers:
+        process = media_servers[name] = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "lbtrain_dev.media_server"),
+                *("--png", "32", "--jpeg", str(jpegs), *SERVERS[name]),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        bases[name] = process.stdout.readline().strip()
     report: dict[str, Any] = {"machine": machine, "cases": [], "rss": []}
     try:
         with (
@@ -416,16 +447,19 @@ def main(argv: list[str] | None = None) -> int:
             settle(Path(tmp), args.settle if cases else 0)  # whatever ran before this run
             for kind, n in cases:
                 repeats = args.jpeg_repeats if kind == "jpeg" else args.repeats
-                result = bench_case(fake, base, kind, n, repeats, Path(tmp), args.settle)
-                report["cases"].append(result)
-                print(json.dumps(result), flush=True)
+                for name, base in bases.items():
+                    result = bench_case(fake, base, kind, n, repeats, Path(tmp), args.settle, name)
+                    report["cases"].append(result)
+                    print(json.dumps(result), flush=True)
             for n in [int(x) for x in args.rss.split(",") if x]:
                 result = bench_rss(fake, n, Path(tmp))
                 report["rss"].append(result)
                 print(json.dumps(result), flush=True)
     finally:
-        server.stdin.close()
-        server.wait(timeout=30)
+        for process in media_servers.values():
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait(timeout=30)
         LAUNCHER_PROCESS.close()
     machine["load_after"] = load()
     machine["bench_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -26,6 +26,10 @@ ENV_HYPERPARAMETERS: Final = "LBTRAIN_HYPERPARAMETERS"
 ENV_TERMINATION_MESSAGE_PATH: Final = "LBTRAIN_TERMINATION_MESSAGE_PATH"
 ENV_PRETRAINED: Final = "LBTRAIN_PRETRAINED"
 ENV_ALLOW_HUB_DOWNLOAD: Final = "LBTRAIN_ALLOW_HUB_DOWNLOAD"
+# Set by a template's `env`, never by the operator (so not reserved): `true` lets the trainer
+# fetch media from loopback, link-local and cloud-metadata addresses, which it refuses by
+# default (row data is written by any Labelbox user); the tests' and the demo's servers need it.
+ENV_ALLOW_LOOPBACK_MEDIA: Final = "LBTRAIN_ALLOW_LOOPBACK_MEDIA"
 
 # The variables the operator sets from the run and its template: a template's `env` may not set
 # any of them (admission refuses it, naming the variable), since a later duplicate would win in

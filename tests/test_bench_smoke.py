@@ -31,7 +31,12 @@ EXPECTED = {
         "realnode_bench: 1 pairs measured, 0 failed",
         "| **ratio webhook / bare**",
     ],
-    "export_bench.py": ['"median_export_files_s"', '"prepare_rss_mib"'],
+    "export_bench.py": [
+        '"median_export_files_s"',
+        '"prepare_rss_mib"',
+        '"server": "keepalive"',
+        '"server": "http10"',
+    ],
     "trainer_bench.py": [
         "| `text_single_classification` | BertForSequenceClassification, ",
         "total ",

@@ -125,6 +125,12 @@ def demo_templates(
         )
         if image:
             spec["image"] = image
+        # The fake Labelbox serves the media from this machine (127.0.0.1 for local pods),
+        # which the trainer refuses unless told (images/trainer/README.md, "Row data").
+        spec["env"] = [
+            *spec.get("env", []),
+            {"name": contract.ENV_ALLOW_LOOPBACK_MEDIA, "value": "true"},
+        ]
         spec["hyperparameters"] = {"model_size": "small"}
         if epochs:
             spec["hyperparameters"]["epochs"] = epochs

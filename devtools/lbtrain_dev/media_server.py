@@ -10,11 +10,15 @@ idle keep-alive connections after ``idle_timeout`` seconds (as object stores do)
 forward proxy: a request in absolute form (``GET http://host/path``) is answered from ``path``,
 and ``CONNECT host:port`` opens a tunnel to that address (loopback only), both counted in
 ``proxied`` with their ``Proxy-Authorization`` kept. With ``tls`` (a server-side
-``ssl.SSLContext``) it speaks HTTPS.
+``ssl.SSLContext``) it speaks HTTPS. Two switches make it behave like the plain servers users
+run: ``http10`` answers in HTTP/1.0 and closes every connection after one response, and
+``nagle=True`` leaves Nagle's algorithm on (headers and body are two writes, so the body waits
+for the client's ACK of the headers: a client that delays its ACK pays 40 ms per file).
 
-Run ``python -m lbtrain_dev.media_server --png N --jpeg N`` to serve synthetic images at
-``/png/<i>.png`` and ``/jpeg/<i>.jpg`` (``N`` distinct images each, reused for any ``i``); it
-prints its base URL on the first line of stdout and serves until stdin closes.
+Run ``python -m lbtrain_dev.media_server --png N --jpeg N [--http10] [--nagle]`` to serve
+synthetic images at ``/png/<i>.png`` and ``/jpeg/<i>.jpg`` (``N`` distinct images each, reused
+for any ``i``); it prints its base URL on the first line of stdout and serves until stdin
+closes.
 """
 
 from __future__ import annotations
@@ -64,6 +68,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        media = self.server.media
+        if media.nagle:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        if media.http10:  # read by parse_request: the connection closes after one answer
+            self.protocol_version = "HTTP/1.0"
         if self.server.media.idle_timeout is not None:  # the read of the next request times out
             self.connection.settimeout(self.server.media.idle_timeout)
 
@@ -145,7 +154,12 @@ class MediaServer:
         resolver: Resolver | None = None,
         idle_timeout: float | None = None,
         tls: ssl.SSLContext | None = None,
+        *,
+        http10: bool = False,
+        nagle: bool = False,
     ) -> None:
+        self.http10 = http10  # answer HTTP/1.0 and close each connection after one response
+        self.nagle = nagle  # leave Nagle's algorithm on, as http.server does by default
         self.files = dict(files or {})
         self.resolver = resolver
         self.lock = threading.Lock()
@@ -256,9 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--png", type=int, default=16, help="distinct small PNGs")
     parser.add_argument("--jpeg", type=int, default=0, help="distinct 4000x3000 JPEGs")
+    parser.add_argument("--png-width", type=int, default=320, help="PNG width (height: 3/4)")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--http10", action="store_true", help="HTTP/1.0: close after each file")
+    parser.add_argument("--nagle", action="store_true", help="leave Nagle's algorithm on")
     args = parser.parse_args(argv)
-    pngs = [synthetic_png(i) for i in range(args.png)]
+    pngs = [synthetic_png(i, args.png_width, args.png_width * 3 // 4) for i in range(args.png)]
     jpegs = [synthetic_jpeg(i) for i in range(args.jpeg)]
 
     def resolve(path: str) -> tuple[bytes, str] | None:
@@ -272,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             return jpegs[int(stem) % len(jpegs)], "image/jpeg"
         return None
 
-    with MediaServer.running(resolver=resolve, port=args.port) as server:
+    with MediaServer.running(
+        resolver=resolve, port=args.port, http10=args.http10, nagle=args.nagle
+    ) as server:
         print(server.base_url, flush=True)
         sys.stdin.read()  # serve until the parent closes our stdin
         print(f"connections={server.connections} requests={server.requests}", flush=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from lbtrain import contract
 from lbtrain.kube import PODS
 from lbtrain.resources.names import LABEL_MODEL_RUN
 from lbtrain_dev.ids import fake_cuid
@@ -31,7 +32,12 @@ async def pod_runner(kube, namespace, tmp_path: Path):
         namespace,
         tmp_path / "pods",
         max_parallel=1,
-        extra_env={"HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"},
+        # The fake Labelbox serves the media on 127.0.0.1, which the trainer refuses unless told.
+        extra_env={
+            "HF_HUB_OFFLINE": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            contract.ENV_ALLOW_LOOPBACK_MEDIA: "true",
+        },
     )
     task = asyncio.create_task(runner.run_forever())
     yield runner

@@ -127,6 +127,7 @@ class TrainerRun:
             str(self.termination),
             "--log-level",
             "WARNING",
+            "--allow-loopback-media",  # the fake Labelbox serves the media on 127.0.0.1
         ]
 
     def main(self, stage: str, **overrides: Any) -> int:
@@ -146,6 +147,7 @@ class TrainerRun:
             contract.ENV_ARTIFACTS: str(self.artifacts),
             contract.ENV_HYPERPARAMETERS: json.dumps({**self.hyperparameters, **overrides}),
             contract.ENV_TERMINATION_MESSAGE_PATH: str(self.termination),
+            contract.ENV_ALLOW_LOOPBACK_MEDIA: "true",  # the fake serves the media on 127.0.0.1
             "OMP_NUM_THREADS": "1",
             "TOKENIZERS_PARALLELISM": "false",
         }

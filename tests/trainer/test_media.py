@@ -46,7 +46,13 @@ def test_n_files_over_c_threads_open_about_c_connections(server, tmp_path):
     files, threads = 120, 4
     items = [(f"dr-{i}", server.add(f"img/{i}.png", png, "image/png")) for i in range(files)]
     summary = media.download_all(
-        items, "image", tmp_path, max_side=1024, concurrency=threads, total=files
+        items,
+        "image",
+        tmp_path,
+        max_side=1024,
+        concurrency=threads,
+        total=files,
+        allow_loopback=True,
     )
     assert summary.fetched == files and server.requests == files
     # One connection per thread at most (a keep-alive pool of `threads`); a client that opens a
@@ -60,12 +66,17 @@ def test_5xx_is_retried_and_4xx_is_a_broken_row(server, tmp_path):
     server.fail("flaky.png", times=2, status=503)
     gone = server.url("gone.png")  # 404
     summary = media.download_all(
-        [("dr-flaky", flaky), ("dr-gone", gone)], "image", tmp_path, max_side=64, concurrency=2
+        [("dr-flaky", flaky), ("dr-gone", gone)],
+        "image",
+        tmp_path,
+        max_side=64,
+        concurrency=2,
+        allow_loopback=True,
     )
     assert (summary.fetched, summary.broken) == (1, 1)
     flaky_entry, gone_entry = _entries(tmp_path, "dr-flaky", "dr-gone")
     assert flaky_entry.error is None and (tmp_path / str(flaky_entry.path)).exists()
-    assert gone_entry.error == "HTTP 404"
+    assert gone_entry.error == f"HTTP 404 ({gone})"
     assert server.requests == 3 + 1  # two 503s, then the image; one 404, not retried
 
 
@@ -74,7 +85,9 @@ def test_a_server_that_keeps_failing_fails_the_stage(server, tmp_path, monkeypat
     url = server.add("down.png", _image((8, 8), "PNG"), "image/png")
     server.fail("down.png", times=100, status=502)
     with pytest.raises(media.TransientMediaError, match="502"):
-        media.download_all([("dr-1", url)], "image", tmp_path, max_side=64, concurrency=1)
+        media.download_all(
+            [("dr-1", url)], "image", tmp_path, max_side=64, concurrency=1, allow_loopback=True
+        )
     with media.MediaIndex(tmp_path) as index:
         assert index.get("dr-1") is None  # not recorded: the next attempt fetches it
 
@@ -82,11 +95,15 @@ def test_a_server_that_keeps_failing_fails_the_stage(server, tmp_path, monkeypat
 def test_rows_stored_by_an_earlier_attempt_are_kept(server, tmp_path):
     png = _image((16, 16), "PNG")
     items = [(f"dr-{i}", server.add(f"k/{i}.png", png, "image/png")) for i in range(5)]
-    first = media.download_all(items[:3], "image", tmp_path, max_side=64, concurrency=2)
+    first = media.download_all(
+        items[:3], "image", tmp_path, max_side=64, concurrency=2, allow_loopback=True
+    )
     assert (first.fetched, first.kept) == (3, 0)
     (entry,) = _entries(tmp_path, "dr-0")
     (tmp_path / str(entry.path)).unlink()  # a lost file is fetched again
-    second = media.download_all(items, "image", tmp_path, max_side=64, concurrency=2)
+    second = media.download_all(
+        items, "image", tmp_path, max_side=64, concurrency=2, allow_loopback=True
+    )
     assert (second.fetched, second.kept) == (3, 2)
     assert server.requests == 3 + 3
 
@@ -98,7 +115,7 @@ def test_an_image_that_needs_no_change_is_stored_byte_identical(server, tmp_path
         ("dr-jpeg", server.add("a.jpeg", jpeg, "image/jpeg")),
         ("dr-png", server.add("b.png", png, "image/png")),
     ]
-    media.download_all(items, "image", tmp_path, max_side=300, concurrency=2)
+    media.download_all(items, "image", tmp_path, max_side=300, concurrency=2, allow_loopback=True)
     jpeg_entry, png_entry = _entries(tmp_path, "dr-jpeg", "dr-png")
     assert str(jpeg_entry.path).endswith(".jpg") and str(png_entry.path).endswith(".png")
     assert (tmp_path / str(jpeg_entry.path)).read_bytes() == jpeg
@@ -115,7 +132,9 @@ def test_a_large_jpeg_is_shrunk_and_keeps_its_original_size(server, tmp_path):
         ("dr-cut", server.add("cut.png", truncated, "image/png")),
         ("dr-gif", server.add("small.gif", gif, "image/gif")),
     ]
-    summary = media.download_all(items, "image", tmp_path, max_side=500, concurrency=2)
+    summary = media.download_all(
+        items, "image", tmp_path, max_side=500, concurrency=2, allow_loopback=True
+    )
     assert (summary.fetched, summary.broken) == (2, 1)
     big_entry, cut_entry, gif_entry = _entries(tmp_path, "dr-big", "dr-cut", "dr-gif")
     assert (big_entry.width, big_entry.height) == (2400, 1600)

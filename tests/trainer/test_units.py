@@ -424,6 +424,7 @@ def test_media_download_shrinks_images_and_records_broken_ones(tmp_path, fake):
         tmp_path,
         max_side=100,
         concurrency=2,
+        allow_loopback=True,
     )
     assert (summary.fetched, summary.broken, summary.kept) == (1, 3, 0)
     with media.MediaIndex(tmp_path) as index:
@@ -445,6 +446,7 @@ def test_inline_text_and_prepared_dataset_round_trip(tmp_path):
         tmp_path / "media",
         max_side=1,
         concurrency=1,
+        allow_loopback=True,
     )
     with media.MediaIndex(tmp_path / "media") as index:
         paths = [str(getattr(index.get(i), "path", None)) for i in ("dr-1", "dr-2")]

@@ -53,6 +53,8 @@ environment (each also a flag; flags win):
   {contract.ENV_TERMINATION_MESSAGE_PATH:34} --termination-message-path
   {contract.ENV_PRETRAINED:34} --pretrained         directory of pretrained weights
   {contract.ENV_ALLOW_HUB_DOWNLOAD:34} --allow-hub-download allow downloading weights from a hub
+  {contract.ENV_ALLOW_LOOPBACK_MEDIA:34} --allow-loopback-media
+  {"":34} fetch media from 127.0.0.1 too (test servers)
 
 exit codes: {contract.EXIT_OK} done; {contract.EXIT_BAD_INPUT} the data cannot train (no retry); \
 {contract.EXIT_DESTINATION_ESCAPES} the artifact destination leaves its root (no retry); \
@@ -80,6 +82,7 @@ def _common() -> argparse.ArgumentParser:
     ):
         group.add_argument(f"--{flag}", default=None, metavar=flag.split("-")[-1].upper())
     group.add_argument("--allow-hub-download", action="store_const", const="true", default=None)
+    group.add_argument("--allow-loopback-media", action="store_const", const="true", default=None)
     parent.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )

@@ -52,6 +52,7 @@ def fetch_media(
         max_side=hp.max_image_side,
         concurrency=hp.download_concurrency,
         total=rows,
+        allow_loopback=settings.allow_loopback_media,
     )
 
 

@@ -1,9 +1,14 @@
 """Fetch the media of the export's data rows into the workspace.
 
 Labelbox exports reference media by URL (signed storage URLs, fetched without auth), or hold
-text inline. The export stage downloads every row's media once, so training never touches the
-network. Images are stored as they came when training can read them as they are, else decoded
-and pre-shrunk to the longest side the model can use (:mod:`lbtrain_trainer.imagestore`; boxes
+text inline. Only ``http(s)://`` and ``data:`` are read: any other URI (``gs://`` and ``s3://``
+from delegated-access buckets, ``file://``) is a broken row whose error names the URI, never
+text to train on (a ``gs://`` text row used to be trained on as its own 30-character URL).
+Errors name the URL without its query (signed URLs carry their signature there).
+
+The export stage downloads every row's media once, so training never touches the network.
+Images are stored as they came when training can read them as they are, else decoded and
+pre-shrunk to the longest side the model can use (:mod:`lbtrain_trainer.imagestore`; boxes
 stay in original pixels, so the original size is kept); text is stored as UTF-8. A row whose
 media is missing or undecodable is recorded as broken with the reason;
 :mod:`lbtrain_trainer.prepare` turns that into a bad-input error naming the rows, while a server
@@ -31,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbtrain_trainer.cpus import cpu_quota
-from lbtrain_trainer.fetcher import BrokenMediaError, Fetcher, TransientMediaError
+from lbtrain_trainer.fetcher import BrokenMediaError, Fetcher, TransientMediaError, redact_url
 from lbtrain_trainer.imagestore import store_image
 from lbtrain_trainer.media_index import MediaEntry, MediaIndex
 from lbtrain_trainer.progress import ProgressReporter
@@ -48,7 +53,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-URL_SCHEMES = ("http://", "https://", "data:", "file://")
+URL_SCHEMES = ("http://", "https://", "data:")
+URI_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# Why a URI the trainer does not read is not read, by scheme (anything else: the generic one).
+UNREAD_SCHEMES = {
+    "gs": "a Google Cloud Storage URI (IAM delegated access): the trainer has no GCS "
+    "credentials; serve the data rows through signed https:// URLs",
+    "s3": "an Amazon S3 URI: the trainer has no S3 credentials; serve the data rows "
+    "through signed https:// URLs",
+    "file": "a file:// URL: refused, it would read the trainer's own disk",
+}
 UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9_.-]")
 QUEUE_PER_THREAD = 4  # rows waiting per download thread: enough to never starve one
 
@@ -66,6 +80,24 @@ def is_reference(row_data: str) -> bool:
     return row_data.startswith(URL_SCHEMES)
 
 
+def unreadable_uri(row_data: str) -> str | None:
+    """Why ``row_data``, a URI the trainer does not read, cannot be used (None: it is a URL
+    the fetcher reads, or inline text)."""
+    if is_reference(row_data) or not URI_LIKE.match(row_data):
+        return None
+    scheme = row_data.split(":", 1)[0].lower()
+    return UNREAD_SCHEMES.get(
+        scheme, f"a {scheme}:// URI: the trainer reads only http(s):// and data: URLs"
+    )
+
+
+def media_error(row_data: str, exc: BaseException) -> str:
+    """A broken row's error: what went wrong, and the URL (without its query) it came from."""
+    if URI_LIKE.match(row_data) or row_data.startswith("data:"):
+        return f"{exc} ({redact_url(row_data)})"[:400]
+    return str(exc)[:400]
+
+
 def file_stem(data_row_id: str) -> str:
     """A file name (without suffix) for a data row: readable, safe, and unique."""
     safe = UNSAFE_IN_NAMES.sub("_", data_row_id[:80])
@@ -78,7 +110,15 @@ def store_text(data: bytes, target: Path) -> None:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BrokenMediaError(f"text is not UTF-8: {exc}") from exc
-    target.write_text(text, encoding="utf-8")
+    # Byte-faithful: "\r\n" stays two characters, as Labelbox counts entity offsets.
+    target.write_text(text, encoding="utf-8", newline="")
+
+
+def read_media_text(path: Path) -> str:
+    """A stored text as Labelbox counts it: no newline translation (``Path.read_text`` would
+    turn "\r\n" into "\n" and shift every entity after it)."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        return handle.read()
 
 
 @dataclass
@@ -93,6 +133,9 @@ class _Job:
         """Fetch and store one row's media; returns its entry and the bytes downloaded."""
         if not row_data:
             return MediaEntry(error="data row has no row_data"), 0
+        unread = unreadable_uri(row_data)
+        if unread is not None:
+            raise BrokenMediaError(f"row_data is {unread}")
         stem = file_stem(data_row_id)
         if self.kind == "text":
             name = stem + ".txt"
@@ -120,15 +163,17 @@ def download_all(
     max_side: int,
     concurrency: int,
     total: int | None = None,
+    allow_loopback: bool = False,
 ) -> MediaSummary:
     """Fetch ``(data_row_id, row_data)`` media; ``kind`` is "image" or "text".
+    ``allow_loopback`` lets the fetcher reach loopback and link-local addresses (test servers).
 
     Rows already fetched by an earlier attempt (same workspace) are kept. Broken media are
     recorded per row; a transient failure that survives the retries is raised (after the rows
     in flight finish). ``total`` (the number of items, if known) gives the progress an ETA.
     """
     threads_wanted = max(1, concurrency)
-    fetcher = Fetcher()
+    fetcher = Fetcher(allow_loopback=allow_loopback)
     work: queue.Queue[tuple[str, str] | None] = queue.Queue(threads_wanted * QUEUE_PER_THREAD)
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -144,7 +189,7 @@ def download_all(
                 try:
                     entry, nbytes = job.fetch_one(row_id, row_data)
                 except BrokenMediaError as exc:
-                    entry, nbytes = MediaEntry(error=str(exc)[:200]), 0
+                    entry, nbytes = MediaEntry(error=media_error(row_data, exc)), 0
                 except BaseException as exc:  # transient, or a bug: fail the stage
                     failures.append(exc)
                     stop.set()

@@ -6,12 +6,18 @@ ground truth, which the model type reads from each label
 (:meth:`~lbtrain_trainer.modeltypes.base.ModelType.ground_truth`). Everything that makes
 the data untrainable is found here, before a GPU is spent, and reported as
 :class:`BadInputError` (exit 65) naming the data rows: no labelled rows, a class with too few
-training examples, broken media, entity offsets that do not match the text. Rows that are
+training examples, broken media, entity offsets that do not match the text, and data of the
+wrong shape for the model type (:meth:`~lbtrain_trainer.modeltypes.base.ModelType.check_data`:
+a checklist question for a single-label type, a radio question for a multi-label one, a
+free-text question, labels holding only polygons for a box type, image rows for a text type),
+named with the question and the type. A wrong-shape question used to train to the end and
+upload predictions of the wrong shape. Rows that are
 merely unusable (no label, no answer for the trained question) are dropped and counted, and the
 counts reach the summary.
 
 Memory stays flat in the number of rows: the export is read twice as a stream (a survey that
-counts rows and classification answers, then the examples), media are looked up in the on-disk
+counts rows, classification answers by question and kind, annotation kinds and media kinds,
+then the examples), media are looked up in the on-disk
 index, examples go to the manifest file as they are made, and only counts, the dropped rows' ids
 and at most ``MAX_IDS`` row ids per error are kept.
 """
@@ -33,8 +39,9 @@ from lbtrain_trainer.ground_truth import base_example, class_members
 from lbtrain_trainer.hyperparams import Hyperparameters
 from lbtrain_trainer.manifest import ManifestSummary, ManifestWriter
 from lbtrain_trainer.modeltypes import registry
-from lbtrain_trainer.modeltypes.base import ModelType
+from lbtrain_trainer.modeltypes.base import DataSurvey, ModelType
 from lbtrain_trainer.rows import ClassificationKind, ExportRow, parse_row
+from lbtrain_trainer.rows import object_kind as object_kind_of
 from lbtrain_trainer.settings import Settings
 from lbtrain_trainer.splits import Split, SplitPlan
 from lbtrain_trainer.workspace import Workspace
@@ -76,11 +83,37 @@ class _Tally:
     labelled_ids: list[str] = field(default_factory=list)
     by_kind: Counter[str] = field(default_factory=Counter)  # classification name -> rows
     every: Counter[str] = field(default_factory=Counter)
+    # question -> kind (radio, checklist, text) -> labels; object kind -> labels
+    question_kinds: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    object_kinds: Counter[str] = field(default_factory=Counter)
+    media_counts: Counter[str] = field(default_factory=Counter)  # image/text/... -> rows
+    media_rows: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def survey(self) -> DataSurvey:
+        return DataSurvey(
+            question_kinds={q: dict(k) for q, k in self.question_kinds.items()},
+            object_kinds=dict(self.object_kinds),
+            media_rows={k: list(v) for k, v in self.media_rows.items()},
+            media_counts=dict(self.media_counts),
+        )
 
 
 def _note(ids: list[str], row_id: str) -> None:
     if len(ids) < MAX_IDS:
         ids.append(row_id)
+
+
+# MIME major types that say what a data row is; others (``application/octet-stream``...) say
+# nothing certain and are not counted.
+MEDIA_MAJORS = frozenset({"image", "text", "video", "audio"})
+
+
+def media_of(mime_type: str | None) -> str | None:
+    """The media kind of a MIME type: its major type if one of :data:`MEDIA_MAJORS`."""
+    if not mime_type or "/" not in mime_type:
+        return None
+    major = mime_type.split("/", 1)[0].strip().lower()
+    return major if major in MEDIA_MAJORS else None
 
 
 def _survey(rows: Iterable[ExportRow], kind: ClassificationKind | None) -> _Tally:
@@ -92,16 +125,23 @@ def _survey(rows: Iterable[ExportRow], kind: ClassificationKind | None) -> _Tall
             continue
         tally.labelled += 1
         _note(tally.labelled_ids, row.data_row_id)
+        media_kind = media_of(row.mime_type)
+        if media_kind is not None:
+            tally.media_counts[media_kind] += 1
+            _note(tally.media_rows[media_kind], row.data_row_id)
         for cls in row.classifications:
             tally.every[cls.name] += 1
+            tally.question_kinds[cls.name][cls.kind] += 1
             if cls.kind == kind:
                 tally.by_kind[cls.name] += 1
+        for object_kind in {object_kind_of(raw) for raw in row.objects}:
+            tally.object_kinds[object_kind] += 1
     return tally
 
 
-def _feature(tally: _Tally, wanted: str) -> str:
+def _feature(tally: _Tally, wanted: str, kind: ClassificationKind) -> str:
     """The classification question to learn: ``wanted`` if some label answers it, else the
-    most answered question of the type's answer kind (else of any kind)."""
+    most answered question of the type's answer kind."""
     if wanted:
         if wanted not in tally.every:
             raise BadInputError(
@@ -109,10 +149,17 @@ def _feature(tally: _Tally, wanted: str) -> str:
                 f"(found: {', '.join(sorted(tally.every)) or 'none'})"
             )
         return wanted
-    counts = tally.by_kind or tally.every
-    if not counts:
-        raise BadInputError("no label has a classification answer to learn")
-    return counts.most_common(1)[0][0]
+    if not tally.by_kind:
+        if not tally.every:
+            raise BadInputError("no label has a classification answer to learn")
+        found = ", ".join(
+            f"{q!r} ({'/'.join(sorted(tally.question_kinds[q]))})" for q in sorted(tally.every)
+        )
+        raise BadInputError(
+            f"no label answers a {kind} question, which this model type learns; the labels "
+            f"answer {found}. Pick the model type for that kind of question"
+        )
+    return tally.by_kind.most_common(1)[0][0]
 
 
 def build_dataset(
@@ -136,7 +183,10 @@ def build_dataset(
         raise BadInputError("the model run has no data rows")
     if not tally.labelled:
         raise BadInputError("no data row of the model run has a label", tally.row_ids)
-    feature = _feature(tally, hp.feature_name) if kind.answer_kind is not None else ""
+    feature = (
+        _feature(tally, hp.feature_name, kind.answer_kind) if kind.answer_kind is not None else ""
+    )
+    kind.check_data(survey=tally.survey(), question=feature)
     dropped: dict[str, list[str]] = defaultdict(list)
     broken: list[str] = []
     first_error = ""
@@ -151,7 +201,8 @@ def build_dataset(
                 continue
             entry = lookup(row.data_row_id)
             if entry is None or entry.error or entry.path is None:
-                first_error = first_error or (entry.error if entry else None) or "not fetched"
+                reason = (entry.error if entry else None) or "not fetched"
+                first_error = first_error or f"data row {row.data_row_id}: {reason}"
                 _note(broken, row.data_row_id)
                 dropped["broken media"].append(row.data_row_id)
                 continue
@@ -175,13 +226,18 @@ def build_dataset(
             if example.split == Split.TRAIN:
                 train_counts.update(members)
                 if words is not None:
-                    words.add((media_root / entry.path).read_text(encoding="utf-8"))
+                    words.add(media.read_media_text(media_root / entry.path))
         if dropped["broken media"] and not hp.skip_broken_media:
             raise BadInputError(
                 f"media of {len(dropped['broken media'])} data row(s) could not be loaded "
                 f"(first: {first_error})",
                 broken,
             )
+        for reason, ids in sorted(dropped.items()):
+            if ids and reason != "broken media":
+                log.warning(
+                    "dropped %d data row(s): %s (first: %s)", len(ids), reason, ", ".join(ids[:5])
+                )
         if degenerate:
             log.warning(
                 "dropped %d annotations smaller than a pixel or outside their image", degenerate

@@ -16,12 +16,18 @@ from typing import Any, Literal
 from lbtrain_trainer.errors import BadInputError
 from lbtrain_trainer.splits import Split, split_from_run
 
+# The kinds of classification answer a model type can learn (its ``answer_kind``) ...
 ClassificationKind = Literal["radio", "checklist"]
+# ... and every kind an export's classification can have: "text" is a free-text answer, read
+# only so that ``prepare`` can say a question is of the wrong kind for the model type.
+QuestionKind = Literal["radio", "checklist", "text"]
 # The keys of the annotation objects this parser reads (docs/labelbox.md §5.1): an export's own
 # field names, whatever model type is trained (a type reads any other kind from the raw
 # ``ExportRow.objects``).
 BOX_KEY = "bounding_box"
 ENTITY_KEY = "location"
+# The geometry keys of export objects, to name an object's kind (polygons in a box run...).
+GEOMETRY_KEYS = (BOX_KEY, "polygon", "line", "point", "mask", ENTITY_KEY)
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,8 @@ class Entity:
 @dataclass(frozen=True)
 class Classification:
     name: str
-    kind: ClassificationKind
-    answers: tuple[str, ...]
+    kind: QuestionKind
+    answers: tuple[str, ...]  # a free-text answer's text, for "text"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,18 @@ class ExportRow:
     # The label's annotation objects as exported, for model types that read kinds the parser
     # does not (polygons, masks...): see lbtrain_trainer.modeltypes.
     objects: tuple[Mapping[str, Any], ...] = ()
+    # ``media_attributes.mime_type`` of the export (e.g. "image/png", "text/plain"), if any.
+    mime_type: str | None = None
+
+
+def object_kind(raw: Mapping[str, Any]) -> str:
+    """An export object's kind by its geometry key (one of :data:`GEOMETRY_KEYS`: the box
+    key, ``polygon``, ``location``...), else its ``annotation_kind``, else "unknown"."""
+    for key in GEOMETRY_KEYS:
+        if raw.get(key) is not None:
+            return key
+    kind = raw.get("annotation_kind")
+    return kind if isinstance(kind, str) and kind else "unknown"
 
 
 def find_run(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> Mapping[str, Any]:
@@ -92,6 +110,10 @@ def _parse_classification(raw: Mapping[str, Any]) -> Classification | None:
     if "checklist_answers" in raw and isinstance(raw["checklist_answers"], list):
         answers = tuple(_answer_name(a) for a in raw["checklist_answers"] if isinstance(a, Mapping))
         return Classification(name, "checklist", answers)
+    if "text_answer" in raw:
+        text = raw["text_answer"]
+        content = text.get("content") if isinstance(text, Mapping) else text
+        return Classification(name, "text", (str(content or ""),))
     return None
 
 
@@ -142,6 +164,8 @@ def parse_row(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> 
             cls = _parse_classification(raw) if isinstance(raw, Mapping) else None
             if cls is not None:
                 classifications.append(cls)
+    attributes = row.get("media_attributes")
+    mime = attributes.get("mime_type") if isinstance(attributes, Mapping) else None
     return ExportRow(
         data_row_id=row_id,
         global_key=str(data_row["global_key"]) if data_row.get("global_key") else None,
@@ -152,6 +176,7 @@ def parse_row(row: Mapping[str, Any], model_run_id: str, model_id: str = "") -> 
         entities=tuple(entities),
         classifications=tuple(classifications),
         objects=tuple(objects),
+        mime_type=mime if isinstance(mime, str) and mime else None,
     )
 
 

@@ -68,6 +68,7 @@ class Settings:
     termination_message_path: Path | None = None
     pretrained: Path | None = None
     allow_hub_download: bool = False
+    allow_loopback_media: bool = False  # fetch media from 127.0.0.1 (tests, demo)
 
     @property
     def artifact_destination(self) -> str:
@@ -95,6 +96,7 @@ FLAG_ENV: dict[str, str] = {
     "termination_message_path": contract.ENV_TERMINATION_MESSAGE_PATH,
     "pretrained": contract.ENV_PRETRAINED,
     "allow_hub_download": contract.ENV_ALLOW_HUB_DOWNLOAD,
+    "allow_loopback_media": contract.ENV_ALLOW_LOOPBACK_MEDIA,
 }
 
 
@@ -138,4 +140,5 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str] | None =
         termination_message_path=Path(term) if term else None,
         pretrained=Path(pretrained) if pretrained else None,
         allow_hub_download=parse_bool(get("allow_hub_download")),
+        allow_loopback_media=parse_bool(get("allow_loopback_media")),
     )

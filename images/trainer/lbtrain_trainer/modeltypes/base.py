@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from lbtrain_trainer.errors import BadInputError
 from lbtrain_trainer.hyperparams import Hyperparameters
 from lbtrain_trainer.manifest import Example, PreparedDataset
 from lbtrain_trainer.outputs import RowOutput
@@ -39,6 +40,75 @@ MEDIA_KINDS: tuple[MediaKind, ...] = ("image", "text")
 ANSWER_KINDS: tuple[ClassificationKind | None, ...] = (None, "radio", "checklist")
 # One (ground truth, model output) pair per evaluated data row.
 Pair = tuple[Example, RowOutput]
+# How a question kind reads in an error message.
+QUESTION_KINDS = {"radio": "radio (one answer)", "checklist": "checklist", "text": "free-text"}
+
+
+@dataclass(frozen=True)
+class DataSurvey:
+    """What ``prepare``'s first pass over the labelled rows found, for
+    :meth:`ModelType.check_data`: per classification question, how many labels answer it as
+    each kind (``radio``, ``checklist``, ``text``); per annotation object kind (``bounding_box``,
+    ``polygon``, ``location``...), how many labels hold one; per media kind of the export's
+    ``media_attributes.mime_type`` (``image``, ``text``, or another type such as ``video``),
+    some of the rows (rows without a MIME type are not counted)."""
+
+    question_kinds: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    object_kinds: Mapping[str, int] = field(default_factory=dict)
+    media_rows: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    media_counts: Mapping[str, int] = field(default_factory=dict)
+
+
+def _counted(counts: Mapping[str, int], names: Mapping[str, str] | None = None) -> str:
+    return ", ".join(
+        f"{(names or {}).get(k, k)} ({n} label{'s' if n != 1 else ''})"
+        for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+
+
+def question_mismatch(
+    type_name: str, answer_kind: ClassificationKind, question: str, kinds: Mapping[str, int]
+) -> str | None:
+    """Why ``question``, answered as ``kinds`` (kind -> labels), cannot train a type that
+    learns ``answer_kind`` answers; None when it can."""
+    wrong = {k: n for k, n in kinds.items() if k != answer_kind}
+    if not wrong:
+        return None
+    return (
+        f"model type {type_name!r} learns a {QUESTION_KINDS[answer_kind]} question, but "
+        f"{question!r} is answered as {_counted(wrong, QUESTION_KINDS)}: its predictions would "
+        "not fit the question in Labelbox. Pick the model type for that kind of question, or "
+        "another question with feature_name"
+    )
+
+
+def annotation_mismatch(
+    type_name: str, learns: Sequence[str], kinds: Mapping[str, int]
+) -> str | None:
+    """Why labels holding objects of ``kinds`` (kind -> labels) and none of ``learns`` cannot
+    train the type; None when some label holds a kind it learns (or no label holds objects)."""
+    if not kinds or any(k in learns for k in kinds):
+        return None
+    return (
+        f"model type {type_name!r} learns {' or '.join(learns)} annotations, but the labels "
+        f"hold only {_counted(kinds)}"
+    )
+
+
+def media_mismatch(
+    type_name: str, media: str, counts: Mapping[str, int]
+) -> tuple[str, list[str]] | None:
+    """Why rows whose media kinds are ``counts`` (kind -> rows) cannot train a type of
+    ``media``: the message and the wrong kinds; None when every counted row is ``media``."""
+    wrong = {k: n for k, n in counts.items() if k != media}
+    if not wrong:
+        return None
+    shown = ", ".join(f"{k} ({n} row{'s' if n != 1 else ''})" for k, n in sorted(wrong.items()))
+    return (
+        f"model type {type_name!r} trains on {media}, but data rows are {shown} "
+        "(media_attributes.mime_type)",
+        sorted(wrong),
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +180,31 @@ class ModelType(abc.ABC):
     # the classes it uses, sorted.
     synthetic_feature: ClassVar[str] = ""
     synthetic_classes: ClassVar[tuple[str, ...]] = ()
+
+    # The export object kinds this type learns (``rows.object_kind``: "bounding_box",
+    # "location"...); () when it learns classification answers or does not say.
+    annotation_kinds: ClassVar[tuple[str, ...]] = ()
+
+    def check_data(self, *, survey: DataSurvey, question: str) -> None:
+        """Raise :class:`BadInputError` when the data is of the wrong shape for this type, named
+        in the message: the learned ``question`` answered in another kind than
+        ``answer_kind``, labels with objects but none of ``annotation_kinds``, rows whose media
+        is not ``media``. Called by ``prepare`` before any example is made."""
+        found = media_mismatch(self.name, self.media, survey.media_counts)
+        if found is not None:
+            message, kinds = found
+            rows = [r for k in kinds for r in survey.media_rows.get(k, ())]
+            raise BadInputError(message, rows)
+        if self.answer_kind is not None and question:
+            why = question_mismatch(
+                self.name, self.answer_kind, question, survey.question_kinds.get(question, {})
+            )
+            if why is not None:
+                raise BadInputError(why)
+        if self.annotation_kinds:
+            why = annotation_mismatch(self.name, self.annotation_kinds, survey.object_kinds)
+            if why is not None:
+                raise BadInputError(why)
 
     def check_classes(self, *, classes: Sequence[str]) -> None:
         """Raise :class:`BadInputError` if the label set found in the data cannot train this

@@ -2,7 +2,9 @@
 
 A Faster R-CNN R50-FPN v2 (production, COCO weights) or a small FCOS learns the boxes
 (:mod:`lbtrain_trainer.tasks.detection`). Boxes are clipped to their image when prepared (one
-smaller than a pixel is dropped and counted). Evaluation computes mAP over every detection, as
+smaller than a pixel is dropped and counted). A row whose label holds objects but no box (only
+polygons, say) is dropped and counted, not trained as an empty image: that would teach the
+model that the polygon's object is background. Evaluation computes mAP over every detection, as
 mAP is defined, and uploads the boxes scoring at least ``score_threshold``; the headline is
 mAP@0.5. :func:`detection_evaluation` is public so that a plugin that learns other shapes as
 boxes (``examples/plugin-polygon``) scores them the same way.
@@ -22,11 +24,13 @@ from lbtrain_trainer.manifest import Example, PreparedDataset
 from lbtrain_trainer.models.pretrained import DETECTOR_FILE
 from lbtrain_trainer.modeltypes.base import Evaluation, ModelType, Pair, SyntheticLabel, Truth
 from lbtrain_trainer.outputs import RowOutput
-from lbtrain_trainer.rows import ExportRow
+from lbtrain_trainer.rows import BOX_KEY, ExportRow, object_kind
 
 if TYPE_CHECKING:
     from lbtrain_trainer.tasks.base import Task, TaskContext
 
+# Why a row labelled with objects but no box is dropped rather than trained as background.
+NO_BOX_REASON = "labelled with other shapes only, no bounding box"
 # (model run id, classes, example, output, score threshold) -> the row's NDJSON rows
 RowWriter = Callable[[str, Sequence[str], Example, RowOutput, float], list[dict[str, Any]]]
 
@@ -40,6 +44,7 @@ class BoundingBox(ModelType):
     production_defaults = hyperparams.DETECTION_PRODUCTION_DEFAULTS
     pretrained = (DETECTOR_FILE,)
     synthetic_classes = ("circle", "square")
+    annotation_kinds = (BOX_KEY,)
 
     def ground_truth(
         self,
@@ -50,6 +55,9 @@ class BoundingBox(ModelType):
         media_file: Path,
         hp: Hyperparameters,
     ) -> Truth:
+        if not row.boxes and row.objects:  # not an empty image: its objects are other shapes
+            kinds = sorted({object_kind(raw) for raw in row.objects})
+            return Truth(None, f"{NO_BOX_REASON} ({', '.join(kinds)})")
         example, dropped = box_truth(row, base, hp)
         return Truth(example, dropped_annotations=dropped)
 

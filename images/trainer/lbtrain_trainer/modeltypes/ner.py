@@ -3,7 +3,8 @@
 A BERT encoder (production, the pretrained text-encoder) or a small one tags each token; tags
 become spans again through the tokenizer's offsets (:mod:`lbtrain_trainer.tasks.ner`). Ground
 truth spans are checked against the text (offsets counted in UTF-16 are fixed, a span that does
-not match its token is bad input). Scored by entity-level exact-match macro-F1; each predicted
+not match its token is bad input). The text is read byte-faithfully (``\r\n`` stays two
+characters, as Labelbox counts offsets). Scored by entity-level exact-match macro-F1; each predicted
 entity is uploaded with an inclusive ``end``, as Labelbox counts.
 """
 
@@ -18,9 +19,10 @@ from lbtrain_trainer import hyperparams, metrics, predictions, synthetic
 from lbtrain_trainer.ground_truth import entity_truth
 from lbtrain_trainer.hyperparams import Hyperparameters
 from lbtrain_trainer.manifest import Example, PreparedDataset
+from lbtrain_trainer.media import read_media_text
 from lbtrain_trainer.models.pretrained import TEXT_DIR
 from lbtrain_trainer.modeltypes.base import Evaluation, ModelType, Pair, SyntheticLabel, Truth
-from lbtrain_trainer.rows import ExportRow
+from lbtrain_trainer.rows import ENTITY_KEY, ExportRow
 
 if TYPE_CHECKING:
     from lbtrain_trainer.tasks.base import Task, TaskContext
@@ -35,6 +37,7 @@ class Ner(ModelType):
     production_defaults = hyperparams.TEXT_PRODUCTION_DEFAULTS
     pretrained = (TEXT_DIR,)
     synthetic_classes = ("city", "person")
+    annotation_kinds = (ENTITY_KEY,)
 
     def ground_truth(
         self,
@@ -45,7 +48,7 @@ class Ner(ModelType):
         media_file: Path,
         hp: Hyperparameters,
     ) -> Truth:
-        return Truth(entity_truth(row, base, media_file.read_text(encoding="utf-8"), hp))
+        return Truth(entity_truth(row, base, read_media_text(media_file), hp))
 
     def task(self, ctx: TaskContext) -> Task:
         from lbtrain_trainer.tasks.ner import NerTask

@@ -13,6 +13,7 @@ from torch import nn
 
 from lbtrain_trainer.hyperparams import Hyperparameters
 from lbtrain_trainer.manifest import Example, PreparedDataset
+from lbtrain_trainer.media import read_media_text
 from lbtrain_trainer.outputs import RowOutput
 from lbtrain_trainer.runtime import Runtime
 
@@ -82,7 +83,7 @@ class Task(abc.ABC):
         return self.ctx.workspace / example.media
 
     def read_text(self, example: Example) -> str:
-        return self.media_path(example).read_text(encoding="utf-8")
+        return read_media_text(self.media_path(example))
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module: ...
