@@ -141,9 +141,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", type=Path, help="run the control plane in this folder and keep its logs"
     )
+    parser.add_argument(
+        "--operator-source",
+        type=Path,
+        help="run the operator of this checkout instead (e.g. a `git worktree` of an older "
+        "commit), to compare two versions under the same load; no README",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         vars(args).update(SMOKE, no_write=True)
+    if args.operator_source is not None:
+        if not (args.operator_source / "operator" / "lbtrain_operator").is_dir():
+            parser.error(f"--operator-source {args.operator_source}: no operator/lbtrain_operator")
+        args.no_write = True
     if args.ceiling_repeats < 1:
         parser.error(f"--ceiling-repeats must be at least 1, not {args.ceiling_repeats}")
     if not 1 <= args.job_phase_repeats <= args.ceiling_repeats:

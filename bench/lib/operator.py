@@ -57,11 +57,20 @@ async def prepare_namespace(kube: KubeClient, ns: str) -> dict[str, Any]:
 
 
 class Operator:
-    """`python -m lbtrain operator` for one namespace; `profile` runs it under cProfile."""
+    """`python -m lbtrain operator` for one namespace; `profile` runs it under cProfile;
+    `source` runs the operator of another checkout (its `lbtrain`, `operator` and `webhook`
+    folders first on the path), so two versions are measured by one script, side by side."""
 
     def __init__(
-        self, kubeconfig: Path, ns: str, fake: FakeLabelbox, log: Path, profile: Path | None = None
+        self,
+        kubeconfig: Path,
+        ns: str,
+        fake: FakeLabelbox,
+        log: Path,
+        profile: Path | None = None,
+        source: Path | None = None,
     ) -> None:
+        self.source = source
         prefix = ["-m", "cProfile", "-o", str(profile)] if profile else []
         self.args = [
             sys.executable,
@@ -86,9 +95,16 @@ class Operator:
 
     def start(self) -> None:
         env = {**os.environ, "LABELBOX_API_KEY": API_KEY, "NO_PROXY": "127.0.0.1,localhost"}
+        if self.source is not None:
+            paths = [self.source, self.source / "operator", self.source / "webhook"]
+            env["PYTHONPATH"] = os.pathsep.join(str(p) for p in paths)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO
+                self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.source or REPO,  # `-m` puts the working folder first on the path
             )
 
     def stop(self) -> None:

@@ -184,7 +184,14 @@ class Phase:
                 daemon=True,
             )
         self.profile = work / f"operator-{n}.prof" if args.profile else None
-        self.op = Operator(kubeconfig, self.ns, self.fake, work / f"operator-{n}.log", self.profile)
+        self.op = Operator(
+            kubeconfig,
+            self.ns,
+            self.fake,
+            work / f"operator-{n}.log",
+            self.profile,
+            args.operator_source,
+        )
         self.peak_sampled = 0
         self.tasks: list[asyncio.Task[None]] = []
 
