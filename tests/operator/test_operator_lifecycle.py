@@ -166,7 +166,9 @@ async def test_unschedulable_is_visible_and_keeps_the_message(
 async def test_image_pull_failure_fails_after_grace_and_stops_the_job(
     kube, namespace, kubelet, fake_labelbox, start_operator, make_template, make_run
 ) -> None:
-    await make_template(imagePullGracePeriodSeconds=1)
+    # A grace long enough for the operator to see the back-off inside it on a loaded machine
+    # (so the user sees EXPORTING_DATA with the reason first), short enough to keep the test quick.
+    await make_template(imagePullGracePeriodSeconds=5)
     start_operator()
     await make_run("pull")
     [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=pull")
