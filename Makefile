@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= dev,trainer
+EXTRAS ?= dev,trainer,objectstore
 
 .PHONY: demo test install testbed node-deps images lint typecheck pytest bench-deps clean
 
@@ -20,8 +20,11 @@ install: $(VENV)/.installed
 # Builds kube-apiserver, kube-controller-manager, etcd and the node's kubelet, kube-scheduler and
 # kube-proxy from Go modules on first use
 # (5 to 15 minutes on 2 cores), then answers from the cache in under a second.
+# Also versitygw, the S3-compatible server of the object-store tests (testbed/build-s3.sh:
+# about 4 to 6 min cold on 2 cores, cached under the same folder).
 testbed: install
 	PYTHON=$(PY) bash testbed/build.sh >/dev/null
+	bash testbed/build-s3.sh >/dev/null
 
 # Debian's containerd, runc, CNI plugins, iptables, buildah and mmdebstrap, for the real node
 # and the image builds (apt runs only when one is missing).

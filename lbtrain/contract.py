@@ -72,6 +72,11 @@ EXIT_BAD_INPUT: Final = 65  # sysexits EX_DATAERR
 # The artifact destination would leave its root (lbtrain.destination): a template or run that
 # must be fixed, so the run fails at once, with its own reason.
 EXIT_DESTINATION_ESCAPES: Final = 77  # sysexits EX_NOPERM
+# The artifact destination cannot be written: its fsspec backend is not installed, its bucket
+# does not exist, or its credentials are refused. The trainer finds out with a probe before any
+# expensive work; a template or Secret must be fixed, so the run fails at once, with its own
+# reason. (An endpoint that does not answer is an outage: exit 1, retried.)
+EXIT_DESTINATION_UNUSABLE: Final = 78  # sysexits EX_CONFIG
 # Any other non-zero exit is treated as transient and retried up to the template's backoffLimit.
 
 # Kubernetes truncates a termination message to 4096 bytes; the trainer keeps under it.

@@ -20,6 +20,7 @@ from lbtrain.kube import NAMESPACES, SERVICEACCOUNTS, KubeClient, NotFound, load
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.binaries import ensure_binaries, repo_root
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
+from lbtrain_dev.testbed.s3server import ensure_s3_binary
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,6 +32,14 @@ def testbed_bin(request: pytest.FixtureRequest) -> Path:
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         return ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def s3_binary(request: pytest.FixtureRequest) -> Path:
+    """versitygw, the real S3-compatible server (testbed/build-s3.sh), built on first use."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        return ensure_s3_binary()
 
 
 @pytest.fixture(scope="session")

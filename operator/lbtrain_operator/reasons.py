@@ -72,6 +72,11 @@ MSG_ARTIFACT_DESTINATION_ESCAPES: Final = (
     "{detail}; the run would write outside its own artifact folder, so it was not started "
     "(fix the template's artifacts.destination)"
 )
+ARTIFACT_DESTINATION_UNUSABLE: Final = "ArtifactDestinationUnusable"
+MSG_ARTIFACT_DESTINATION_UNUSABLE: Final = (
+    "{detail}; the trainer cannot write the run's weights there (fix the template's "
+    "artifacts.destination, its object-store backend or the credentials in its env/envFrom)"
+)
 JOB_REJECTED: Final = "JobRejected"
 MSG_JOB_REJECTED: Final = "the API server refused the Job: {detail}"
 IMAGE_PULL_FAILED: Final = "ImagePullFailed"
@@ -108,6 +113,10 @@ PERMANENT_EXITS: Final = {
     contract.EXIT_DESTINATION_ESCAPES: (
         ARTIFACT_DESTINATION_ESCAPES,
         MSG_ARTIFACT_DESTINATION_ESCAPES,
+    ),
+    contract.EXIT_DESTINATION_UNUSABLE: (
+        ARTIFACT_DESTINATION_UNUSABLE,
+        MSG_ARTIFACT_DESTINATION_UNUSABLE,
     ),
 }
 

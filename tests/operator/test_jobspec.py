@@ -121,6 +121,7 @@ def test_failure_policy_ignores_disruptions_and_fails_fast_on_bad_input() -> Non
     assert rules[1]["onExitCodes"]["values"] == [
         contract.EXIT_BAD_INPUT,
         contract.EXIT_DESTINATION_ESCAPES,
+        contract.EXIT_DESTINATION_UNUSABLE,
     ]
 
 

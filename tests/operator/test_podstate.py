@@ -186,3 +186,15 @@ def test_an_escaping_artifact_destination_is_final_with_its_own_reason() -> None
     assert obs.message.startswith("artifact destination '/a/../b' is refused")
     failed_job = observe(job(("Failed", "PodFailurePolicy")), [p], at(2), LIMITS)
     assert (failed_job.reason, failed_job.message) == (obs.reason, obs.message)
+
+
+def test_an_unusable_artifact_destination_is_final_with_its_own_reason() -> None:
+    message = (
+        '{"error": "artifact destination s3://runs/mr1 is unusable: the bucket does not exist"}'
+    )
+    refused = fk.terminated("export", IMAGE, contract.EXIT_DESTINATION_UNUSABLE, message=message)
+    p = pod(phase="Failed", export=refused)
+    obs = observe(job(), [p], at(1), LIMITS)  # before the Job applies its podFailurePolicy
+    assert (obs.phase, obs.reason) == (Phase.FAILED, r.ARTIFACT_DESTINATION_UNUSABLE)
+    assert obs.message.startswith("artifact destination s3://runs/mr1 is unusable")
+    assert "credentials in its env/envFrom" in obs.message

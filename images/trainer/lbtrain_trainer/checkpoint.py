@@ -62,23 +62,23 @@ class Checkpointer:
 
     @property
     def uri(self) -> str:
-        return self.destination.path(CHECKPOINT)
+        return self.destination.shown(CHECKPOINT)
 
     def save(self, state: State) -> None:
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "fingerprint": self.fingerprint,
-                "epoch": state.epoch,
-                "model": state.model,
-                "optimizer": state.optimizer,
-                "scheduler": state.scheduler,
-                "history": state.history,
-                "rng": torch.get_rng_state(),
-            },
-            buffer,
-        )
-        self.destination.write_bytes(CHECKPOINT, buffer.getvalue())
+        # Streamed into the destination: never a whole serialized copy in memory.
+        with self.destination.open_write(CHECKPOINT) as out:
+            torch.save(
+                {
+                    "fingerprint": self.fingerprint,
+                    "epoch": state.epoch,
+                    "model": state.model,
+                    "optimizer": state.optimizer,
+                    "scheduler": state.scheduler,
+                    "history": state.history,
+                    "rng": torch.get_rng_state(),
+                },
+                out,
+            )
         log.info("checkpoint: epoch %d saved to %s", state.epoch, self.uri)
 
     def load(self) -> State | None:

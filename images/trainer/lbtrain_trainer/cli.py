@@ -2,9 +2,10 @@
 
 The operator runs each stage as a container with the environment contract of
 :mod:`lbtrain.contract`; every variable can also be given as a flag (flags win). The exit code
-is the contract: 0 done, 65 the data cannot train (the operator fails the run without retry),
-anything else is retried. Every stage, failed or not, leaves a JSON summary of at most 4096
-bytes at the termination message path. ``types`` lists the registered model types (built in or
+is the contract: 0 done, 65 the data cannot train, 77 and 78 the artifact destination leaves its
+root or cannot be written (the operator fails the run without retry), anything else is retried.
+Every stage, failed or not, leaves a JSON summary of at most 4096 bytes at the termination
+message path. ``types`` lists the registered model types (built in or
 from an installed plugin) and where each comes from.
 """
 
@@ -58,6 +59,8 @@ environment (each also a flag; flags win):
 
 exit codes: {contract.EXIT_OK} done; {contract.EXIT_BAD_INPUT} the data cannot train (no retry); \
 {contract.EXIT_DESTINATION_ESCAPES} the artifact destination leaves its root (no retry); \
+{contract.EXIT_DESTINATION_UNUSABLE} the artifact destination cannot be written: no backend, \
+no bucket, refused credentials (no retry); \
 2 bad settings; 1 other (retried)
 """
 

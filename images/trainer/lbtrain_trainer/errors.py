@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lbtrain.contract import EXIT_BAD_INPUT, EXIT_DESTINATION_ESCAPES
+from lbtrain.contract import EXIT_BAD_INPUT, EXIT_DESTINATION_ESCAPES, EXIT_DESTINATION_UNUSABLE
 
 # How many row ids an error message lists before it says "and N more".
 MAX_LISTED_ROWS = 10
@@ -54,6 +54,14 @@ class DestinationEscapesError(TrainerError):
     run to fix, never retried (exit 77). Raised before anything is written there."""
 
     exit_code = EXIT_DESTINATION_ESCAPES
+
+
+class DestinationUnusableError(TrainerError):
+    """The artifact destination cannot be written: no fsspec backend for its scheme, no such
+    bucket, or refused credentials. Found by a probe before any expensive work; a template or
+    Secret to fix, never retried (exit 78). Its message never holds a credential."""
+
+    exit_code = EXIT_DESTINATION_UNUSABLE
 
 
 class UploadError(TrainerError):

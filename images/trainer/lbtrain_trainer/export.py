@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lbtrain_trainer import features, hyperparams, labelbox_io, media, splits
+from lbtrain_trainer import artifacts, features, hyperparams, labelbox_io, media, splits
 from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.rows import parse_row
 from lbtrain_trainer.settings import Settings
@@ -103,6 +103,8 @@ def resolve_splits(
 
 
 def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, Any]:
+    # First: a bucket that cannot take the weights fails the run before any export or download.
+    artifacts.open_checked(settings.artifact_destination)
     ws = Workspace(settings.workspace)
     ws.root.mkdir(parents=True, exist_ok=True)
     model_run = model_run or labelbox_io.get_model_run(settings)

@@ -12,7 +12,6 @@ completes (:func:`lbtrain_trainer.labelbox_io.upload_predictions`).
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lbtrain_trainer import features, hyperparams, labelbox_io
-from lbtrain_trainer.artifacts import Destination
+from lbtrain_trainer.artifacts import Destination, open_checked
 from lbtrain_trainer.checkpoint import Checkpointer, State, fingerprint
 from lbtrain_trainer.evaluation import Evaluation, evaluate
 from lbtrain_trainer.hyperparams import RESULTS_KEY, Hyperparameters
@@ -51,6 +50,7 @@ from lbtrain_trainer.workspace import Workspace
 
 log = logging.getLogger(__name__)
 MAX_GRAD_NORM = 5.0
+WEIGHTS = "model/weights.pt"
 
 
 class ExampleList(Dataset[Example]):
@@ -202,9 +202,9 @@ def train_epochs(
 
 
 def save_model(task: Task, model: nn.Module, destination: Destination, card: dict[str, Any]) -> str:
-    buffer = io.BytesIO()
-    torch.save(unwrap(model).state_dict(), buffer)
-    weights = destination.write_bytes("model/weights.pt", buffer.getvalue())
+    with destination.open_write(WEIGHTS) as out:  # streamed: no whole copy in memory
+        torch.save(unwrap(model).state_dict(), out)
+    weights = destination.shown(WEIGHTS)
     destination.write_bytes("model/model.json", json.dumps(card, indent=2, default=str).encode())
     scratch = Workspace(task.ctx.workspace).scratch_dir
     scratch.mkdir(parents=True, exist_ok=True)
@@ -290,6 +290,8 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
     ws = Workspace(settings.workspace)
     hp = hyperparams.load(ws.require(ws.hyperparameters_file, "export"))
     dataset = PreparedDataset.load(ws.require(ws.dataset_file, "prepare"))
+    # Before the model is built or a batch runs: a bucket that cannot take the weights fails now.
+    destination = open_checked(settings.artifact_destination)
     runtime = setup(hp)
     try:
         seed_everything(hp.seed)
@@ -297,7 +299,6 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
             TaskContext(dataset, hp, ws.root, settings.pretrained, settings.allow_hub_download)
         )
         model = prepare_model(task.build_model(), runtime, task.channels_last, hp.compile)
-        destination = Destination(settings.artifact_destination)
         checkpointer = Checkpointer(destination, fingerprint(task.describe(), hp))
         state, resumed_from, train_rate = train_epochs(
             task, model, dataset.split(Split.TRAIN), hp, runtime, checkpointer
