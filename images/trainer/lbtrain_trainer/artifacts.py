@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import logging
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from lbtrain import destination
 from lbtrain_trainer.errors import DestinationEscapesError, DestinationUnusableError, TrainerError
@@ -50,6 +51,28 @@ PROBE_PREFIX = ".lbtrain-probe-"
 _CONFIG_ERRORS = frozenset(
     {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError", "RefreshError"}
 )
+
+
+class BlockWriter(io.RawIOBase):
+    """Hands an fsspec file at most :data:`BLOCK_SIZE` bytes per write. fsspec's write buffer
+    copies whatever one ``write`` gives it before uploading, so ``torch.save`` writing a 94 MB
+    embedding in one call would otherwise make a second 94 MB copy."""
+
+    def __init__(self, out: Any) -> None:
+        super().__init__()
+        self._out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), BLOCK_SIZE):
+            self._out.write(view[start : start + BLOCK_SIZE])
+        return len(view)
+
+    def flush(self) -> None:  # the upload happens per block and at close, never on flush
+        return None
 
 
 class Destination:
@@ -117,7 +140,7 @@ class Destination:
             return
         out = self.fs.open(self.path(relative), "wb", block_size=BLOCK_SIZE)
         try:
-            yield out
+            yield cast(IO[bytes], BlockWriter(out))  # torch.save needs only write()
         except BaseException:
             out.discard()  # aborts a multipart upload; close() would publish a torn object
             out.closed = True
@@ -183,12 +206,14 @@ def probe_failure(shown_uri: str, exc: BaseException) -> TrainerError:
     detail = redact(f"{type(exc).__name__}: {exc}")
     names = {cls.__name__ for cls in type(exc).__mro__}
     status = http_status(exc)
-    if isinstance(exc, FileNotFoundError) or status == 404:
+    if isinstance(exc, FileNotFoundError):
         why = "its bucket does not exist"
-    elif isinstance(exc, PermissionError) or status in (401, 403):
+    elif isinstance(exc, PermissionError):
         why = "the credentials were refused"
     elif names & _CONFIG_ERRORS:
         why = "no usable credentials were found"
+    elif status in (401, 403, 404):  # an error code s3fs does not know (versitygw's own)
+        why = f"the store refused the request (HTTP {status})"
     else:
         return TrainerError(
             f"artifact destination {shown_uri} did not answer a probe write (retried): {detail}"
