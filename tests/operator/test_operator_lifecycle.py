@@ -191,6 +191,7 @@ async def test_image_pull_failure_fails_after_grace_and_stops_the_job(
         ("train", 137, "OOMKilled", "OOMKilled"),
         ("prepare", 65, "Error", "BadInput"),
         ("export", 77, "Error", "ArtifactDestinationEscapes"),
+        ("train", 78, "Error", "ArtifactDestinationUnusable"),
     ],
 )
 async def test_failures_that_end_the_run_at_once(
@@ -216,6 +217,9 @@ async def test_failures_that_end_the_run_at_once(
     message = {
         65: json.dumps({"error": "class 'cat' has 1 example; rows: ck1"}),
         77: json.dumps({"error": "artifact destination '/x' is refused: it is not under '/a'"}),
+        78: json.dumps(
+            {"error": "artifact destination s3://b/x is unusable: its bucket does not exist"}
+        ),
     }.get(exit_code, "")
     await kubelet.fail(pod, stage, exit_code=exit_code, reason=reason, message=message)
     st = await until(kube, namespace, "boom", lambda s: s.get("phase") == "Failed")
@@ -224,6 +228,8 @@ async def test_failures_that_end_the_run_at_once(
         assert "rows: ck1" in st["message"]
     if expected == "ArtifactDestinationEscapes":
         assert st["message"].startswith("artifact destination '/x' is refused")
+    if expected == "ArtifactDestinationUnusable":
+        assert st["message"].startswith("artifact destination s3://b/x is unusable: its bucket")
     stages = {
         "export": ["EXPORTING_DATA"],
         "prepare": ["EXPORTING_DATA", "PREPARING_DATA"],
