@@ -99,6 +99,7 @@ class Context:
     def forget(self, key: tuple[str, str]) -> None:
         """The run is done with (finished and reported, or deleted)."""
         self.runs.pop(key, None)
+        self.metrics.count_active(key, None)
         lock = self.run_locks.get(key)
         if lock is not None and not lock.locked():
             del self.run_locks[key]
@@ -219,6 +220,7 @@ class Pass:
         self.state.status = runstatus.fold(
             old, obs, self.now, self.body["metadata"].get("generation")
         )
+        self.ctx.metrics.count_active(self.key, self.status.phase)
 
     async def write(self, state: RunState) -> None:
         await write_status(self.ctx.kube, self.name, self.namespace, state)

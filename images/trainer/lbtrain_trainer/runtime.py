@@ -1,8 +1,10 @@
 """Where training runs: device, torchrun ranks, and the GPU fast paths.
 
 One object answers "which device, which rank, may I talk to Labelbox" for the train stage.
-Under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, set by the operator's Indexed Job through
-``PET_*``) every rank trains; only rank 0 uploads, writes config, saves weights and checkpoints.
+The operator runs one process per run (no torchrun, no rank variables: rank 0 of 1 on
+``cuda:0``). Under a torchrun that a custom image starts itself (``RANK``/``WORLD_SIZE``/
+``LOCAL_RANK``) every rank trains; only rank 0 uploads, writes config, saves weights and
+checkpoints.
 On CUDA the usual fast paths switch on (bf16 autocast, TF32, fused AdamW, pinned memory,
 channels_last for CNNs, optional ``torch.compile``); on a CPU the same code runs plainly.
 """
