@@ -45,6 +45,9 @@ PULL_NS = "lbtrain-pull"
 API_KEY = "lb-api-key-real-node"
 WEBHOOK_SECRET = "real-node-webhook-secret-" + secrets.token_hex(8)
 TEXT_TYPE = "text_single_classification"
+# The small templates of the failure tests list under a name of their own: the watched namespaces
+# also hold the chart's default templates, which serve TEXT_TYPE.
+SMALL_TYPE = "Text small"
 FULL = ["EXPORTING_DATA", "PREPARING_DATA", "TRAINING_MODEL", "COMPLETE"]
 # A closed port on loopback: the pull fails at once, and nothing leaves the machine.
 UNPULLABLE = "127.0.0.1:1/none:0"
@@ -82,10 +85,12 @@ def installed(
     kubectl = real_node.kubectl
     for ns in (RELEASE_NS, OOM_NS, PULL_NS):
         kubectl("create", "namespace", ns, check=True)
-    # The default templates' artifacts claim (the chart creates it) on a folder of this machine.
-    real_node.bind_hostpath_claim(
-        tmp_path_factory.mktemp("artifacts"), RELEASE_NS, "lbtrain-artifacts"
-    )
+    # The default templates' artifacts claim (the chart creates it in every watched namespace) on
+    # a folder of this machine.
+    for ns in (RELEASE_NS, OOM_NS, PULL_NS):
+        real_node.bind_hostpath_claim(
+            tmp_path_factory.mktemp(f"artifacts-{ns}"), ns, "lbtrain-artifacts"
+        )
     home = tmp_path_factory.mktemp("helm")
     helm = Helm(real_node.bin_dir / "helm", home, real_node.kubeconfig)
     values = {
@@ -277,10 +282,10 @@ def small_template(namespace: str, images: ImageSet, **spec: Any) -> dict[str, A
         "kind": "TrainingTemplate",
         "metadata": {"name": "text", "namespace": namespace},
         "spec": {
-            "modelType": TEXT_TYPE,
+            "modelType": SMALL_TYPE,
+            "task": TEXT_TYPE,
             "image": images.trainer.ref,
             "gpus": 1,
-            "nodeSelector": dict(nc.GPU_LABELS),
             "pretrained": "/opt/lbtrain/pretrained",
             "backoffLimit": 0,
             "hyperparameters": {"epochs": 1, "model_size": "production"},
@@ -296,7 +301,7 @@ async def run_by_hand(plane: ControlPlane, namespace: str, run_id: str) -> str:
         "apiVersion": "lbtrain.io/v1alpha1",
         "kind": "ModelRun",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"modelRunId": run_id, "modelType": TEXT_TYPE, "modelId": fake_cuid("model1")},
+        "spec": {"modelRunId": run_id, "modelType": SMALL_TYPE, "modelId": fake_cuid("model1")},
     }
     plane.kubectl("apply", "-f", "-", input=json.dumps(mr), check=True)
     return name

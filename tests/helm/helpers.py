@@ -77,6 +77,20 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
     return found[0]
 
 
+def notes(helm: Helm, values: dict[str, Any]) -> str:
+    """The install notes for `values` (plus the API key), release `lbtrain` in namespace `ml`."""
+    result = helm(
+        "install",
+        "lbtrain",
+        str(CHART),
+        "--namespace=ml",
+        "--dry-run=client",
+        *set_args({"labelbox.apiKey": API_KEY} | values),
+    )
+    text: str = result.stdout.split("NOTES:", 1)[1]
+    return text
+
+
 # --- cluster ----------------------------------------------------------------------------------
 
 

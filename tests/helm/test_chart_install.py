@@ -161,11 +161,17 @@ async def test_install_upgrade_uninstall(
     assert template["metadata"]["annotations"]["checksum/labelbox-api-key"] != checksum
     assert f"--namespace={extra_namespace}" in template["spec"]["containers"][0]["args"]
     assert can_i(kubectl, "lbtrain-operator", namespace, "create", "jobs.batch", extra_namespace)
+    # The watched namespace got what a run there needs: the templates and the artifacts claim.
+    extra = {t["metadata"]["name"] for t in get_json(kubectl, "tt", "-n", extra_namespace)["items"]}
+    assert extra == names
+    get_json(kubectl, "pvc", "lbtrain-artifacts", "-n", extra_namespace)
 
     # Uninstall: only what is kept on purpose stays.
     releases.uninstall("lbtrain", namespace)
     remaining = left_behind(kubectl, "lbtrain", [namespace, extra_namespace])
-    assert remaining == [f"{namespace}/persistentvolumeclaim/lbtrain-artifacts"], remaining
+    assert remaining == [
+        f"{ns}/persistentvolumeclaim/lbtrain-artifacts" for ns in (namespace, extra_namespace)
+    ], remaining
     pvc = get_json(kubectl, "pvc", "lbtrain-artifacts", "-n", namespace)
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     crds_established(kubectl)  # the CRDs stay too

@@ -17,7 +17,7 @@ import yaml
 
 import lbtrain
 
-from .helpers import API_KEY, CHART, CRDS_CHART, REPO, Helm, Render, documents, find, one
+from .helpers import API_KEY, CHART, CRDS_CHART, REPO, Helm, Render, documents, find, notes, one
 from .helpers import set_args as set_flags
 
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
@@ -82,8 +82,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "networkPolicy.apiServerCidrs": ["10.0.0.1/32"],
         "networkPolicy.labelboxCidrs": ["34.0.0.0/8"],
         "trainingTemplates.defaults.gpus": 2,
-        # Helm merges maps into the chart's: null removes a default key.
-        "trainingTemplates.defaults.nodeSelector": {"gpu": "a100", "nvidia.com/gpu.present": None},
+        "trainingTemplates.defaults.nodeSelector": {"gpu": "a100"},
     },
 }
 
@@ -376,7 +375,8 @@ def test_templates_switched_off_replaced_and_added(render: Render) -> None:
     yolo = tts["yolo"]
     assert yolo["modelType"] == "Yolo_v8" and "tolerations" not in yolo
     assert yolo["command"] == ["python", "-m", "yolo"] and yolo["labelbox"] == {"endpoint": "x"}
-    assert yolo["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, "defaults still apply"
+    assert yolo["gpus"] == 1 and yolo["backoffLimit"] == 2, "defaults still apply"
+    assert "nodeSelector" not in yolo, "no node label is needed by default"
     assert not find(docs, "PersistentVolumeClaim"), "an existing claim is not created"
     for doc in find(docs, "TrainingTemplate"):
         jsonschema.validate(doc, TT_SCHEMA)
@@ -632,19 +632,6 @@ def test_missing_api_key_says_what_to_set(helm: Helm) -> None:
 
 
 # --- NOTES and README ----------------------------------------------------------------------
-
-
-def notes(helm: Helm, values: dict[str, Any]) -> str:
-    result = helm(
-        "install",
-        "lbtrain",
-        str(CHART),
-        "--namespace=ml",
-        "--dry-run=client",
-        *set_flags({"labelbox.apiKey": API_KEY} | values),
-    )
-    text: str = result.stdout.split("NOTES:", 1)[1]
-    return text
 
 
 def test_notes_tell_the_url_and_how_to_read_the_secret(helm: Helm) -> None:

@@ -55,9 +55,12 @@ def test_only_the_api_server_may_use_the_kubelets_api(tmp_path: Path) -> None:
     assert conf["resolvConf"] == ""  # no name is resolved outside the testbed
 
 
-def test_the_node_looks_like_a_gpu_node_to_the_charts_templates(tmp_path: Path) -> None:
+def test_the_node_has_no_gpu_label_only_the_gpu_resource(tmp_path: Path) -> None:
+    """No GPU Feature Discovery label: the chart's default templates must place on a node that
+    only advertises nvidia.com/gpu, as a device plugin alone leaves it."""
     args = nc.kubelet_args(paths(tmp_path), tmp_path / "kc")
-    assert "--node-labels=nvidia.com/gpu.present=true" in args
+    assert not any(a.startswith("--node-labels") for a in args), args
+    assert not any("gpu.present" in a for a in args), args
     assert f"--node-ip={nc.node_ip()}" in args
     proxy = nc.proxy_args(tmp_path / "kc", 1, 2)
     assert f"--nodeport-addresses={nc.node_ip()}/32" in proxy

@@ -22,11 +22,11 @@ POD_CIDR = "10.244.0.0/24"
 SERVICE_CIDR = "10.0.0.0/24"  # the control plane's --service-cluster-ip-range
 PAUSE_IMAGE = "localhost/lbtrain-pause:1"
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
-# A GPU node as the chart's default templates expect one: labelled as NVIDIA's GPU feature
-# discovery labels it, with the GPU advertised as an extended resource (no device plugin here,
-# so the trainer falls back to the CPU).
+# A GPU node as a device plugin alone makes one: the GPU advertised as an extended resource (no
+# device plugin here, so the trainer falls back to the CPU) and no GPU label at all. NVIDIA's GPU
+# Feature Discovery would add nvidia.com/gpu.present=true; the chart's default templates must not
+# need it, and a node without it proves they do not.
 GPU_RESOURCE = "nvidia.com/gpu"
-GPU_LABELS = {"nvidia.com/gpu.present": "true"}
 DEFAULT_GPUS = 4
 
 
@@ -207,14 +207,12 @@ def kubelet_config(paths: NodePaths, pki: Path, ports: KubeletPorts) -> dict[str
 
 
 def kubelet_args(paths: NodePaths, kubeconfig: Path) -> list[str]:
-    labels = ",".join(f"{k}={v}" for k, v in GPU_LABELS.items())
     return [
         f"--config={paths.kubelet_config}",
         f"--kubeconfig={kubeconfig}",
         f"--hostname-override={NODE_NAME}",
         f"--node-ip={node_ip()}",
         f"--root-dir={paths.kubelet_root}",
-        f"--node-labels={labels}",
         "--v=1",
     ]
 

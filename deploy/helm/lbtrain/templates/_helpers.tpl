@@ -114,6 +114,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- $list | uniq | toJson -}}
 {{- end -}}
 
+{{/* The namespaces the chart prepares for runs (default TrainingTemplates, artifacts claim,
+     Labelbox Secret), as JSON: every watched namespace, or only the release namespace when
+     clusterWide (the chart cannot know every namespace; NOTES says what a run elsewhere needs). */}}
+{{- define "lbtrain.runNamespaces" -}}
+{{- if .Values.operator.clusterWide -}}
+{{- list .Release.Namespace | toJson -}}
+{{- else -}}
+{{- include "lbtrain.watchNamespaces" . -}}
+{{- end -}}
+{{- end -}}
+
 {{/* ---- checks run once per render --------------------------------------------------------- */}}
 {{- define "lbtrain.validate" -}}
 {{- if and (not .Values.labelbox.apiKey) (not .Values.labelbox.existingSecret) -}}
