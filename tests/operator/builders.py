@@ -12,7 +12,7 @@ from lbtrain.resources.models import ModelRun, TrainingTemplate
 from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import fake_kubelet as fk
 
-IMAGE = "ghcr.io/lbtrain/trainer:test"
+IMAGE = "127.0.0.1:1/lbtrain-trainer:test"
 
 
 def run(

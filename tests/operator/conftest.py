@@ -20,6 +20,8 @@ from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.controlplane import free_port
 
+from .builders import IMAGE
+
 API_KEY = "test-key-not-a-secret"
 
 
@@ -126,7 +128,7 @@ def make_template(kube: KubeClient, namespace: str) -> Callable[..., Any]:
             "metadata": {"name": name or model_type.lower().replace("_", "-")},
             "spec": {
                 "modelType": model_type,
-                "image": "ghcr.io/lbtrain/trainer:test",
+                "image": IMAGE,
                 "imagePullGracePeriodSeconds": 2,
                 **spec,
             },

@@ -37,7 +37,7 @@ def test_the_recorded_template_builds_the_job_with_everything_on_it():
             "small",
             "Text classification - fast",
             task="text_single_classification",
-            image="registry.local/small:1",
+            image="127.0.0.1:1/small:1",
             generation=4,
             imagePullGracePeriodSeconds=42,
         ),
@@ -55,7 +55,7 @@ def test_the_recorded_template_builds_the_job_with_everything_on_it():
     assert meta["labels"][LABEL_TASK] == "text_single_classification"
     assert meta["labels"][LABEL_MODEL_TYPE] == "Text_classification_-_fast"
     assert env_of(job, contract.ENV_MODEL_TYPE) == "text_single_classification"
-    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/small:1"
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "127.0.0.1:1/small:1"
 
 
 def test_a_run_made_by_hand_gets_the_template_serving_its_name():

@@ -48,7 +48,7 @@ async def pod_runner(kube, namespace, tmp_path: Path):
 def trainer_template(fake: Any, **hp: Any) -> dict[str, Any]:
     return {
         "gpus": 0,
-        "image": "ghcr.io/lbtrain/trainer:test",
+        "image": "127.0.0.1:1/lbtrain-trainer:test",
         "labelbox": {"endpoint": fake.endpoint, "restEndpoint": fake.rest_endpoint},
         "hyperparameters": {"model_size": "small", **hp},
     }

@@ -14,6 +14,8 @@ from lbtrain.resources.names import FINALIZER, LABEL_MODEL_RUN
 from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
+from .builders import IMAGE
+
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds", "lbsecret")]
 FULL = ["EXPORTING_DATA", "PREPARING_DATA", "TRAINING_MODEL", "COMPLETE"]
 
@@ -173,11 +175,9 @@ async def test_image_pull_failure_fails_after_grace_and_stops_the_job(
     await make_run("pull")
     [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=pull")
     await kubelet.schedule(pod)
-    await kubelet.wait_in(
-        pod, "export", "ImagePullBackOff", 'Back-off pulling image "ghcr.io/lbtrain/trainer:test"'
-    )
+    await kubelet.wait_in(pod, "export", "ImagePullBackOff", f'Back-off pulling image "{IMAGE}"')
     st = await until(kube, namespace, "pull", lambda s: s.get("phase") == "Failed", timeout=40)
-    assert st["reason"] == "ImagePullFailed" and "ghcr.io/lbtrain/trainer:test" in st["message"]
+    assert st["reason"] == "ImagePullFailed" and IMAGE in st["message"]
     job = await kube.wait_for(
         JOBS, "pull-train", namespace, lambda j: j["spec"].get("suspend") is True
     )

@@ -176,6 +176,6 @@ async def test_deleting_the_pod_stops_its_process(kube, namespace, runner, tmp_p
 
 
 def test_trainer_image_maps_to_this_checkout() -> None:
-    cmd = map_trainer_image("ghcr.io/lbtrain/trainer:0.1.0", ["lbtrain", "trainer", "export"])
+    cmd = map_trainer_image("127.0.0.1:1/lbtrain-trainer:0.1.0", ["lbtrain", "trainer", "export"])
     assert cmd == [sys.executable, "-m", "lbtrain", "trainer", "export"]
-    assert map_trainer_image("nvcr.io/nvidia/pytorch:24.01", ["python"]) is None
+    assert map_trainer_image("127.0.0.1:1/nvidia/pytorch:24.01", ["python"]) is None

@@ -25,7 +25,7 @@ def template_body(
         "spec": {
             "modelType": model_type,
             "description": description,
-            "image": "ghcr.io/lbtrain/trainer:test",
+            "image": "127.0.0.1:1/lbtrain-trainer:test",
             "env": [{"name": "SOME_TOKEN", "value": "never-shown-in-models"}],
         },
     }

@@ -1,8 +1,9 @@
 """The aiohttp application: thin handlers over the pure modules, state under typed AppKeys.
 
 Background work lives in `cleanup_ctx`: the template watch (list + watch into memory), the secret
-file poller, and closing the Kubernetes client. One middleware turns every failure into the
-JSON error shape, records metrics and writes one log line per request.
+file poller, the TLS certificate poller (when serving TLS), and closing the Kubernetes client.
+One middleware turns every failure into the JSON error shape, records metrics and writes one log
+line per request.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from lbtrain_webhook.secret_store import SecretStore
 from lbtrain_webhook.settings import Settings
 from lbtrain_webhook.signature import SIGNATURE_HEADER, failure_reason, verify
 from lbtrain_webhook.templates import TemplateCache
+from lbtrain_webhook.tls import ReloadingTls
 
 SETTINGS = web.AppKey("settings", Settings)
 SECRETS = web.AppKey("secrets", SecretStore)
@@ -42,6 +44,8 @@ METRICS = web.AppKey("metrics", Metrics)
 KUBE = web.AppKey("kube", KubeClient)
 NAMESPACE = web.AppKey("namespace", str)
 CACHE = web.AppKey("cache", TemplateCache)
+# Only when the settings name a certificate and key (`tls` of the app answers None otherwise).
+TLS = web.AppKey("tls", ReloadingTls)
 
 
 INFLIGHT = web.AppKey("inflight", InFlight)
@@ -260,6 +264,8 @@ def make_app(
     app[INFLIGHT] = InFlight()
     app[KUBE] = kube
     app[NAMESPACE] = namespace
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        app[TLS] = ReloadingTls(settings.tls_cert, settings.tls_key)
 
     def cache_changed(cache: TemplateCache) -> None:
         metrics.templates.set(len(cache))
@@ -278,7 +284,13 @@ def make_app(
     app.cleanup_ctx.append(_close_kube(owns_kube))
     app.cleanup_ctx.append(_template_watch)
     app.cleanup_ctx.append(_secret_reload)
+    app.cleanup_ctx.append(_tls_reload)
     return app
+
+
+def tls(app: web.Application) -> ReloadingTls | None:
+    """The app's reloading TLS context, or None when it serves plain HTTP."""
+    return app.get(TLS)
 
 
 def _close_kube(owned: bool) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -307,4 +319,14 @@ async def _template_watch(app: web.Application) -> AsyncIterator[None]:
 async def _secret_reload(app: web.Application) -> AsyncIterator[None]:
     poll = app[SECRETS].poll(app[SETTINGS].secret_poll_interval)
     async for _ in _background(poll, "lbtrain-webhook-secrets"):
+        yield
+
+
+async def _tls_reload(app: web.Application) -> AsyncIterator[None]:
+    reloading = tls(app)
+    if reloading is None:
+        yield
+        return
+    poll = reloading.poll(app[SETTINGS].secret_poll_interval)
+    async for _ in _background(poll, "lbtrain-webhook-tls"):
         yield

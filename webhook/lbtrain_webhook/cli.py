@@ -15,6 +15,7 @@ from lbtrain_webhook import settings as s
 from lbtrain_webhook.secret_store import SecretError
 from lbtrain_webhook.server import serve
 from lbtrain_webhook.settings import Settings, SettingsError, split_secrets
+from lbtrain_webhook.tls import TlsError
 
 log = get_logger("lbtrain.webhook.cli")
 
@@ -177,7 +178,7 @@ def main(argv: list[str]) -> int:
     configure_logging(settings.log_level)
     try:
         run(serve(settings))
-    except (SettingsError, SecretError, ConfigError, OSError) as exc:
+    except (SettingsError, SecretError, TlsError, ConfigError, OSError) as exc:
         log.error("cannot start the webhook", extra={"error": f"{type(exc).__name__}: {exc}"})
         return 2
     except KeyboardInterrupt:

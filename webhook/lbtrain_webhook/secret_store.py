@@ -19,7 +19,7 @@ from lbtrain_webhook.settings import Settings, split_secrets
 
 log = get_logger("lbtrain.webhook.secrets")
 
-_Stamp = tuple[int, int, int, int]
+Stamp = tuple[int, int, int, int]
 
 
 class SecretError(Exception):
@@ -29,12 +29,13 @@ class SecretError(Exception):
 @dataclass
 class _Source:
     path: Path
-    stamp: _Stamp | None = None
+    stamp: Stamp | None = None
     secrets: tuple[bytes, ...] = ()
 
 
-def _stamp(path: Path) -> _Stamp:
-    # stat follows the ..data symlink of a Secret volume, so an atomic swap shows as a new inode.
+def file_stamp(path: Path) -> Stamp:
+    """What changes when the file does. `stat` follows the `..data` symlink of a Secret volume,
+    so the kubelet's atomic swap shows as a new inode even when size and times match."""
     st = os.stat(path)
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -74,7 +75,7 @@ class SecretStore:
         """Read every file now; raise SecretError if one cannot be read."""
         for source in self._sources:
             try:
-                source.stamp = _stamp(source.path)
+                source.stamp = file_stamp(source.path)
                 source.secrets = read_secret_file(source.path)
             except (OSError, UnicodeDecodeError) as exc:
                 raise SecretError(f"cannot read secret file {source.path}: {_why(exc)}") from exc
@@ -87,7 +88,7 @@ class SecretStore:
         before = self._current
         for source in self._sources:
             try:
-                stamp = _stamp(source.path)
+                stamp = file_stamp(source.path)
                 if stamp == source.stamp:
                     continue
                 source.secrets, source.stamp = read_secret_file(source.path), stamp

@@ -1,30 +1,21 @@
-"""Running the webhook: the app on its port (optionally TLS), metrics on another, and a graceful
-stop that finishes in-flight requests (up to `shutdown_timeout`) before closing."""
+"""Running the webhook: the app on its port (optionally TLS, its certificate reloaded when the
+files change; see `tls.py`), metrics on another, and a graceful stop that finishes in-flight
+requests (up to `shutdown_timeout`) before closing."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from lbtrain.logs import get_logger
-from lbtrain_webhook.app import CACHE, INFLIGHT, METRICS, NAMESPACE, SECRETS, make_app
+from lbtrain_webhook.app import CACHE, INFLIGHT, METRICS, NAMESPACE, SECRETS, make_app, tls
 from lbtrain_webhook.metrics import make_metrics_app
 from lbtrain_webhook.settings import Settings
 
 log = get_logger("lbtrain.webhook.server")
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
-    return ctx
 
 
 @dataclass
@@ -42,7 +33,9 @@ class Server:
         runner = web.AppRunner(app, shutdown_timeout=s.shutdown_timeout, access_log=None)
         await runner.setup()
         self._runners.append(runner)
-        await web.TCPSite(runner, s.host, s.port, ssl_context=tls_context(s)).start()
+        reloading = tls(app)
+        ssl_context = reloading.context if reloading is not None else None
+        await web.TCPSite(runner, s.host, s.port, ssl_context=ssl_context).start()
         self._ports.append(int(runner.addresses[0][1]))
         if s.metrics_port:
             metrics_runner = web.AppRunner(make_metrics_app(app[METRICS]), access_log=None)

@@ -297,7 +297,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=term_when_parent_dies if die_with_parent else None,
+            preexec_fn=kill_when_parent_dies if die_with_parent else None,
         )
         log.close()
         self._procs[name] = proc
@@ -526,13 +526,32 @@ class ControlPlane:
         return self._api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
 
 
-def term_when_parent_dies() -> None:
-    """In the child (a `preexec_fn`): ask the kernel for SIGTERM when the parent dies, so that
-    even a SIGKILLed pytest session or demo leaves no process behind."""
+def _signal_when_parent_dies(sig: signal.Signals) -> None:
     import ctypes
 
     pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, sig)
+
+
+def term_when_parent_dies() -> None:
+    """In the child (a `preexec_fn`): ask the kernel for SIGTERM when the parent dies, for
+    processes whose own SIGTERM handling stops what they started (the demo's webhook, operator
+    and pod runner), so that even a SIGKILLed demo leaves no process behind."""
+    _signal_when_parent_dies(signal.SIGTERM)
+
+
+def kill_when_parent_dies() -> None:
+    """In the child (a `preexec_fn`): ask the kernel for SIGKILL when the parent dies.
+
+    For the testbed's components: after a SIGKILLed pytest session every one of them gets the
+    signal at once, and a SIGTERMed kube-apiserver whose etcd is gone too hangs in its graceful
+    shutdown for good. They keep nothing that a kill could corrupt (etcd's data lives in the
+    run's temporary folder; containerd and the kubelet are built to survive a crash), so the
+    kill is safe; the orderly path is `stop()`, which still sends SIGTERM first.
+
+    The kernel sends the signal when the *thread* that forked the child ends, so the control
+    plane is started from a thread that lives as long as the process (pytest's main thread)."""
+    _signal_when_parent_dies(signal.SIGKILL)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
