@@ -303,6 +303,9 @@ OPERATOR_MATRIX = [
     *((verb, "pods", "ns", True) for verb in ("get", "list", "watch")),
     ("create", "events", "ns", True),
     ("patch", "events", "ns", True),
+    ("list", "events", "ns", True),  # a starting pod's FailedMount Events
+    ("create", "persistentvolumeclaims", "ns", True),  # each run's artifacts claim
+    ("get", "persistentvolumeclaims", "ns", True),
     ("create", "events.events.k8s.io", "ns", True),
     ("create", "leases.coordination.k8s.io", "ns", True),
     ("list", "leases.coordination.k8s.io", "ns", True),
@@ -327,6 +330,9 @@ OPERATOR_MATRIX = [
     ("update", "trainingtemplates.lbtrain.io", "ns", False),
     ("delete", "trainingtemplates.lbtrain.io", "ns", False),
     ("update", "jobs.batch", "ns", False),
+    ("delete", "persistentvolumeclaims", "ns", False),
+    ("update", "persistentvolumeclaims", "ns", False),
+    ("create", "persistentvolumes", "cluster", False),
     ("patch", "leases.coordination.k8s.io/some-other-lease", "ns", False),
     ("delete", "leases.coordination.k8s.io/lbtrain-operator-heartbeat", "ns", False),
     ("create", "serviceaccounts/token", "ns", False),
