@@ -94,7 +94,11 @@ def left_behind(kubectl, release: str, namespaces: list[str]) -> list[str]:
 async def test_install_upgrade_uninstall(
     namespace: str, extra_namespace: str, kubectl, releases: Releases, cluster_helm: Helm
 ) -> None:
-    result = releases.install("lbtrain", namespace)
+    # The shared artifacts claim (off by default; each run gets its own claim otherwise) is
+    # what a release keeps after uninstall.
+    result = releases.install(
+        "lbtrain", namespace, {"artifacts.persistentVolumeClaim.create": True}
+    )
     assert "Models > Settings > Model training" in result.stdout, "NOTES are shown"
     crds_established(kubectl)
     status = json.loads(
