@@ -212,3 +212,21 @@ async def test_a_volume_that_cannot_mount_is_shown_then_fails_the_run_past_its_g
     final = fake_labelbox.status_updates(fake_cuid("stuck"))[-1]
     assert final.error_message.startswith("VolumeFailed: pod stuck-train-")
     assert "Multi-Attach error" in final.error_message
+
+
+async def test_an_unbound_claim_shows_the_scheduler_s_words_then_fails_the_run(
+    kube, namespace, kubelet: FakeKubelet, fake_labelbox, start_operator, make_template, make_run
+) -> None:
+    await make_template(**claim_template(), volumeGracePeriodSeconds=8)
+    start_operator()
+    await make_run("unbound")
+    [pod] = await kubelet.wait_for_pods(f"{LABEL_MODEL_RUN}=unbound")
+    message = "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+    await kubelet.unschedulable(pod, message)
+    st = await until(kube, namespace, "unbound", lambda s: s.get("reason") == "VolumePending")
+    assert st["phase"] == "Pending" and message in st["message"]
+    st = await until(kube, namespace, "unbound", lambda s: s.get("phase") == "Failed", timeout=40)
+    assert st["reason"] == "VolumeFailed" and message in st["message"]
+    await statuses_settle(fake_labelbox, fake_cuid("unbound"), ["EXPORTING_DATA", "FAILED"])
+    final = fake_labelbox.status_updates(fake_cuid("unbound"))[-1]
+    assert "unbound immediate PersistentVolumeClaims" in final.error_message
