@@ -43,6 +43,9 @@ PERMANENT_REASONS = frozenset(reason for reason, _ in r.PERMANENT_EXITS.values()
 # whose claim is not bound (or bound to a volume no node can reach).
 VOLUME_EVENT_REASONS = frozenset({"FailedMount", "FailedAttachVolume"})
 UNBOUND_CLAIM_WORDS = ("persistentvolumeclaim", "volume node affinity")
+# The kubelet pulls images and starts containers only once every volume is mounted: one of these
+# after a volume failure means that failure is over (the pod may pull a large image for minutes).
+VOLUMES_READY_REASONS = frozenset({"Pulling", "Pulled", "Created", "Started"})
 # A pod that starts within this many seconds has no volume trouble worth an Events list.
 VOLUME_EVENTS_AFTER_S = 5.0
 
@@ -207,7 +210,8 @@ def _volume_verdict(pod: str, detail: str, waited: float, limits: Limits) -> dic
 
 
 def volume_event_messages(events: Sequence[dict[str, Any]]) -> list[str]:
-    """The messages of a pod's volume failure Events (`VOLUME_EVENT_REASONS`), oldest first."""
+    """The messages of a pod's volume failure Events (`VOLUME_EVENT_REASONS`) that still hold,
+    oldest first: none once the kubelet went on to pull or start a container."""
 
     def when(event: dict[str, Any]) -> str:
         return str(
@@ -218,8 +222,14 @@ def volume_event_messages(events: Sequence[dict[str, Any]]) -> list[str]:
             or ""
         )
 
-    failed = [e for e in events if e.get("reason") in VOLUME_EVENT_REASONS]
-    return [str(e.get("message") or e.get("reason")) for e in sorted(failed, key=when)]
+    messages: list[str] = []
+    for event in sorted(events, key=when):
+        reason = event.get("reason")
+        if reason in VOLUMES_READY_REASONS:
+            messages = []
+        elif reason in VOLUME_EVENT_REASONS:
+            messages.append(str(event.get("message") or reason))
+    return messages
 
 
 def _pod_named(pods: Sequence[dict[str, Any]], name: str | None) -> dict[str, Any] | None:

@@ -227,6 +227,14 @@ def test_volume_events_make_the_wait_visible_then_fail_the_run_past_the_grace() 
     assert podstate.volume_wait(waiting, [], [p], at(900), VOLUME_LIMITS) == waiting
 
 
+def test_a_volume_failure_the_kubelet_got_past_is_over() -> None:
+    events = [
+        volume_event("FailedMount", "secret not registered", "2026-01-01T00:00:02Z"),
+        volume_event("Pulling", "Pulling image trainer", "2026-01-01T00:00:04Z"),
+    ]
+    assert podstate.volume_event_messages(events) == [], "a large image may pull for minutes"
+
+
 def test_an_unbound_claim_is_a_volume_wait_with_the_scheduler_s_words() -> None:
     msg = "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
     p = pod(node=None, conditions=[fk.condition("PodScheduled", "False", "Unschedulable", msg)])
