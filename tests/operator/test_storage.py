@@ -21,6 +21,7 @@ CLAIM = {
         "resources": {"requests": {"storage": "20Gi"}},
     }
 }
+CLAIM_T = {"volumeClaimTemplate": CLAIM}
 
 
 def env_of(job: dict[str, Any]) -> dict[str, str]:
@@ -94,9 +95,6 @@ def test_only_the_run_s_own_claim_is_reused() -> None:
         storage.claim_owner(mislabelled, "mr-1", "uid-1")
         == f"ModelRun other (its {LABEL_MODEL_RUN} label)"
     )
-
-
-CLAIM_T = {"volumeClaimTemplate": CLAIM}
 
 
 def test_the_pod_mounts_its_claim_and_writes_under_it() -> None:
