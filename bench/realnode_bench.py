@@ -157,6 +157,10 @@ def install_chart(
         "labelbox.restEndpoint": labelbox.rest_endpoint,
         "labelbox.apiKey": API_KEY,
         "webhook.secret.value": WEBHOOK_SECRET,
+        # The testbed has no provisioner for the default per-run claims: one shared claim,
+        # bound above (ReadWriteOnce serves every run on one node).
+        "artifacts.persistentVolumeClaim.create": True,
+        "artifacts.persistentVolumeClaim.accessModes": ["ReadWriteOnce"],
         # The one change for this 2-core node: the trained template asks for 1 CPU, not 4.
         f"trainingTemplates.templates.{TEMPLATE_KEY}.resources": {
             "requests": {"cpu": "1", "memory": "2Gi"},

@@ -95,8 +95,31 @@ class Workspace(WireModel):
     medium: str | None = None
 
 
+class Retention(enum.StrEnum):
+    """What happens to a run's artifacts claim when the ModelRun is deleted."""
+
+    DELETE = "Delete"  # the claim is owned by the run and garbage-collected with it
+    RETAIN = "Retain"  # the claim has no owner and outlives the run
+
+
+class ClaimMetadata(WireModel):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class VolumeClaimTemplate(WireModel):
+    """The PersistentVolumeClaim each run gets (`<run>-artifacts`): metadata and a core/v1
+    PersistentVolumeClaimSpec, passed to the API server as written."""
+
+    metadata: ClaimMetadata = Field(default_factory=ClaimMetadata)
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
 class Artifacts(WireModel):
     destination: str | None = None
+    volume_claim_template: VolumeClaimTemplate | None = None
+    retention: Retention = Retention.DELETE
+    mount_path: str = "/artifacts"
 
 
 class Resources(WireModel):
@@ -131,6 +154,8 @@ class TrainingTemplateSpec(WireModel):
     active_deadline_seconds: int = 86400
     ttl_seconds_after_finished: int = 86400
     image_pull_grace_period_seconds: int = 300
+    volume_grace_period_seconds: int = 600
+    shm_size_limit: str | int | None = "2Gi"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     pod_security_context: dict[str, Any] | None = None
     security_context: dict[str, Any] | None = None
@@ -159,6 +184,10 @@ DEFAULT_ACTIVE_DEADLINE_SECONDS: int = TrainingTemplateSpec.model_fields[
 ].default
 DEFAULT_IMAGE_PULL_GRACE_SECONDS: int = TrainingTemplateSpec.model_fields[
     "image_pull_grace_period_seconds"
+].default
+
+DEFAULT_VOLUME_GRACE_SECONDS: int = TrainingTemplateSpec.model_fields[
+    "volume_grace_period_seconds"
 ].default
 
 

@@ -26,6 +26,10 @@ ANNOTATION_MODEL_RUN_ID: Final = f"{API_GROUP}/model-run-id"
 ANNOTATION_TEMPLATE: Final = f"{API_GROUP}/template"
 ANNOTATION_TEMPLATE_GENERATION: Final = f"{API_GROUP}/template-generation"
 ANNOTATION_IMAGE_PULL_GRACE: Final = f"{API_GROUP}/image-pull-grace-seconds"
+ANNOTATION_VOLUME_GRACE: Final = f"{API_GROUP}/volume-grace-seconds"
+# On a run's artifacts claim: the uid of the ModelRun it was made for, so a retained claim (no
+# owner) of an earlier run of the same name is told apart from this run's own.
+ANNOTATION_MODEL_RUN_UID: Final = f"{API_GROUP}/model-run-uid"
 
 # --- label values -----------------------------------------------------------------------------
 # A label value: at most 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends, or empty.

@@ -10,8 +10,10 @@ template that was deleted, or that now serves another Labelbox name, fails the r
 from another template would train something the user did not pick.
 
 Then, in order: the template must parse, must not set a variable the operator owns
-(`contract.RESERVED_ENV`: a later duplicate would silently win in Kubernetes), and the run's
-artifact destination must stay under its root. The Job returned is exactly the Job created.
+(`contract.RESERVED_ENV`: a later duplicate would silently win in Kubernetes), the run's
+artifact destination must stay under its root, and a local destination must lie on a writable
+mount of the pod (`storage.unwritable`). The Job returned is exactly the Job created, and the
+claim (when the template has a claim template) exactly the claim created before it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lbtrain import contract
 from lbtrain.destination import DestinationEscapes
 from lbtrain.resources.catalogue import Catalogue
 from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
-from lbtrain_operator import jobspec
+from lbtrain_operator import jobspec, storage
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Observation
 from lbtrain_operator.settings import Settings
@@ -36,10 +38,12 @@ REFUSING_STATUSES = frozenset({400, 422})
 
 @dataclass(frozen=True)
 class Admitted:
-    """The Job to create, and the template (at the generation) it was built from."""
+    """The Job to create, the template (at the generation) it was built from, and the run's
+    artifacts claim to create first (None: the template has no claim template)."""
 
     job: dict[str, Any]
     template: TrainingTemplate
+    claim: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,32 @@ def admit(
         return Refused(
             r.ARTIFACT_DESTINATION_ESCAPES, r.MSG_ARTIFACT_DESTINATION_ESCAPES.format(detail=exc)
         )
-    return Admitted(job, template)
+    target = jobspec.artifacts_destination(job)
+    mounts = storage.unwritable(target, template)
+    if mounts is not None:
+        message = r.MSG_ARTIFACT_DESTINATION_NOT_WRITABLE.format(
+            destination=target, mounts=", ".join(mounts)
+        )
+        return Refused(r.ARTIFACT_DESTINATION_NOT_WRITABLE, message)
+    return Admitted(job, template, storage.build_claim(run, run_uid, template))
+
+
+def claim_taken(claim: str, owner: str) -> Refused:
+    """A claim of the run's claim name exists and is not the run's own."""
+    return Refused(
+        r.ARTIFACT_CLAIM_TAKEN, r.MSG_ARTIFACT_CLAIM_TAKEN.format(claim=claim, owner=owner)
+    )
+
+
+def claim_refused_by_server(claim: str, status: int, message: str) -> Refused | None:
+    """The API server's refusal of the claim as the run's failure; None for answers worth a
+    retry."""
+    if status in REFUSING_STATUSES:
+        return Refused(
+            r.ARTIFACT_CLAIM_REJECTED,
+            r.MSG_ARTIFACT_CLAIM_REJECTED.format(claim=claim, detail=message),
+        )
+    return None
 
 
 def refused_by_server(status: int, message: str) -> Refused | None:

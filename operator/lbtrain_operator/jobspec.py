@@ -21,6 +21,7 @@ from lbtrain.resources.names import (
     ANNOTATION_MODEL_RUN_ID,
     ANNOTATION_TEMPLATE,
     ANNOTATION_TEMPLATE_GENERATION,
+    ANNOTATION_VOLUME_GRACE,
     GROUP_VERSION,
     LABEL_MANAGED_BY,
     LABEL_MODEL_RUN,
@@ -31,6 +32,7 @@ from lbtrain.resources.names import (
     label_value,
 )
 from lbtrain_operator import reasons as r
+from lbtrain_operator import storage
 from lbtrain_operator.settings import Settings
 
 WORKSPACE_VOLUME = "workspace"
@@ -61,7 +63,7 @@ def _env(run: ModelRun, template: TrainingTemplate, settings: Settings) -> list[
     secret = tspec.labelbox.api_key_secret_ref
     secret_name = secret.name if secret else settings.api_key_secret_name
     secret_key = secret.key if secret else settings.api_key_secret_key
-    artifacts = destination.expand(tspec.artifacts.destination, spec.model_run_id)
+    artifacts = destination.expand(storage.destination_template(template), spec.model_run_id)
     values = {
         contract.ENV_MODEL_RUN_ID: spec.model_run_id,
         contract.ENV_MODEL_TYPE: task(template),
@@ -93,6 +95,12 @@ def _env(run: ModelRun, template: TrainingTemplate, settings: Settings) -> list[
     return env + list(tspec.env)
 
 
+def artifacts_destination(job: dict[str, Any]) -> str:
+    """The expanded artifact destination a built Job gives its trainer."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    return str(next(e["value"] for e in container["env"] if e["name"] == contract.ENV_ARTIFACTS))
+
+
 def _security_context(template: TrainingTemplate, settings: Settings) -> dict[str, Any] | None:
     if template.spec.security_context is not None:
         return template.spec.security_context
@@ -113,10 +121,15 @@ def _container(
     settings: Settings,
     env: list[dict[str, Any]],
     gpu: bool,
+    mounts: list[dict[str, Any]],
 ) -> dict[str, Any]:
     tspec = template.spec
     limits = dict(tspec.resources.limits)
     requests = dict(tspec.resources.requests)
+    if tspec.workspace.size_limit is not None and not tspec.workspace.medium:
+        # The scheduler places the pod only where its workspace fits on the node's disk. Each
+        # stage runs alone (init containers one by one), so the pod asks for one workspace.
+        requests.setdefault("ephemeral-storage", tspec.workspace.size_limit)
     if gpu and tspec.gpus > 0:
         # Extended resources need requests == limits; only the train stage holds the GPUs.
         limits[tspec.gpu_resource_name] = tspec.gpus
@@ -131,6 +144,7 @@ def _container(
         "volumeMounts": [
             {"name": WORKSPACE_VOLUME, "mountPath": contract.DEFAULT_WORKSPACE},
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            *mounts,
             *tspec.volume_mounts,
         ],
         "terminationMessagePath": contract.DEFAULT_TERMINATION_MESSAGE_PATH,
@@ -143,15 +157,19 @@ def _container(
 
 
 def _pod_security_context(template: TrainingTemplate, settings: Settings) -> dict[str, Any]:
+    # OnRootMismatch: the kubelet changes a volume's group only when its root is not the pod's
+    # fsGroup already, instead of walking every file of a claim full of checkpoints on each
+    # mount (minutes for a large one).
     if template.spec.pod_security_context is not None:
-        return template.spec.pod_security_context
+        return {"fsGroupChangePolicy": "OnRootMismatch", **template.spec.pod_security_context}
     if not settings.restricted_pods:
-        return {}
+        return {"fsGroupChangePolicy": "OnRootMismatch"}
     return {  # the trainer image's own user (images/trainer/Dockerfile)
         "runAsNonRoot": True,
         "runAsUser": 10001,
         "runAsGroup": 10001,
         "fsGroup": 10001,
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -162,7 +180,8 @@ def build_job(
     """The complete batch/v1 Job body for `run`, owned by it.
 
     Raises `lbtrain.destination.DestinationEscapes` when the run's artifact destination would
-    leave the template's root: no Job is built for it.
+    leave the template's root: no Job is built for it. A template with a claim template mounts
+    the run's claim (`storage`), which the pass creates before this Job.
     """
     tspec, name = template.spec, run.metadata.name
     wanted = {
@@ -178,8 +197,10 @@ def build_job(
         ANNOTATION_TEMPLATE: template.metadata.name,
         ANNOTATION_TEMPLATE_GENERATION: str(template.metadata.generation or 0),
         ANNOTATION_IMAGE_PULL_GRACE: str(tspec.image_pull_grace_period_seconds),
+        ANNOTATION_VOLUME_GRACE: str(tspec.volume_grace_period_seconds),
     }
     env = _env(run, template, settings)  # the same for every stage
+    volumes, mounts = storage.pod_storage(name, template)
     workspace: dict[str, Any] = {}
     if tspec.workspace.size_limit is not None:
         workspace["sizeLimit"] = tspec.workspace.size_limit
@@ -189,13 +210,16 @@ def build_job(
         "restartPolicy": "Never",  # required by podFailurePolicy; the Job retries whole pods
         "automountServiceAccountToken": False,  # the trainer never calls the Kubernetes API
         "initContainers": [
-            _container(contract.STAGE_EXPORT, template, settings, env, gpu=False),
-            _container(contract.STAGE_PREPARE, template, settings, env, gpu=False),
+            _container(contract.STAGE_EXPORT, template, settings, env, False, mounts),
+            _container(contract.STAGE_PREPARE, template, settings, env, False, mounts),
         ],
-        "containers": [_container(contract.STAGE_TRAIN, template, settings, env, gpu=True)],
+        "containers": [
+            _container(contract.STAGE_TRAIN, template, settings, env, True, mounts),
+        ],
         "volumes": [
             {"name": WORKSPACE_VOLUME, "emptyDir": workspace},
             {"name": TMP_VOLUME, "emptyDir": {}},
+            *volumes,
             *tspec.volumes,
         ],
         "securityContext": _pod_security_context(template, settings),

@@ -2,7 +2,10 @@
 
 The pod's own status is the source of truth: which stage container runs, why a pod waits
 (Unschedulable, image pull errors), and why it ended (OOMKilled, the trainer's bad-input exit
-code, eviction or preemption). The Job's conditions say whether the run as a whole finished.
+code, eviction or preemption). A pod waiting for its volumes says so only in Events (the
+kubelet's FailedMount, FailedAttachVolume) or in the scheduler's unbound-claim message; the
+pass reads those Events for a pod that is slow to start, and `volume_wait` folds them in.
+The Job's conditions say whether the run as a whole finished.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from lbtrain.resources.models import (
     DEFAULT_ACTIVE_DEADLINE_SECONDS,
     DEFAULT_BACKOFF_LIMIT,
     DEFAULT_IMAGE_PULL_GRACE_SECONDS,
+    DEFAULT_VOLUME_GRACE_SECONDS,
     Phase,
 )
-from lbtrain.resources.names import ANNOTATION_IMAGE_PULL_GRACE
+from lbtrain.resources.names import ANNOTATION_IMAGE_PULL_GRACE, ANNOTATION_VOLUME_GRACE
 from lbtrain.timestamps import parse_optional
 from lbtrain_operator import reasons as r
 
@@ -34,6 +38,16 @@ FATAL_WAITING_REASONS = frozenset({"InvalidImageName"})
 CONFIG_ERROR_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
 SUMMARY_MAX_CHARS = contract.TERMINATION_MESSAGE_MAX_BYTES
 PERMANENT_REASONS = frozenset(reason for reason, _ in r.PERMANENT_EXITS.values())
+# The kubelet's and attach/detach controller's Event reasons for a volume that will not come up
+# (a pod's status only says ContainerCreating meanwhile), and the scheduler's words for a pod
+# whose claim is not bound (or bound to a volume no node can reach).
+VOLUME_EVENT_REASONS = frozenset({"FailedMount", "FailedAttachVolume"})
+UNBOUND_CLAIM_WORDS = ("persistentvolumeclaim", "volume node affinity")
+# The kubelet pulls images and starts containers only once every volume is mounted: one of these
+# after a volume failure means that failure is over (the pod may pull a large image for minutes).
+VOLUMES_READY_REASONS = frozenset({"Pulling", "Pulled", "Created", "Started"})
+# A pod that starts within this many seconds has no volume trouble worth an Events list.
+VOLUME_EVENTS_AFTER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Limits:
     """The template's tolerances that the observation applies."""
 
     image_pull_grace_s: int = DEFAULT_IMAGE_PULL_GRACE_SECONDS
+    volume_grace_s: int = DEFAULT_VOLUME_GRACE_SECONDS
     backoff_limit: int = DEFAULT_BACKOFF_LIMIT
     active_deadline_s: int = DEFAULT_ACTIVE_DEADLINE_SECONDS
 
@@ -49,10 +64,13 @@ def limits_of(job: dict[str, Any]) -> Limits:
     """The limits a Job was built with (`jobspec`), each falling back to the template's default
     when the Job lacks it."""
     spec = job.get("spec") or {}
-    grace = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_IMAGE_PULL_GRACE)
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    grace = annotations.get(ANNOTATION_IMAGE_PULL_GRACE)
+    volume = annotations.get(ANNOTATION_VOLUME_GRACE)
     defaults = Limits()
     return Limits(
         image_pull_grace_s=int(grace) if grace and grace.isdigit() else defaults.image_pull_grace_s,
+        volume_grace_s=int(volume) if volume and volume.isdigit() else defaults.volume_grace_s,
         backoff_limit=int(spec.get("backoffLimit", defaults.backoff_limit)),
         active_deadline_s=int(spec.get("activeDeadlineSeconds") or defaults.active_deadline_s),
     )
@@ -173,10 +191,79 @@ def _started_at(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def waited_s(pod: dict[str, Any], now: dt.datetime) -> float:
+    """Seconds since the kubelet took the pod (since it was created, before it is scheduled)."""
+    status, meta = pod.get("status") or {}, pod["metadata"]
+    started = parse_optional(status.get("startTime")) or parse_optional(
+        meta.get("creationTimestamp")
+    )
+    return (now - started).total_seconds() if started else 0.0
+
+
+def _volume_verdict(pod: str, detail: str, waited: float, limits: Limits) -> dict[str, Any]:
+    """VolumePending while the template's volume grace lasts, VolumeFailed after it."""
+    if waited >= limits.volume_grace_s:
+        message = r.MSG_VOLUME_FAILED.format(pod=pod, seconds=int(waited), detail=detail)
+        return {"phase": Phase.FAILED, "reason": r.VOLUME_FAILED, "message": message}
+    message = r.MSG_VOLUME_PENDING.format(pod=pod, detail=detail)
+    return {"phase": Phase.PENDING, "reason": r.VOLUME_PENDING, "message": message}
+
+
+def volume_event_messages(events: Sequence[dict[str, Any]]) -> list[str]:
+    """The messages of a pod's volume failure Events (`VOLUME_EVENT_REASONS`) that still hold,
+    oldest first: none once the kubelet went on to pull or start a container."""
+
+    def when(event: dict[str, Any]) -> str:
+        return str(
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or event.get("firstTimestamp")
+            or (event.get("metadata") or {}).get("creationTimestamp")
+            or ""
+        )
+
+    messages: list[str] = []
+    for event in sorted(events, key=when):
+        reason = event.get("reason")
+        if reason in VOLUMES_READY_REASONS:
+            messages = []
+        elif reason in VOLUME_EVENT_REASONS:
+            messages.append(str(event.get("message") or reason))
+    return messages
+
+
+def _pod_named(pods: Sequence[dict[str, Any]], name: str | None) -> dict[str, Any] | None:
+    return next((p for p in pods if p["metadata"]["name"] == name), None)
+
+
+def volume_events_due(obs: Observation, pods: Sequence[dict[str, Any]], now: dt.datetime) -> bool:
+    """Whether the pod's Events should be read: it is scheduled, its containers have not
+    started, and it has waited long enough for a volume to be the likely cause."""
+    if obs.reason != r.CONTAINER_CREATING:
+        return False
+    pod = _pod_named(pods, obs.pod_name)
+    return pod is not None and waited_s(pod, now) >= VOLUME_EVENTS_AFTER_S
+
+
+def volume_wait(
+    obs: Observation,
+    messages: Sequence[str],
+    pods: Sequence[dict[str, Any]],
+    now: dt.datetime,
+    limits: Limits,
+) -> Observation:
+    """A starting pod's observation with its volume Events folded in: VolumePending with the
+    newest message, VolumeFailed once the pod has waited past the template's volume grace."""
+    pod = _pod_named(pods, obs.pod_name)
+    if not messages or pod is None or obs.reason != r.CONTAINER_CREATING:
+        return obs
+    verdict = _volume_verdict(pod["metadata"]["name"], messages[-1], waited_s(pod, now), limits)
+    return replace(obs, **verdict)
+
+
 def observe_active_pod(pod: dict[str, Any], now: dt.datetime, limits: Limits) -> Observation:
     """A pod that has not ended: which stage runs, or why it waits."""
-    meta, status = pod["metadata"], pod.get("status") or {}
-    name, node = meta["name"], pod["spec"].get("nodeName")
+    name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
     here = Observation(
         Phase.PENDING, "", "", pod_name=name, node_name=node, running_time=_started_at(pod)
     )
@@ -184,16 +271,15 @@ def observe_active_pod(pod: dict[str, Any], now: dt.datetime, limits: Limits) ->
     def at(phase: Phase, reason: str, message: str) -> Observation:
         return replace(here, phase=phase, reason=reason, message=message)
 
+    waited = waited_s(pod, now)
     scheduled = _conditions(pod).get("PodScheduled") or {}
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         detail = scheduled.get("message") or "no node fits the pod"
+        if any(word in detail.lower() for word in UNBOUND_CLAIM_WORDS):
+            return replace(here, **_volume_verdict(name, detail, waited, limits))
         return at(
             Phase.PENDING, r.UNSCHEDULABLE, r.MSG_UNSCHEDULABLE.format(pod=name, detail=detail)
         )
-    started = parse_optional(status.get("startTime")) or parse_optional(
-        meta.get("creationTimestamp")
-    )
-    waited = (now - started).total_seconds() if started else 0.0
     for cs in _statuses(pod):
         state, cname = cs.get("state") or {}, cs["name"]
         if (state.get("terminated") or {}).get("exitCode") == 0 and cname != contract.STAGE_TRAIN:

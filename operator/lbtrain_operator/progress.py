@@ -27,7 +27,14 @@ STAGE_STATUS = {
 # Waiting reasons a Labelbox user should see while nothing runs: the run is at its first step
 # (exporting) but blocked, and the metadata says why.
 VISIBLE_WAITING = frozenset(
-    {r.UNSCHEDULABLE, r.IMAGE_PULL_BACKOFF, r.CONTAINER_CONFIG_ERROR, r.RETRYING, r.DISRUPTED}
+    {
+        r.UNSCHEDULABLE,
+        r.IMAGE_PULL_BACKOFF,
+        r.VOLUME_PENDING,
+        r.CONTAINER_CONFIG_ERROR,
+        r.RETRYING,
+        r.DISRUPTED,
+    }
 )
 
 

@@ -31,6 +31,8 @@ RETRYING: Final = "Retrying"
 MSG_RETRYING: Final = "attempt {attempt} failed ({detail}); the Job starts a new pod"
 DISRUPTED: Final = "Disrupted"
 MSG_DISRUPTED: Final = "pod {pod} was {how} ({detail}); retried without counting as a failure"
+VOLUME_PENDING: Final = "VolumePending"
+MSG_VOLUME_PENDING: Final = "pod {pod} is waiting for its volumes: {detail}"
 CRASH_LOOP_BACKOFF: Final = "CrashLoopBackOff"
 MSG_CRASH_LOOP_BACKOFF: Final = "container {container} keeps crashing: {detail}"
 
@@ -77,12 +79,31 @@ MSG_ARTIFACT_DESTINATION_UNUSABLE: Final = (
     "{detail}; the trainer cannot write the run's weights there (fix the template's "
     "artifacts.destination, its object-store backend or the credentials in its env/envFrom)"
 )
+ARTIFACT_DESTINATION_NOT_WRITABLE: Final = "ArtifactDestinationNotWritable"
+MSG_ARTIFACT_DESTINATION_NOT_WRITABLE: Final = (
+    "artifact destination {destination!r} is on no writable mount of the pod (writable: "
+    "{mounts}); the weights could not be saved, so the run was not started (set the "
+    "template's artifacts.volumeClaimTemplate, mount a volume there, or use an object-store "
+    "destination)"
+)
+ARTIFACT_CLAIM_TAKEN: Final = "ArtifactClaimTaken"
+MSG_ARTIFACT_CLAIM_TAKEN: Final = (
+    "PersistentVolumeClaim {claim} already exists and belongs to {owner}; it is never reused "
+    "for another run (delete it, or rename the ModelRun)"
+)
+ARTIFACT_CLAIM_REJECTED: Final = "ArtifactClaimRejected"
+MSG_ARTIFACT_CLAIM_REJECTED: Final = (
+    "the API server refused the artifacts claim {claim}: {detail} (fix the template's "
+    "artifacts.volumeClaimTemplate)"
+)
 JOB_REJECTED: Final = "JobRejected"
 MSG_JOB_REJECTED: Final = "the API server refused the Job: {detail}"
 IMAGE_PULL_FAILED: Final = "ImagePullFailed"
 MSG_IMAGE_PULL_FAILED: Final = (
     "cannot pull image {image} for {container} after {seconds}s: {detail}"
 )
+VOLUME_FAILED: Final = "VolumeFailed"
+MSG_VOLUME_FAILED: Final = "pod {pod} could not mount its volumes within {seconds}s: {detail}"
 CONTAINER_CONFIG_ERROR: Final = "ContainerConfigError"
 MSG_CONTAINER_CONFIG_ERROR: Final = "container {container} cannot start: {detail}"
 OOM_KILLED: Final = "OOMKilled"
@@ -141,6 +162,7 @@ WARNING_REASONS: Final = frozenset(
     {
         UNSCHEDULABLE,
         IMAGE_PULL_BACKOFF,
+        VOLUME_PENDING,
         RETRYING,
         DISRUPTED,
         CRASH_LOOP_BACKOFF,

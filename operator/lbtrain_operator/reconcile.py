@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbtrain.kube import (
+    EVENTS,
     JOBS,
     MODELRUNS,
+    PERSISTENTVOLUMECLAIMS,
     TRAININGTEMPLATES,
     AlreadyExists,
     ApiError,
@@ -33,7 +35,17 @@ from lbtrain.resources.catalogue import NAME_CONFLICT, Catalogue, listing_of
 from lbtrain.resources.models import ModelRun, Phase
 from lbtrain.resources.status import ModelRunStatus
 from lbtrain.timestamps import iso, seconds_since
-from lbtrain_operator import admission, delivery, events, jobspec, listing, outbox, runstatus
+from lbtrain_operator import (
+    admission,
+    delivery,
+    events,
+    jobspec,
+    listing,
+    outbox,
+    podstate,
+    runstatus,
+    storage,
+)
 from lbtrain_operator import reasons as r
 from lbtrain_operator.burst import BurstGate
 from lbtrain_operator.delivery import RunState
@@ -160,6 +172,10 @@ class Pass:
         if isinstance(admitted, admission.Refused):
             return admitted.observation()
         job, template = admitted.job, admitted.template
+        if admitted.claim is not None:
+            refused = await self.ensure_claim(admitted.claim, uid)
+            if refused is not None:
+                return refused.observation()
         try:
             # The answer echoes the Job (the largest body a pass handles); nothing reads it.
             await self.ctx.kube.create(JOBS, job, self.namespace, decode=False)
@@ -188,6 +204,36 @@ class Pass:
         self.emit("Normal", r.JOB_CREATED, runstatus.job_created_message(name, self.run, template))
         return created
 
+    async def ensure_claim(self, claim: dict[str, Any], uid: str) -> admission.Refused | None:
+        """Create the run's artifacts claim before its Job; an existing one is reused only when
+        it was made for this run (`storage.claim_owner`)."""
+        name = claim["metadata"]["name"]
+        try:
+            await self.ctx.kube.create(PERSISTENTVOLUMECLAIMS, claim, self.namespace, decode=False)
+            return None
+        except AlreadyExists:
+            existing = await self.ctx.kube.get(PERSISTENTVOLUMECLAIMS, name, self.namespace)
+        except ApiError as exc:
+            refused = admission.claim_refused_by_server(name, exc.status, exc.message)
+            if refused is None:
+                raise
+            return refused
+        owner = storage.claim_owner(existing, self.name, uid)
+        return None if owner is None else admission.claim_taken(name, owner)
+
+    async def volume_messages(self, obs: Observation) -> list[str]:
+        """The kubelet's messages about the volumes of a pod that is starting (FailedMount,
+        FailedAttachVolume Events), newest last; read only for a pod that has waited a while,
+        since most pods start without one."""
+        if obs.reason != r.CONTAINER_CREATING or not obs.pod_name:
+            return []
+        listed = await self.ctx.kube.list(
+            EVENTS,
+            self.namespace,
+            field_selector=f"involvedObject.kind=Pod,involvedObject.name={obs.pod_name}",
+        )
+        return podstate.volume_event_messages(listed.get("items") or [])
+
     async def observe(self, templates: Templates) -> Observation:
         got = await self.ensure_job(templates)
         if isinstance(got, Observation):
@@ -197,7 +243,10 @@ class Pass:
             # Its pods are created after the Job: their events wake the next pass.
             return Observation(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
         pods = self.ctx.objects.pods(self.key)
-        obs = observe(job, pods, self.now, limits_of(job))
+        limits = limits_of(job)
+        obs = observe(job, pods, self.now, limits)
+        if podstate.volume_events_due(obs, pods, self.now):
+            obs = podstate.volume_wait(obs, await self.volume_messages(obs), pods, self.now, limits)
         if runstatus.must_suspend(obs, runstatus.job_finished(job)):
             await self.ctx.kube.patch(
                 JOBS, job["metadata"]["name"], {"spec": {"suspend": True}}, self.namespace

@@ -7,9 +7,11 @@ and the operator's own pod deleted mid-run.
 
 The chart's values differ from its defaults only in the image references, the Labelbox endpoint
 (the fake Labelbox, on the node's bridge address so pods reach it), the secrets and, because
-this node has 2 cores, the CPU request of the one template trained here. Storage for the
-default templates' artifacts claim is a hostPath PersistentVolume, as a cluster admin (or a
-provisioner) would provide.
+this node has 2 cores, the CPU request of the one template trained here, and storage: the
+testbed has no provisioner for the per-run claims of the defaults, so the templates mount one
+shared claim (on a single node ReadWriteOnce serves every run), bound to a hostPath
+PersistentVolume as a cluster admin would provide. Per-run claims on this node are
+tests/e2e/test_storage.py's.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def installed(
         "labelbox.apiKey": API_KEY,
         "webhook.secret.value": WEBHOOK_SECRET,
         "operator.watchNamespaces": [OOM_NS, PULL_NS],
+        "artifacts.persistentVolumeClaim.create": True,
+        "artifacts.persistentVolumeClaim.accessModes": ["ReadWriteOnce"],
         # The one change for this 2-core node: the trained template asks for 1 CPU, not 4.
         "trainingTemplates.templates.text-single-classification.resources": {
             "requests": {"cpu": "1", "memory": "2Gi"},

@@ -94,7 +94,11 @@ def left_behind(kubectl, release: str, namespaces: list[str]) -> list[str]:
 async def test_install_upgrade_uninstall(
     namespace: str, extra_namespace: str, kubectl, releases: Releases, cluster_helm: Helm
 ) -> None:
-    result = releases.install("lbtrain", namespace)
+    # The shared artifacts claim (off by default; each run gets its own claim otherwise) is
+    # what a release keeps after uninstall.
+    result = releases.install(
+        "lbtrain", namespace, {"artifacts.persistentVolumeClaim.create": True}
+    )
     assert "Models > Settings > Model training" in result.stdout, "NOTES are shown"
     crds_established(kubectl)
     status = json.loads(
@@ -309,6 +313,9 @@ OPERATOR_MATRIX = [
     *((verb, "pods", "ns", True) for verb in ("get", "list", "watch")),
     ("create", "events", "ns", True),
     ("patch", "events", "ns", True),
+    ("list", "events", "ns", True),  # a starting pod's FailedMount Events
+    ("create", "persistentvolumeclaims", "ns", True),  # each run's artifacts claim
+    ("get", "persistentvolumeclaims", "ns", True),
     ("create", "events.events.k8s.io", "ns", True),
     ("create", "leases.coordination.k8s.io", "ns", True),
     ("list", "leases.coordination.k8s.io", "ns", True),
@@ -333,6 +340,9 @@ OPERATOR_MATRIX = [
     ("update", "trainingtemplates.lbtrain.io", "ns", False),
     ("delete", "trainingtemplates.lbtrain.io", "ns", False),
     ("update", "jobs.batch", "ns", False),
+    ("delete", "persistentvolumeclaims", "ns", False),
+    ("update", "persistentvolumeclaims", "ns", False),
+    ("create", "persistentvolumes", "cluster", False),
     ("patch", "leases.coordination.k8s.io/some-other-lease", "ns", False),
     ("delete", "leases.coordination.k8s.io/lbtrain-operator-heartbeat", "ns", False),
     ("create", "serviceaccounts/token", "ns", False),

@@ -305,8 +305,8 @@ def test_defaults(render: Render) -> None:
         "lbtrain-webhook",
         "lbtrain-operator",
     }
-    pvc = one(docs, "PersistentVolumeClaim", "lbtrain-artifacts")
-    assert pvc["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    # Each run gets its own artifacts claim from the operator; the shared one is off.
+    assert not find(docs, "PersistentVolumeClaim")
 
 
 def test_default_templates_are_the_examples(render: Render) -> None:
@@ -327,14 +327,96 @@ def test_default_templates_are_the_examples(render: Render) -> None:
         "text_single_classification",
         "text_multi_classification",
     }
-    crd_defaults = {"imagePullPolicy": "IfNotPresent", "gpuResourceName": "nvidia.com/gpu"}
+    crd_defaults = {
+        "imagePullPolicy": "IfNotPresent",
+        "gpuResourceName": "nvidia.com/gpu",
+        "volumeGracePeriodSeconds": 600,
+        "shmSizeLimit": "2Gi",
+    }
+    # Storage is where they differ: the examples mount one shared claim, the chart gives each
+    # run its own (test_every_run_gets_its_own_claim_by_default).
+    storage = ("artifacts", "volumes", "volumeMounts")
     for name, example in examples.items():
         spec = dict(tts[name]["spec"])
         for key, value in crd_defaults.items():
             assert spec.pop(key) == value
         want = copy.deepcopy(example["spec"])
         want["image"] = f"ghcr.io/lbtrain/trainer:{APP_VERSION}"
+        for key in storage:
+            spec.pop(key, None)
+            want.pop(key, None)
         assert spec == want, name
+
+
+def test_every_run_gets_its_own_claim_by_default(render: Render) -> None:
+    for tt in find(render(), "TrainingTemplate"):
+        spec = tt["spec"]
+        assert spec["artifacts"] == {
+            "destination": "/artifacts/{modelRunId}",
+            "volumeClaimTemplate": {
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "100Gi"}},
+                }
+            },
+            "retention": "Delete",
+            "mountPath": "/artifacts",
+        }, tt["metadata"]["name"]
+        assert "volumes" not in spec and "volumeMounts" not in spec
+        assert spec["volumeGracePeriodSeconds"] == 600 and spec["shmSizeLimit"] == "2Gi"
+        jsonschema.validate(tt, TT_SCHEMA)
+    docs = render(
+        {
+            "artifacts.perRunClaim.size": "500Gi",
+            "artifacts.perRunClaim.storageClassName": "fast-ssd",
+            "artifacts.perRunClaim.accessModes": ["ReadWriteOncePod"],
+            "artifacts.perRunClaim.retention": "Retain",
+            "trainingTemplates.defaults.volumeGracePeriodSeconds": 120,
+            "trainingTemplates.templates.ner.shmSizeLimit": "16Gi",
+        }
+    )
+    tts = {d["metadata"]["name"]: d["spec"] for d in find(docs, "TrainingTemplate")}
+    artifacts = tts["bounding-box"]["artifacts"]
+    assert artifacts["volumeClaimTemplate"]["spec"] == {
+        "accessModes": ["ReadWriteOncePod"],
+        "storageClassName": "fast-ssd",
+        "resources": {"requests": {"storage": "500Gi"}},
+    }
+    assert artifacts["retention"] == "Retain"
+    assert tts["bounding-box"]["volumeGracePeriodSeconds"] == 120
+    assert (tts["ner"]["shmSizeLimit"], tts["bounding-box"]["shmSizeLimit"]) == ("16Gi", "2Gi")
+
+
+def test_a_shared_claim_replaces_the_per_run_claims(render: Render) -> None:
+    docs = render({"artifacts.persistentVolumeClaim.create": True})
+    pvc = one(docs, "PersistentVolumeClaim", "lbtrain-artifacts")
+    assert pvc["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "runs on several nodes share it"
+    for tt in find(docs, "TrainingTemplate"):
+        spec = tt["spec"]
+        assert spec["artifacts"] == {"destination": "/artifacts/{modelRunId}"}
+        assert spec["volumes"] == [
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": "lbtrain-artifacts"}}
+        ]
+        assert spec["volumeMounts"] == [{"name": "artifacts", "mountPath": "/artifacts"}]
+
+
+def test_without_any_claim_weights_stay_in_the_workspace_or_an_object_store(
+    render: Render,
+) -> None:
+    docs = render({"artifacts.perRunClaim.enabled": False})
+    assert not find(docs, "PersistentVolumeClaim")
+    for tt in find(docs, "TrainingTemplate"):
+        # No destination: the operator's default, /workspace/artifacts/{modelRunId}.
+        assert "artifacts" not in tt["spec"] and "volumes" not in tt["spec"]
+    docs = render(
+        {
+            "artifacts.perRunClaim.enabled": False,
+            "artifacts.destination": "s3://models/{modelRunId}",
+        }
+    )
+    for tt in find(docs, "TrainingTemplate"):
+        assert tt["spec"]["artifacts"] == {"destination": "s3://models/{modelRunId}"}
 
 
 def test_templates_switched_off_replaced_and_added(render: Render) -> None:
@@ -591,6 +673,16 @@ BAD_VALUES = [
     ({"webhook.service.type": "External"}, "/webhook/service/type", "must be one of"),
     ({"operator.clusterWide": "yes"}, "/operator/clusterWide", "want boolean"),
     ({"labelbox.endpoint": "api.labelbox.com"}, "/labelbox/endpoint", "does not match"),
+    (
+        {"artifacts.perRunClaim.retention": "Forever"},
+        "/artifacts/perRunClaim/retention",
+        "must be one of 'Delete'",
+    ),
+    (
+        {"artifacts.perRunClaim.accessModes": ["RWO"]},
+        "/artifacts/perRunClaim/accessModes/0",
+        "must be one of",
+    ),
     # Cross-field rules, checked by the templates.
     ({"labelbox.existingSecret": "x"}, "either labelbox.apiKey or labelbox.existingSecret", ""),
     ({"webhook.tls.enabled": True}, "needs webhook.tls.secretName", ""),

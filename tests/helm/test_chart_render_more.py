@@ -166,7 +166,13 @@ def in_namespace(docs: list[dict[str, Any]], kind: str, ns: str) -> dict[str, An
 
 
 def test_every_watched_namespace_gets_the_default_templates_and_claim(render: Render) -> None:
-    docs = render({"operator.watchNamespaces": ["team-a", "team-b"]})
+    # The shared claim (off by default: each run gets its own) is the one a namespace must hold.
+    docs = render(
+        {
+            "operator.watchNamespaces": ["team-a", "team-b"],
+            "artifacts.persistentVolumeClaim.create": True,
+        }
+    )
     home = in_namespace(docs, "TrainingTemplate", "lbtrain")
     assert len(home) == 6
     for ns in ("team-a", "team-b"):
@@ -187,7 +193,7 @@ def test_every_watched_namespace_gets_the_default_templates_and_claim(render: Re
 
 
 def test_cluster_wide_templates_stay_in_the_release_namespace(render: Render) -> None:
-    docs = render({"operator.clusterWide": True})
+    docs = render({"operator.clusterWide": True, "artifacts.persistentVolumeClaim.create": True})
     assert {d["metadata"]["namespace"] for d in find(docs, "TrainingTemplate")} == {"lbtrain"}
     assert {d["metadata"]["namespace"] for d in find(docs, "PersistentVolumeClaim")} == {"lbtrain"}
 

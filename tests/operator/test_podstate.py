@@ -7,7 +7,7 @@ import datetime as dt
 from lbtrain import contract
 from lbtrain.resources.models import Phase
 from lbtrain_dev.testbed import fake_kubelet as fk
-from lbtrain_operator import progress
+from lbtrain_operator import podstate, progress
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Limits, observe
 
@@ -198,3 +198,66 @@ def test_an_unusable_artifact_destination_is_final_with_its_own_reason() -> None
     assert (obs.phase, obs.reason) == (Phase.FAILED, r.ARTIFACT_DESTINATION_UNUSABLE)
     assert obs.message.startswith("artifact destination s3://runs/mr1 is unusable")
     assert "credentials in its env/envFrom" in obs.message
+
+
+# --- volumes ----------------------------------------------------------------------------------
+VOLUME_LIMITS = Limits(volume_grace_s=600)
+MULTI_ATTACH = (
+    'Multi-Attach error for volume "pvc-1" Volume is already used by pod(s) mr-0-train-xyz'
+)
+
+
+def volume_event(reason: str, message: str, when: str) -> dict[str, object]:
+    return {"reason": reason, "message": message, "lastTimestamp": when, "type": "Warning"}
+
+
+def test_a_pod_that_starts_quickly_reads_no_events() -> None:
+    p = pod()
+    obs = observe(job(), [p], at(2), VOLUME_LIMITS)
+    assert obs.reason == r.CONTAINER_CREATING
+    assert not podstate.volume_events_due(obs, [p], at(2))
+    assert podstate.volume_events_due(obs, [p], at(6))
+
+
+def test_volume_events_make_the_wait_visible_then_fail_the_run_past_the_grace() -> None:
+    p = pod()
+    events = [
+        volume_event("Pulling", "Pulling image", "2026-01-01T00:00:01Z"),
+        volume_event("FailedAttachVolume", MULTI_ATTACH, "2026-01-01T00:00:09Z"),
+        volume_event("FailedMount", "timed out waiting for the condition", "2026-01-01T00:00:03Z"),
+    ]
+    messages = podstate.volume_event_messages(events)
+    assert messages == ["timed out waiting for the condition", MULTI_ATTACH], "oldest first"
+    waiting = observe(job(), [p], at(30), VOLUME_LIMITS)
+    obs = podstate.volume_wait(waiting, messages, [p], at(30), VOLUME_LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.PENDING, r.VOLUME_PENDING)
+    assert MULTI_ATTACH in obs.message and p["metadata"]["name"] in obs.message
+    late = podstate.volume_wait(waiting, messages, [p], at(600), VOLUME_LIMITS)
+    assert (late.phase, late.reason) == (Phase.FAILED, r.VOLUME_FAILED)
+    assert MULTI_ATTACH in late.message and "within 600s" in late.message
+    # No volume Event: the pod is just starting (pulling its image, say).
+    assert podstate.volume_wait(waiting, [], [p], at(900), VOLUME_LIMITS) == waiting
+
+
+def test_a_volume_failure_the_kubelet_got_past_is_over() -> None:
+    events = [
+        volume_event("FailedMount", "secret not registered", "2026-01-01T00:00:02Z"),
+        volume_event("Pulling", "Pulling image trainer", "2026-01-01T00:00:04Z"),
+    ]
+    assert podstate.volume_event_messages(events) == [], "a large image may pull for minutes"
+
+
+def test_an_unbound_claim_is_a_volume_wait_with_the_scheduler_s_words() -> None:
+    msg = "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+    p = pod(node=None, conditions=[fk.condition("PodScheduled", "False", "Unschedulable", msg)])
+    obs = observe(job(), [p], at(5), VOLUME_LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.PENDING, r.VOLUME_PENDING) and msg in obs.message
+    obs = observe(job(), [p], at(601), VOLUME_LIMITS)
+    assert (obs.phase, obs.reason) == (Phase.FAILED, r.VOLUME_FAILED) and msg in obs.message
+
+
+def test_the_volume_grace_comes_from_the_job() -> None:
+    j = job()
+    j["metadata"]["annotations"]["lbtrain.io/volume-grace-seconds"] = "45"
+    assert podstate.limits_of(j).volume_grace_s == 45
+    assert podstate.limits_of(job()).volume_grace_s == 600, "a Job built before the field"
