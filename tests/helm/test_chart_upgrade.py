@@ -51,8 +51,16 @@ async def test_upgrade_from_0_1_0_keeps_the_secret_and_model_runs(
     values = tmp_path / "my-values.yaml"
     values.write_text(yaml.safe_dump({"labelbox": {"apiKey": API_KEY}, "webhook": {"replicas": 1}}))
 
-    # The previous release, as a user installed it.
-    releases.install("lbtrain", namespace, chart=PREVIOUS, extra=(f"--values={values}",))
+    # The previous release, as a user installed it: its own CRDs, then the chart. The CRDs go in
+    # by kubectl, not by `helm install`, because this API server is shared with the other chart
+    # tests and may hold this version's CRDs already (Helm 4 applies a chart's CRDs server-side,
+    # and would conflict with kubectl's field manager). Step 1 below puts the new ones back.
+    old_crds = cluster_helm("show", "crds", str(PREVIOUS)).stdout
+    ok(kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=old_crds))
+    ok(kubectl("wait", "--for=condition=Established", "--timeout=60s", *CRD_NAMES))
+    releases.install(
+        "lbtrain", namespace, chart=PREVIOUS, extra=(f"--values={values}", "--skip-crds")
+    )
     assert chart_of(cluster_helm, namespace) == "lbtrain-0.1.0"
     ok(kubectl("wait", "--for=condition=Established", "--timeout=60s", *CRD_NAMES))
     ok(kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / "modelrun.yaml")))
