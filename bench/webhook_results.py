@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.lib.readme import write_block
-from bench.lib.stats import quantile
+from bench.lib.stats import quantile, ratio
 
 ENDPOINTS = ("GET /models", "POST /model_run")
 FLOORS = ("relay", "bare", "aiohttp")  # bench/floor_webhooks.py, with --floors
@@ -88,7 +88,7 @@ def report(cells: Cells, levels: list[int]) -> str:
         lines.append(
             f"| {c} | {api.rps:,.0f} | {api.ms(0.5):.2f} | {api.ms(0.99):.2f} | "
             f"{ours.rps:,.0f} | {ours.ms(0.5):.2f} | {ours.ms(0.99):.2f} | "
-            f"{ours.rps / api.rps:.2f} | {ours.ms(0.99) / api.ms(0.99):.2f} | "
+            f"{ratio(ours.rps, api.rps):.2f} | {ratio(ours.ms(0.99), api.ms(0.99)):.2f} | "
             f"{ours.cpu_us('lbtrain'):,.0f} | {api.cpu_us('kube-apiserver', 'etcd'):,.0f} | "
             f"{ours.cpu_us('kube-apiserver', 'etcd'):,.0f} | {api.cpu_us('generator'):,.0f} | "
             f"{ours.cpu_us('generator'):,.0f} |"
@@ -98,15 +98,15 @@ def report(cells: Cells, levels: list[int]) -> str:
         lines += ["", *floor_table(cells, levels)]
     errors = sum(cell.errors for cell in cells.values())
     get_ratios = [
-        get("lbtrain", "GET /models", c).rps / get("reference", "GET /models", c).rps
+        ratio(get("lbtrain", "GET /models", c).rps, get("reference", "GET /models", c).rps)
         for c in levels
     ]
     posts = [
         (get("lbtrain", "POST /model_run", c), get("api-direct", "POST /model_run", c))
         for c in levels
     ]
-    rate_ratios = [ours.rps / api.rps for ours, api in posts]
-    p99_ratios = [ours.ms(0.99) / api.ms(0.99) for ours, api in posts]
+    rate_ratios = [ratio(ours.rps, api.rps) for ours, api in posts]
+    p99_ratios = [ratio(ours.ms(0.99), api.ms(0.99)) for ours, api in posts]
 
     def verdict(values: list[float], ok: bool) -> str:
         shown = ", ".join(f"{v:.2f}" for v in values)
@@ -132,7 +132,10 @@ def report(cells: Cells, levels: list[int]) -> str:
             ("aiohttp", "the aiohttp floor (any webhook on `aiohttp.web`)"),
         ):
             ratios = [
-                get(floor, "POST /model_run", c).rps / get("api-direct", "POST /model_run", c).rps
+                ratio(
+                    get(floor, "POST /model_run", c).rps,
+                    get("api-direct", "POST /model_run", c).rps,
+                )
                 for c in levels
             ]
             lines.append(
@@ -165,7 +168,7 @@ def floor_table(cells: Cells, levels: list[int]) -> list[str]:
         api = cells[("api-direct", "POST /model_run", c)]
         row = [cells[(s, "POST /model_run", c)] for s in servers]
         aio, ours = row[servers.index("aiohttp")], row[-1]
-        rates = " | ".join(f"{cell.rps / api.rps:.2f}" for cell in row)
+        rates = " | ".join(f"{ratio(cell.rps, api.rps):.2f}" for cell in row)
         cpus = " | ".join(f"{cell.cpu_us(s):,.0f}" for cell, s in zip(row, servers, strict=True))
         planes = " | ".join(f"{cell.cpu_us(*plane):,.0f}" for cell in row)
         lines.append(

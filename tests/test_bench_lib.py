@@ -10,7 +10,7 @@ import pytest
 from bench.lib.ids import random_cuid, run_id
 from bench.lib.kube import parse_request_counts, per_run
 from bench.lib.readme import markers, with_block
-from bench.lib.stats import median, percentile, quantile
+from bench.lib.stats import median, percentile, quantile, ratio
 from lbtrain.ids import is_labelbox_id
 
 
@@ -73,3 +73,8 @@ def test_request_counts_per_run() -> None:
         "POST jobs": 1.0,
         "PATCH modelruns/status": 2.5,
     }
+
+
+def test_a_ratio_over_a_baseline_that_measured_nothing_is_nan_not_a_crash() -> None:
+    assert ratio(3.0, 2.0) == 1.5
+    assert math.isnan(ratio(3.0, 0.0))

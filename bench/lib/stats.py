@@ -35,3 +35,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = math.floor(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """`numerator / denominator`, or nan when the baseline measured nothing (a cell with no
+    request done on an overloaded machine): a table shows `nan` rather than the script dying."""
+    return numerator / denominator if denominator else float("nan")
