@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= dev,trainer,objectstore
 
-.PHONY: demo test install testbed node-deps images lint typecheck pytest bench-deps clean
+.PHONY: demo test install testbed node-deps images push lint typecheck pytest bench-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ node-deps:
 # Both images (webhook/operator and trainer) with buildah, cached under a key of every input.
 images: install node-deps
 	bash images/build.sh
+
+# Both images and the chart to a registry: make push REGISTRY=host[:port]/path [TAG=] [PLAIN_HTTP=1]
+# [COMPRESSION_LEVEL=1-9] [HELM=helm]. The images are this checkout's (build.sh answers from its
+# cache, or builds them); helm is the testbed's unless HELM names one.
+push: images
+	@lines=$$(bash images/build.sh) && helm_bin='$(HELM)' && \
+	if [ -z "$$helm_bin" ]; then helm_bin=$$(PYTHON=$(PY) bash testbed/build.sh | tail -n1)/helm; fi && \
+	HELM="$$helm_bin" REGISTRY='$(REGISTRY)' TAG='$(TAG)' PLAIN_HTTP='$(PLAIN_HTTP)' \
+	COMPRESSION_LEVEL='$(COMPRESSION_LEVEL)' bash images/push.sh $$(echo "$$lines" | cut -d' ' -f2)
 
 # FastAPI and uvicorn for bench/webhook_bench.py's reference server; not part of `make test`.
 bench-deps: install

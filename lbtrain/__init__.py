@@ -8,4 +8,4 @@ another; ``lbtrain_dev`` (the testbed, the fake Labelbox, the demo) may import t
 nothing that ships imports it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,17 +1,20 @@
-"""What a user installs, on a real node: `helm install` of the chart with its defaults, the two
-images built by `make images`, a signed POST /model_run through the webhook's Service, and a
-trainer pod whose three stage containers really run, until Labelbox reads COMPLETE. Then the
-failures a user meets on a real cluster, each with the reason and the Labelbox message they
-should see: OOMKilled, an image that cannot be pulled, data that cannot train, a cancelled run,
-and the operator's own pod deleted mid-run.
+"""What a user installs, on a real node: the two images built by `make images` and the chart,
+pushed by `make push`'s script to a registry (the testbed's, on loopback), `helm install` of the
+chart from that registry with `imageRegistry` set, a signed POST /model_run through the
+webhook's Service, and a trainer pod whose three stage containers really run, until Labelbox
+reads COMPLETE. Then the failures a user meets on a real cluster, each with the reason and the
+Labelbox message they should see: OOMKilled, an image that cannot be pulled, data that cannot
+train, a cancelled run, and the operator's own pod deleted mid-run.
 
-The chart's values differ from its defaults only in the image references, the Labelbox endpoint
-(the fake Labelbox, on the node's bridge address so pods reach it), the secrets and, because
-this node has 2 cores, the CPU request of the one template trained here, and storage: the
-testbed has no provisioner for the per-run claims of the defaults, so the templates mount one
-shared claim (on a single node ReadWriteOnce serves every run), bound to a hostPath
-PersistentVolume as a cluster admin would provide. Per-run claims on this node are
-tests/e2e/test_storage.py's.
+The images are pushed under a tag unique to the session, so the node pulls them by name from
+the registry (the `ctr import`ed `localhost/...` refs of the same images stay, for the other
+tests: removing a ref can remove the other refs of the same image). The chart's values differ
+from its defaults only in `imageRegistry`, the Labelbox endpoint (the fake Labelbox, on the
+node's bridge address so pods reach it), the secrets and, because this node has 2 cores, the CPU
+request of the one template trained here, and storage: the testbed has no provisioner for the
+per-run claims of the defaults, so the templates mount one shared claim (on a single node
+ReadWriteOnce serves every run), bound to a hostPath PersistentVolume as a cluster admin would
+provide. Per-run claims on this node are tests/e2e/test_storage.py's.
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from lbtrain.kube import JOBS, MODELRUNS, PODS, KubeClient, NotFound, load_config
 from lbtrain_dev.fake_labelbox import FakeLabelbox
@@ -34,10 +42,11 @@ from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.images import ImageSet
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed import nodeconfig as nc
-from lbtrain_dev.testbed.node import NodeError, leftovers
+from lbtrain_dev.testbed.node import NodeError, leftovers, trust_registry
+from lbtrain_dev.testbed.registry import Registry
 from lbtrain_trainer.synthetic import make_dataset
 
-from ..helm.helpers import CHART, Helm, set_args
+from ..helm.helpers import REPO, Helm, set_args
 
 pytestmark = [pytest.mark.testbed, pytest.mark.trainer, pytest.mark.slow]
 
@@ -59,15 +68,52 @@ def sign(body: bytes) -> str:
     return "sha1=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
 
 
-def image_values(images: ImageSet) -> dict[str, Any]:
-    repo, tag = images.lbtrain.ref.rsplit(":", 1)
-    trepo, ttag = images.trainer.ref.rsplit(":", 1)
-    return {
-        "image.repository": repo,
-        "image.tag": tag,
-        "trainingTemplates.defaults.image.repository": trepo,
-        "trainingTemplates.defaults.image.tag": ttag,
-    }
+@dataclass(frozen=True)
+class Pushed:
+    """What images/push.sh answered: the registry path, the tag, each image's manifest digest."""
+
+    registry: str  # 127.0.0.1:<port>/ml, the chart's imageRegistry
+    tag: str
+    digests: dict[str, str]  # image name (lbtrain, lbtrain-trainer) -> sha256:...
+    chart: str  # oci://.../charts/lbtrain (without the version)
+
+
+@pytest.fixture(scope="module")
+def registry(real_node: ControlPlane) -> Iterator[Registry]:
+    """The testbed's registry, trusted by the node's containerd over plain HTTP."""
+    with Registry() as reg:
+        trust_registry(real_node.node_paths, reg.host)
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def pushed(real_node: ControlPlane, registry: Registry, images: ImageSet) -> Pushed:
+    """Both images and the chart, pushed as `make push` pushes them, under a tag unique to this
+    session (a SemVer pre-release of the project's version, as the chart's version must be)."""
+    target = f"{registry.host}/ml"
+    version = str(yaml.safe_load((REPO / "deploy/helm/lbtrain/Chart.yaml").read_text())["version"])
+    tag = f"{version}-e2e.t{secrets.token_hex(4)}"
+    env = {
+        **os.environ, "REGISTRY": target, "TAG": tag, "PLAIN_HTTP": "1",
+        "COMPRESSION_LEVEL": "1", "HELM": str(real_node.bin_dir / "helm"),
+        "NO_PROXY": "127.0.0.1,localhost",
+    }  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", str(REPO / "images" / "push.sh"), str(images.lbtrain.archive),
+         str(images.trainer.archive)],
+        capture_output=True, text=True, env=env, timeout=1500, check=False,
+    )  # fmt: skip
+    print(f"images/push.sh took {time.monotonic() - started:.1f}s:\n{done.stderr[-3000:]}")
+    assert done.returncode == 0, done.stderr
+    *lines, chart = done.stdout.splitlines()  # `<ref> <digest>` per image, then the chart
+    digests = {}
+    for line in lines:
+        ref, digest = line.split()
+        digests[ref.removeprefix(f"{target}/").removesuffix(f":{tag}")] = digest
+    assert set(digests) == {"lbtrain", "lbtrain-trainer"}, done.stdout
+    assert chart == f"oci://{target}/charts/lbtrain:{tag}"
+    return Pushed(target, tag, digests, f"oci://{target}/charts/lbtrain")
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +125,12 @@ def labelbox() -> Iterator[FakeLabelbox]:
 @pytest.fixture(scope="module")
 def installed(
     real_node: ControlPlane,
-    images: ImageSet,
+    pushed: Pushed,
     labelbox: FakeLabelbox,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ControlPlane]:
-    """The chart, installed with its defaults and waited for (webhook and operator pods Ready)."""
+    """The chart, installed from the registry with its defaults and waited for (webhook and
+    operator pods Ready: their image pulled from the registry)."""
     kubectl = real_node.kubectl
     for ns in (RELEASE_NS, OOM_NS, PULL_NS):
         kubectl("create", "namespace", ns, check=True)
@@ -96,7 +143,7 @@ def installed(
     home = tmp_path_factory.mktemp("helm")
     helm = Helm(real_node.bin_dir / "helm", home, real_node.kubeconfig)
     values = {
-        **image_values(images),
+        "imageRegistry": pushed.registry,
         "labelbox.endpoint": labelbox.endpoint,
         "labelbox.restEndpoint": labelbox.rest_endpoint,
         "labelbox.apiKey": API_KEY,
@@ -113,8 +160,8 @@ def installed(
         "operator.extraArgs": ["--resync-interval=2", "--report-backoff-max=1"],
     }
     result = helm(
-        "install", "lbtrain", str(CHART), f"--namespace={RELEASE_NS}", "--wait",
-        "--timeout=5m", *set_args(values), check=False,
+        "install", "lbtrain", pushed.chart, f"--version={pushed.tag}", "--plain-http",
+        f"--namespace={RELEASE_NS}", "--wait", "--timeout=5m", *set_args(values), check=False,
     )  # fmt: skip
     if result.returncode != 0:
         print(kubectl("get", "pods", "-A", "-o", "wide").stdout)
@@ -228,9 +275,14 @@ def show(plane: ControlPlane, namespace: str) -> str:
 
 
 # --- the promise -------------------------------------------------------------------------------
-@pytest.mark.timeout(900)
+def pulled_image_ids(pod: dict[str, Any]) -> dict[str, str]:
+    statuses = pod["status"].get("initContainerStatuses", []) + pod["status"]["containerStatuses"]
+    return {s["name"]: s["imageID"] for s in statuses}
+
+
+@pytest.mark.timeout(1800)
 async def test_helm_install_then_train_model_completes_on_a_real_pod(
-    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
+    installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox, pushed: Pushed
 ) -> None:
     url = await service_url(installed)
     async with aiohttp.ClientSession() as session:
@@ -262,6 +314,28 @@ async def test_helm_install_then_train_model_completes_on_a_real_pod(
         logs = installed.kubectl("logs", "-n", RELEASE_NS, pod["metadata"]["name"], "-c", stage)
         assert logs.returncode == 0 and logs.stdout.strip(), (stage, logs.stderr)
     assert pod["spec"]["nodeName"] == nc.NODE_NAME
+    # Every container ran the trainer image the node pulled from the registry by its name: the
+    # image ID is the registry's manifest digest of the session's tag.
+    trainer = f"{pushed.registry}/lbtrain-trainer"
+    assert {c["image"] for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]} == {
+        f"{trainer}:{pushed.tag}"
+    }
+    # (containerd names the image by one of its repo digests: the same manifest pushed by an
+    # earlier session under another port would be named by that one, hence the suffix.)
+    ids = pulled_image_ids(pod)
+    assert set(ids) == {"export", "prepare", "train"}
+    assert all(
+        i.endswith(f"/ml/lbtrain-trainer@{pushed.digests['lbtrain-trainer']}") for i in ids.values()
+    ), ids
+    webhook = await kube.list(
+        PODS, RELEASE_NS, label_selector="app.kubernetes.io/component=webhook"
+    )
+    assert webhook["items"], "the webhook's pods"
+    for item in webhook["items"]:
+        ids = pulled_image_ids(item)
+        assert all(i.endswith(f"/ml/lbtrain@{pushed.digests['lbtrain']}") for i in ids.values()), (
+            ids
+        )
 
 
 def test_a_second_node_is_refused_and_leaves_the_running_one_alone(

@@ -11,7 +11,16 @@ import pytest
 
 from lbtrain_dev.testbed import ControlPlane
 
-from .helpers import API_KEY, CHART, KUBE_VERSION, Helm, Releases, Render, documents, set_args
+from .helpers import (
+    CHART,
+    KUBE_VERSION,
+    Helm,
+    Releases,
+    Render,
+    documents,
+    required_values,
+    set_args,
+)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +47,7 @@ def render(helm: Helm) -> Render:
         chart: Path = CHART,
         extra: tuple[str, ...] = (),
     ) -> list[dict[str, Any]]:
-        vals = {"labelbox.apiKey": API_KEY} if api_key and chart == CHART else {}
+        vals = required_values(api_key=api_key) if chart == CHART else {}
         vals.update(values or {})
         result = helm(
             "template",

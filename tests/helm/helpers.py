@@ -19,8 +19,17 @@ REPO = repo_root()
 CHART = REPO / "deploy" / "helm" / "lbtrain"
 CRDS_CHART = REPO / "deploy" / "helm" / "lbtrain-crds"
 KUBE_VERSION = "1.35.4"
-# The one value the chart cannot default: the Labelbox API key.
+# The values the chart cannot default, set wherever the chart is rendered or installed: the
+# Labelbox API key and the registry the images were pushed to (a closed port on loopback:
+# nothing is ever pulled from it).
 API_KEY = "lb-api-key-for-helm-tests"
+IMAGE_REGISTRY = "127.0.0.1:1/ml"
+REQUIRED_VALUES: dict[str, Any] = {"labelbox.apiKey": API_KEY, "imageRegistry": IMAGE_REGISTRY}
+
+
+def required_values(*, api_key: bool = True) -> dict[str, Any]:
+    """REQUIRED_VALUES, without the API key when a test gives labelbox.existingSecret instead."""
+    return {k: v for k, v in REQUIRED_VALUES.items() if api_key or k != "labelbox.apiKey"}
 
 
 class Helm:
@@ -110,7 +119,7 @@ class Releases:
         chart: Path = CHART,
         extra: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
-        vals = {"labelbox.apiKey": API_KEY} if chart == CHART else {}
+        vals = required_values() if chart == CHART else {}
         vals.update(values or {})
         # No --wait: there is no kubelet, so Deployments never become ready (helm 4 waits for
         # hooks only by default, and the chart has none).

@@ -32,7 +32,7 @@ from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.controlplane import free_port
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
-from .helpers import API_KEY, Helm, Releases, documents, one, sa_kubeconfig
+from .helpers import API_KEY, IMAGE_REGISTRY, Helm, Releases, documents, one, sa_kubeconfig
 
 pytestmark = pytest.mark.testbed
 
@@ -281,7 +281,7 @@ async def test_signed_post_trains_a_model_with_the_charts_service_accounts(
         assert job["metadata"]["ownerReferences"][0]["name"] == name
         pod_spec = job["spec"]["template"]["spec"]
         train = pod_spec["containers"][0]
-        assert train["image"] == "ghcr.io/lbtrain/trainer:0.1.0"
+        assert train["image"] == f"{IMAGE_REGISTRY}/lbtrain-trainer:{APP_VERSION}"
         api_key_env = next(e for e in train["env"] if e["name"] == "LABELBOX_API_KEY")
         assert api_key_env["valueFrom"]["secretKeyRef"] == {
             "name": "lbtrain-labelbox",

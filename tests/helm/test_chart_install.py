@@ -25,6 +25,7 @@ from .helpers import (
     CHART,
     CRDS_CHART,
     KUBE_VERSION,
+    REQUIRED_VALUES,
     Helm,
     Releases,
     can_i,
@@ -232,7 +233,7 @@ async def test_server_side_dry_run(
             "pod-security.kubernetes.io/warn=restricted",
         )
     )
-    values = {"labelbox.apiKey": API_KEY} | DRY_RUN_VARIANTS[variant]
+    values = REQUIRED_VALUES | DRY_RUN_VARIANTS[variant]
     rendered = cluster_helm(
         "template",
         "lbtrain",

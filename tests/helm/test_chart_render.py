@@ -17,7 +17,20 @@ import yaml
 
 import lbtrain
 
-from .helpers import API_KEY, CHART, CRDS_CHART, REPO, Helm, Render, documents, find, notes, one
+from .helpers import (
+    API_KEY,
+    CHART,
+    CRDS_CHART,
+    IMAGE_REGISTRY,
+    REPO,
+    REQUIRED_VALUES,
+    Helm,
+    Render,
+    documents,
+    find,
+    notes,
+    one,
+)
 from .helpers import set_args as set_flags
 
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
@@ -182,7 +195,7 @@ def args_of(docs: list[dict[str, Any]], component: str) -> list[str]:
 
 
 def test_lint_strict(helm: Helm) -> None:
-    result = helm("lint", "--strict", str(CHART), f"--set=labelbox.apiKey={API_KEY}")
+    result = helm("lint", "--strict", str(CHART), *set_flags(REQUIRED_VALUES))
     assert "0 chart(s) failed" in result.stdout
     result = helm("lint", "--strict", str(CRDS_CHART))
     assert "0 chart(s) failed" in result.stdout
@@ -246,7 +259,7 @@ def test_defaults(render: Render) -> None:
     assert operator["spec"]["strategy"] == {"type": "Recreate"}
     pod = operator["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "lbtrain-operator"
-    assert pod["containers"][0]["image"] == f"ghcr.io/lbtrain/lbtrain:{APP_VERSION}"
+    assert pod["containers"][0]["image"] == f"{IMAGE_REGISTRY}/lbtrain:{APP_VERSION}"
     assert args_of(docs, "operator") == [
         "operator",
         "--namespace=lbtrain",
@@ -341,7 +354,7 @@ def test_default_templates_are_the_examples(render: Render) -> None:
         for key, value in crd_defaults.items():
             assert spec.pop(key) == value
         want = copy.deepcopy(example["spec"])
-        want["image"] = f"ghcr.io/lbtrain/trainer:{APP_VERSION}"
+        want["image"] = f"{IMAGE_REGISTRY}/lbtrain-trainer:{APP_VERSION}"
         for key in storage:
             spec.pop(key, None)
             want.pop(key, None)
@@ -428,7 +441,7 @@ def test_templates_switched_off_replaced_and_added(render: Render) -> None:
             "trainingTemplates.templates.bounding-box.nodeSelector": {"gpu": "h100"},
             "trainingTemplates.templates.bounding-box.activeDeadlineSeconds": 3600,
             "trainingTemplates.templates.bounding-box.image": {
-                "repository": "registry.example.com/ml/trainer",
+                "repository": "127.0.0.1:1/team/lbtrain-trainer",
                 "tag": "2024.1",
                 "digest": DIGEST,
             },
@@ -449,7 +462,7 @@ def test_templates_switched_off_replaced_and_added(render: Render) -> None:
     box = tts["bounding-box"]
     assert box["gpus"] == 4 and box["nodeSelector"] == {"gpu": "h100"}
     assert box["activeDeadlineSeconds"] == 3600
-    assert box["image"] == f"registry.example.com/ml/trainer:2024.1@{DIGEST}"
+    assert box["image"] == f"127.0.0.1:1/team/lbtrain-trainer:2024.1@{DIGEST}"
     assert box["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert box["volumes"] == [
         {"name": "artifacts", "persistentVolumeClaim": {"claimName": "team-models"}}
@@ -633,7 +646,7 @@ def test_pinned_images_and_load_balancer(render: Render) -> None:
     docs = render(VARIANTS["load-balancer-pinned"])
     for name in ("lbtrain-webhook", "lbtrain-operator"):
         pod = one(docs, "Deployment", name)["spec"]["template"]["spec"]
-        assert pod["containers"][0]["image"] == f"ghcr.io/lbtrain/lbtrain:0.1.0-rc.1@{DIGEST}"
+        assert pod["containers"][0]["image"] == f"{IMAGE_REGISTRY}/lbtrain:0.1.0-rc.1@{DIGEST}"
         assert pod["imagePullSecrets"] == [{"name": "ghcr"}]
     service = one(docs, "Service", "lbtrain-webhook")["spec"]
     assert service["type"] == "LoadBalancer"
@@ -683,6 +696,8 @@ BAD_VALUES = [
         "/artifacts/perRunClaim/accessModes/0",
         "must be one of",
     ),
+    ({"imageRegistry": "https://127.0.0.1:1/ml"}, "/imageRegistry", "does not match"),
+    ({"imageRegistry": "127.0.0.1:1/ml/"}, "/imageRegistry", "does not match"),
     # Cross-field rules, checked by the templates.
     ({"labelbox.existingSecret": "x"}, "either labelbox.apiKey or labelbox.existingSecret", ""),
     ({"webhook.tls.enabled": True}, "needs webhook.tls.secretName", ""),
@@ -698,6 +713,12 @@ BAD_VALUES = [
         "",
     ),
     ({"trainingTemplates.templates.other": {"gpus": 1}}, "other.modelType is required", ""),
+    # One repository given is not both: the trainer's would still come from imageRegistry.
+    (
+        {"imageRegistry": "", "image.repository": "127.0.0.1:1/team/lbtrain"},
+        "set imageRegistry",
+        "trainingTemplates.defaults.image.repository",
+    ),
 ]
 
 
@@ -709,7 +730,7 @@ def test_bad_values_are_rejected_clearly(
         "template",
         "lbtrain",
         str(CHART),
-        f"--set=labelbox.apiKey={API_KEY}",
+        *set_flags(REQUIRED_VALUES),
         *set_flags(values),
         check=False,
     )
@@ -721,6 +742,52 @@ def test_missing_api_key_says_what_to_set(helm: Helm) -> None:
     result = helm("template", "lbtrain", str(CHART), check=False)
     assert result.returncode != 0
     assert "set labelbox.apiKey" in result.stderr and "labelbox.existingSecret" in result.stderr
+
+
+def test_missing_image_registry_says_what_to_set_and_how_to_push(helm: Helm) -> None:
+    """A user who installs without naming where the images are is told the value to set and
+    the command that puts the images there, before anything is created."""
+    result = helm(
+        "install",
+        "lbtrain",
+        str(CHART),
+        "--namespace=ml",
+        "--dry-run=client",
+        f"--set=labelbox.apiKey={API_KEY}",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "set imageRegistry" in result.stderr and "make push REGISTRY=" in result.stderr
+    assert "<imageRegistry>/lbtrain-trainer" in result.stderr, result.stderr
+
+
+def test_both_repositories_need_no_image_registry(render: Render) -> None:
+    docs = render(
+        {
+            "imageRegistry": "",
+            "image.repository": "127.0.0.1:1/team/lbtrain",
+            "image.tag": "dev",
+            "trainingTemplates.defaults.image.repository": "127.0.0.1:1/team/trainer",
+        }
+    )
+    pod = one(docs, "Deployment", "lbtrain-webhook")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "127.0.0.1:1/team/lbtrain:dev"
+    for tt in find(docs, "TrainingTemplate"):
+        assert tt["spec"]["image"] == f"127.0.0.1:1/team/trainer:{APP_VERSION}"
+
+
+def test_image_registry_names_both_images_and_a_repository_overrides_one(render: Render) -> None:
+    docs = render(
+        {
+            "imageRegistry": "127.0.0.1:1/other/path",
+            "trainingTemplates.defaults.image.repository": "127.0.0.1:1/team/trainer",
+        }
+    )
+    for name in ("lbtrain-webhook", "lbtrain-operator"):
+        pod = one(docs, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"] == f"127.0.0.1:1/other/path/lbtrain:{APP_VERSION}"
+    for tt in find(docs, "TrainingTemplate"):
+        assert tt["spec"]["image"] == f"127.0.0.1:1/team/trainer:{APP_VERSION}"
 
 
 # --- NOTES and README ----------------------------------------------------------------------

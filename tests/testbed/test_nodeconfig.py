@@ -7,9 +7,12 @@ import hashlib
 import io
 import ipaddress
 import json
+import re
 import tarfile
 import tomllib
 from pathlib import Path
+
+import pytest
 
 from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.node import docker_archive
@@ -97,3 +100,24 @@ def test_importing_a_new_image_drops_the_old_tags_and_their_ids() -> None:
         "sha256:id-long-gone",
         "sha256:id-old-trainer",
     ]
+
+
+def test_the_node_pulls_from_the_testbeds_registry_over_plain_http(tmp_path: Path) -> None:
+    """containerd reads hosts.toml under its config_path at each pull: the one written for the
+    testbed's registry sends pulls of 127.0.0.1:<port>/... there over HTTP, and nowhere else."""
+    from lbtrain_dev.testbed.node import trust_registry
+
+    p = paths(tmp_path)
+    cri = tomllib.loads(nc.containerd_config(p))["plugins"]["io.containerd.grpc.v1.cri"]
+    assert cri["registry"]["config_path"] == str(p.registry_hosts)
+    written = trust_registry(p, "127.0.0.1:5117")
+    assert written == p.registry_hosts / "127.0.0.1:5117" / "hosts.toml"
+    hosts = tomllib.loads(written.read_text())
+    assert hosts["server"] == "http://127.0.0.1:5117"
+    assert hosts["host"] == {"http://127.0.0.1:5117": {"capabilities": ["pull", "resolve"]}}
+
+
+@pytest.mark.parametrize("host", ["registry.internal:5000", "10.0.0.5:5000", "127.0.0.1"])
+def test_only_a_loopback_registry_is_trusted_over_http(host: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(host)):
+        nc.registry_hosts_toml(host)

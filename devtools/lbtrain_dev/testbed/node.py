@@ -148,6 +148,15 @@ def write_configs(paths: nc.NodePaths, pki: Path, ports: nc.KubeletPorts) -> Non
     paths.kubelet_config.write_text(yaml.safe_dump(nc.kubelet_config(paths, pki, ports)))
 
 
+def trust_registry(paths: nc.NodePaths, host: str) -> Path:
+    """Let the node's containerd pull from the plain-HTTP registry at `host` (read at each
+    pull, so a running node picks it up)."""
+    path = paths.registry_hosts / host / "hosts.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(nc.registry_hosts_toml(host))
+    return path
+
+
 def containerd_args(paths: nc.NodePaths) -> list[str]:
     return [f"--config={paths.containerd_config}", "--log-level=warn"]
 

@@ -78,6 +78,11 @@ class NodePaths:
     def kubelet_config(self) -> Path:
         return self.run_dir / "kubelet.yaml"
 
+    @property
+    def registry_hosts(self) -> Path:
+        """containerd's `config_path`: one folder per registry host:port, holding hosts.toml."""
+        return self.run_dir / "registry-hosts"
+
     def owned(self) -> tuple[Path, ...]:
         """Folders under which every mount is the node's own (swept by `down`)."""
         return (self.containerd_state, self.kubelet_root, self.store)
@@ -108,6 +113,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   netns_mounts_under_state_dir = true
   enable_cdi = false
 
+[{cri}.registry]
+  # Per-registry settings (hosts.toml), read at each pull: the testbed's registry on loopback
+  # speaks plain HTTP (see registry_hosts_toml).
+  config_path = {json.dumps(str(paths.registry_hosts))}
+
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = {json.dumps(str(paths.cni_conf_dir))}
@@ -123,6 +133,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   # runc's own state beside containerd's, not in the machine-wide /run/containerd/runc.
   Root = {json.dumps(str(paths.runc_root))}
   SystemdCgroup = false
+"""
+
+
+def registry_hosts_toml(host: str) -> str:
+    """containerd's hosts.toml for a registry at `host` (127.0.0.1:<port>) that speaks plain
+    HTTP: pulls and resolves go there, and nowhere else (no fallback to another mirror)."""
+    if not host.startswith(("127.0.0.1:", "localhost:")):
+        raise ValueError(f"the testbed trusts only a registry on loopback over HTTP, not {host}")
+    return f"""server = "http://{host}"
+
+[host."http://{host}"]
+  capabilities = ["pull", "resolve"]
 """
 
 

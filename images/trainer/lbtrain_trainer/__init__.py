@@ -13,4 +13,4 @@ synthetic data) work without it, so the operator's tests can reuse them.
 
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -93,13 +93,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* ---- images ----------------------------------------------------------------------------- */}}
-{{/* (dict "image" .Values.image "ctx" $): repository[:tag][@digest]; the tag defaults to appVersion. */}}
+{{/* (dict "image" .Values.image "name" "lbtrain" "ctx" $): repository[:tag][@digest]. The
+     repository defaults to <imageRegistry>/<name> (where `make push REGISTRY=...` put both
+     images), the tag to appVersion (the tag `make push` gives them). */}}
 {{- define "lbtrain.imageRef" -}}
+{{- $repository := .image.repository -}}
+{{- if not $repository -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .ctx.Values.imageRegistry) .name -}}
+{{- end -}}
 {{- $tag := default .ctx.Chart.AppVersion .image.tag -}}
 {{- if .image.digest -}}
-{{- printf "%s:%s@%s" .image.repository $tag .image.digest -}}
+{{- printf "%s:%s@%s" $repository $tag .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
@@ -129,6 +135,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "lbtrain.validate" -}}
 {{- if and (not .Values.labelbox.apiKey) (not .Values.labelbox.existingSecret) -}}
 {{- fail "\n\nlbtrain needs a Labelbox API key: set labelbox.apiKey (e.g. --set labelbox.apiKey=$LABELBOX_API_KEY) or labelbox.existingSecret (a Secret with key \"api-key\" in each watched namespace).\nCreate the key in Labelbox under Workspace settings > API keys." -}}
+{{- end -}}
+{{- if and (not .Values.imageRegistry) (not (and .Values.image.repository .Values.trainingTemplates.defaults.image.repository)) -}}
+{{- fail "\n\nlbtrain needs to know where its images are: set imageRegistry to the registry and path `make push REGISTRY=...` pushed them to (e.g. --set imageRegistry=registry.example.com/ml: the chart then runs <imageRegistry>/lbtrain and <imageRegistry>/lbtrain-trainer, tagged with the chart's appVersion), or set both image.repository and trainingTemplates.defaults.image.repository." -}}
 {{- end -}}
 {{- if and .Values.labelbox.apiKey .Values.labelbox.existingSecret -}}
 {{- fail "\n\nset either labelbox.apiKey or labelbox.existingSecret, not both" -}}
