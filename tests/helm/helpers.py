@@ -18,6 +18,8 @@ from lbtrain_dev.testbed.binaries import repo_root
 REPO = repo_root()
 CHART = REPO / "deploy" / "helm" / "lbtrain"
 CRDS_CHART = REPO / "deploy" / "helm" / "lbtrain-crds"
+# The version both images are tagged with by default (`make push` tags them so).
+APP_VERSION: str = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 KUBE_VERSION = "1.35.4"
 # The values the chart cannot default, set wherever the chart is rendered or installed: the
 # Labelbox API key and the registry the images were pushed to (a closed port on loopback:

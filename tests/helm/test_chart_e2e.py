@@ -32,7 +32,16 @@ from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed.controlplane import free_port
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
-from .helpers import API_KEY, IMAGE_REGISTRY, Helm, Releases, documents, one, sa_kubeconfig
+from .helpers import (
+    API_KEY,
+    APP_VERSION,
+    IMAGE_REGISTRY,
+    Helm,
+    Releases,
+    documents,
+    one,
+    sa_kubeconfig,
+)
 
 pytestmark = pytest.mark.testbed
 

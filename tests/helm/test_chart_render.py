@@ -19,6 +19,7 @@ import lbtrain
 
 from .helpers import (
     API_KEY,
+    APP_VERSION,
     CHART,
     CRDS_CHART,
     IMAGE_REGISTRY,
@@ -33,7 +34,6 @@ from .helpers import (
 )
 from .helpers import set_args as set_flags
 
-APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 IMAGE_RE = re.compile(
     r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)+"
     r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[a-f0-9]{64})?$"
