@@ -27,11 +27,11 @@ from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.s3server import S3Server, s3_server
 
 from ..helm.helpers import CHART, Helm, set_args
+from .helpers import imported_image_values
 from .test_real_node import (
     API_KEY,
     FULL,
     WEBHOOK_SECRET,
-    image_values,
     run_by_hand,
     seed,
     show,
@@ -84,7 +84,7 @@ def installed(
     kubectl("apply", "-f", "-", input=json.dumps(secret), check=True)
     helm = Helm(real_node.bin_dir / "helm", tmp_path_factory.mktemp("helm"), real_node.kubeconfig)
     values = {
-        **image_values(images),
+        **imported_image_values(images),
         "labelbox.endpoint": labelbox.endpoint,
         "labelbox.restEndpoint": labelbox.rest_endpoint,
         "labelbox.apiKey": API_KEY,

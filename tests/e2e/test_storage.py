@@ -26,7 +26,7 @@ from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_trainer.synthetic import make_dataset
 
 from ..helm.helpers import CHART, Helm, set_args
-from .test_real_node import image_values
+from .helpers import imported_image_values
 
 pytestmark = [pytest.mark.testbed, pytest.mark.trainer, pytest.mark.slow]
 
@@ -90,7 +90,7 @@ def installed(
         kubectl("apply", "-f", "-", input=json.dumps(static_volume(name, folder)), check=True)
     helm = Helm(real_node.bin_dir / "helm", tmp_path_factory.mktemp("helm"), real_node.kubeconfig)
     values = {
-        **image_values(images),
+        **imported_image_values(images),
         "labelbox.endpoint": labelbox.endpoint,
         "labelbox.restEndpoint": labelbox.rest_endpoint,
         "labelbox.apiKey": API_KEY,
