@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import subprocess
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,13 @@ import yaml
 from lbtrain_dev.testbed.binaries import repo_root
 from lbtrain_dev.testbed.controlplane import free_port
 from lbtrain_dev.testbed.node import docker_archive
-from lbtrain_dev.testbed.registry import Registry, pick_port, port_is_free, registry_config
+from lbtrain_dev.testbed.registry import (
+    Registry,
+    pick_port,
+    port_is_free,
+    registry_config,
+    stale_tags,
+)
 
 REPO = repo_root()
 PUSH = REPO / "images" / "push.sh"
@@ -88,6 +95,38 @@ def test_pushed_image_is_served_under_its_tag_and_outlives_the_process(tmp_path:
     # The storage is a cache: a new process (any port) serves what the old one stored.
     with Registry(tmp_path / "storage", port=free_port()) as again:
         assert again.manifest("ml/small", "t1")[0] == digest
+
+
+def test_stale_tags_are_all_but_the_newest() -> None:
+    tags = {"e2e.a": 10.0, "e2e.b": 30.0, "e2e.c": 20.0, "e2e.d": 5.0}
+    assert stale_tags(tags, keep=2) == ["e2e.d", "e2e.a"]
+    assert stale_tags(tags, keep=4) == []
+    assert stale_tags({}, keep=1) == []
+
+
+def test_the_cache_keeps_only_the_newest_tags_and_their_blobs(tmp_path: Path) -> None:
+    """Each session pushes under a new tag; the cache must not grow by an image per session."""
+    storage = tmp_path / "storage"
+    blobs = storage / "docker" / "registry" / "v2" / "blobs"
+    with Registry(storage, port=free_port(), keep_tags=None) as reg:
+        for n in (1, 2, 3):
+            archive = small_archive(tmp_path, f"small{n}", f"layer of session {n}")
+            done = skopeo(
+                "copy", "--dest-tls-verify=false", "--format=oci",
+                f"docker-archive:{archive}", f"docker://{reg.host}/ml/small:s{n}",
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        first_layer = reg.manifest("ml/small", "s1")[1]["layers"][0]["digest"]
+    algorithm, hexdigest = first_layer.split(":")
+    first_blob = blobs / algorithm / hexdigest[:2] / hexdigest
+    assert first_blob.is_dir()
+    with Registry(storage, port=free_port(), keep_tags=2) as again:
+        assert again.pruned == ["ml/small:s1"]
+        assert again.manifest("ml/small", "s3")[0] and again.manifest("ml/small", "s2")[0]
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            again.manifest("ml/small", "s1")
+        assert gone.value.code == 404
+    assert not first_blob.exists(), "the blob only the untagged image used is collected"
 
 
 def test_a_missing_binary_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,11 @@ Why it looks the way it does:
 - Its storage is a cache (`${LBTRAIN_TESTBED_CACHE:-~/.cache/lbtrain-testbed}/registry`), kept
   across sessions, so that a warm push is instant. Only the configuration and the log are per
   run (a temporary folder).
+- That cache is bounded: each session pushes under a tag of its own, and every trainer rebuild
+  brings gigabytes of new layers. Before serving, every repository keeps only its newest
+  `keep_tags` tags and Distribution's own `garbage-collect --delete-untagged` drops the blobs
+  nothing tagged uses (`stale_tags` decides, `prune` acts). The newest tag stays, so the next
+  push of an unchanged image still sends nothing.
 
 `registry_config` is pure and unit-tested; `Registry` starts and stops the process.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +76,47 @@ def registry_config(storage: Path, port: int) -> dict[str, Any]:
     }
 
 
+def stale_tags(tags: dict[str, float], keep: int) -> list[str]:
+    """The tags of one repository to untag: all but the `keep` newest (by the time each tag
+    was last pushed), oldest first."""
+    newest_first = sorted(tags, key=lambda tag: (tags[tag], tag), reverse=True)
+    return sorted(newest_first[keep:], key=lambda tag: (tags[tag], tag))
+
+
+def tag_folders(storage: Path) -> dict[Path, dict[str, float]]:
+    """Every repository's `_manifests/tags` folder in Distribution's filesystem layout, with each
+    tag's last push time (the mtime of its `current/link`)."""
+    found: dict[Path, dict[str, float]] = {}
+    for tags_dir in storage.glob("docker/registry/v2/repositories/**/_manifests/tags"):
+        found[tags_dir] = {
+            tag.name: (tag / "current" / "link").stat().st_mtime
+            for tag in tags_dir.iterdir()
+            if (tag / "current" / "link").is_file()
+        }
+    return found
+
+
+def prune(storage: Path, config: Path, keep: int) -> list[str]:
+    """Untag all but the newest `keep` tags of every repository, then let the registry's own
+    garbage collector delete what no tag uses. Returns the `repository:tag`s removed."""
+    removed: list[str] = []
+    for tags_dir, tags in tag_folders(storage).items():
+        repository = tags_dir.parent.parent.relative_to(
+            storage / "docker" / "registry" / "v2" / "repositories"
+        )
+        for tag in stale_tags(tags, keep):
+            shutil.rmtree(tags_dir / tag)
+            removed.append(f"{repository}:{tag}")
+    if removed:
+        subprocess.run(
+            [BINARY, "garbage-collect", "--delete-untagged", str(config)],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    return removed
+
+
 def port_is_free(port: int) -> bool:
     """Nothing listens on 127.0.0.1:`port`. SO_REUSEADDR, as the registry's own listener sets
     it: connections of a registry just stopped (TIME_WAIT) do not make its port look taken."""
@@ -89,11 +136,15 @@ def pick_port(preferred: int = PREFERRED_PORT) -> int:
 class Registry:
     """One docker-registry process: `with Registry() as reg: reg.host` (e.g. 127.0.0.1:5117)."""
 
-    def __init__(self, storage: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, storage: Path | None = None, port: int | None = None, keep_tags: int | None = 2
+    ) -> None:
         self.storage = storage or default_storage()
         self.port = port
+        self.keep_tags = keep_tags  # None: never prune
         self._run_dir: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self.pruned: list[str] = []
 
     @property
     def host(self) -> str:
@@ -118,6 +169,14 @@ class Registry:
         config.write_text(yaml.safe_dump(registry_config(self.storage, self.port)))
         log = self.log
         assert log is not None
+        if self.keep_tags is not None:
+            try:
+                self.pruned = prune(self.storage, config, self.keep_tags)
+            except FileNotFoundError:
+                self._cleanup()
+                raise StartError(
+                    "registry", f"{BINARY} is not on PATH (Debian: apt-get install {BINARY})", None
+                ) from None
         try:
             with log.open("wb") as out:
                 self._proc = subprocess.Popen(
