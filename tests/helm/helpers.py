@@ -89,14 +89,14 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 
 def notes(helm: Helm, values: dict[str, Any]) -> str:
-    """The install notes for `values` (plus the API key), release `lbtrain` in namespace `ml`."""
+    """The install notes for `values` (plus the required values), release `lbtrain` in `ml`."""
     result = helm(
         "install",
         "lbtrain",
         str(CHART),
         "--namespace=ml",
         "--dry-run=client",
-        *set_args({"labelbox.apiKey": API_KEY} | values),
+        *set_args(REQUIRED_VALUES | values),
     )
     text: str = result.stdout.split("NOTES:", 1)[1]
     return text
