@@ -174,9 +174,15 @@ async def test_install_upgrade_uninstall(
     # Uninstall: only what is kept on purpose stays.
     releases.uninstall("lbtrain", namespace)
     remaining = left_behind(kubectl, "lbtrain", [namespace, extra_namespace])
-    assert remaining == [
-        f"{ns}/persistentvolumeclaim/lbtrain-artifacts" for ns in (namespace, extra_namespace)
-    ], remaining
+    assert sorted(remaining) == sorted(
+        [
+            f"{namespace}/secret/lbtrain-webhook-secret",  # what Labelbox was given
+            *(
+                f"{ns}/persistentvolumeclaim/lbtrain-artifacts"
+                for ns in (namespace, extra_namespace)
+            ),
+        ]
+    ), remaining
     pvc = get_json(kubectl, "pvc", "lbtrain-artifacts", "-n", namespace)
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     crds_established(kubectl)  # the CRDs stay too
@@ -186,7 +192,11 @@ async def test_install_upgrade_uninstall(
 
 
 async def test_nothing_kept_when_nothing_asked(namespace: str, kubectl, releases: Releases) -> None:
-    releases.install("lbtrain", namespace, {"artifacts.persistentVolumeClaim.keep": False})
+    releases.install(
+        "lbtrain",
+        namespace,
+        {"artifacts.persistentVolumeClaim.keep": False, "webhook.secret.keep": False},
+    )
     releases.uninstall("lbtrain", namespace)
     assert left_behind(kubectl, "lbtrain", [namespace]) == []
     crds_established(kubectl)
@@ -206,6 +216,28 @@ DRY_RUN_VARIANTS: dict[str, dict[str, Any]] = {
         "webhook.ingress.tls": [{"secretName": "t", "hosts": ["lbtrain.example.com"]}],
         "webhook.tls.enabled": True,
         "webhook.tls.secretName": "pod-tls",
+    },
+    "extensions": {
+        "webhook.ingress.enabled": True,
+        "webhook.ingress.host": "lbtrain.example.com",
+        "webhook.tls.enabled": True,
+        "webhook.tls.secretName": "lbtrain-pod-tls",
+        "networkPolicy.extraEgress": [
+            {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"port": 3128}]}
+        ],
+        "networkPolicy.extraIngress": [{"from": [{"podSelector": {}}]}],
+        "extraObjects": [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "{{ .Release.Name }}-extra",
+                    "namespace": "{{ .Release.Namespace }}",
+                    "labels": {"app.kubernetes.io/part-of": "lbtrain"},
+                },
+                "data": {"registry": "{{ .Values.imageRegistry }}"},
+            }
+        ],
     },
     "templates-off": {"trainingTemplates.enabled": False},
     "minimal": {

@@ -60,6 +60,28 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "webhook.tls.enabled": True,
         "webhook.tls.secretName": "lbtrain-pod-tls",
     },
+    "extensions": {
+        "webhook.ingress.enabled": True,
+        "webhook.ingress.host": "lbtrain.example.com",
+        "webhook.tls.enabled": True,
+        "webhook.tls.secretName": "lbtrain-pod-tls",
+        "networkPolicy.extraEgress": [
+            {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"port": 3128}]}
+        ],
+        "networkPolicy.extraIngress": [{"from": [{"podSelector": {}}]}],
+        "extraObjects": [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "{{ .Release.Name }}-extra",
+                    "namespace": "{{ .Release.Namespace }}",
+                    "labels": {"app.kubernetes.io/part-of": "lbtrain"},
+                },
+                "data": {"registry": "{{ .Values.imageRegistry }}"},
+            }
+        ],
+    },
     "templates-off": {
         "trainingTemplates.enabled": False,
         "artifacts.persistentVolumeClaim.create": False,
@@ -306,6 +328,7 @@ def test_defaults(render: Render) -> None:
         "port": 80,
         "targetPort": "http",
         "protocol": "TCP",
+        "appProtocol": "http",
     }
     webhook_secret = one(docs, "Secret", "lbtrain-webhook-secret")
     assert len(webhook_secret["data"]["secret"]) > 40, "a generated secret"
@@ -530,7 +553,11 @@ def test_namespaced_by_default_and_watch_namespaces(render: Render) -> None:
         "namespaces",
     ]
     assert all(set(r["verbs"]) == {"list", "watch"} for r in scan["rules"])
-    assert not find(render({"operator.clusterScan": False}), "ClusterRole")
+    # No ClusterRole for the operator; the only ones left are the user-facing roles.
+    names = {
+        r["metadata"]["name"] for r in find(render({"operator.clusterScan": False}), "ClusterRole")
+    }
+    assert names == {f"lbtrain-lbtrain-{role}" for role in ("view", "edit", "admin")}
 
     docs = render({"operator.watchNamespaces": ["team-a", "lbtrain", "team-b"]})
     ns_args = [a for a in args_of(docs, "operator") if a.startswith("--namespace")]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .helpers import API_KEY, CHART, REPO, Helm, Releases
+from .helpers import API_KEY, CHART, IMAGE_REGISTRY, REPO, Helm, Releases
 
 pytestmark = pytest.mark.testbed
 
@@ -75,7 +75,10 @@ async def test_upgrade_from_0_1_0_keeps_the_secret_and_model_runs(
     crds = cluster_helm("show", "crds", str(CHART)).stdout
     ok(kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crds))
     ok(kubectl("wait", "--for=condition=Established", "--timeout=60s", *CRD_NAMES))
-    # 2. The release, with the same values file.
+    # 2. The release, with the same values file plus the registry 0.2.0 requires (0.1.0's
+    # schema knew no imageRegistry).
+    mine = yaml.safe_load(values.read_text()) | {"imageRegistry": IMAGE_REGISTRY}
+    values.write_text(yaml.safe_dump(mine))
     result = cluster_helm(
         "upgrade", "lbtrain", str(CHART), f"--namespace={namespace}", f"--values={values}"
     )
@@ -84,6 +87,8 @@ async def test_upgrade_from_0_1_0_keeps_the_secret_and_model_runs(
 
     # What Labelbox and the user hold on to survived.
     assert webhook_secret(kubectl, namespace) == secret, "Labelbox's secret must keep working"
+    kept = get(kubectl, "secret", "lbtrain-webhook-secret", "-n", namespace)["metadata"]
+    assert kept["annotations"]["helm.sh/resource-policy"] == "keep", "and now outlives uninstall"
     after = get(kubectl, "modelrun", "debug-run-1", "-n", namespace)
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["spec"] == before["spec"]
