@@ -127,7 +127,7 @@ def apply_template(
 ) -> None:
     template = small_template(
         S3_NS,
-        images,
+        images.trainer.ref,
         artifacts={"destination": f"s3://{bucket}/lbtrain/{{modelRunId}}"},
         env=bucket_env(s3),
         resources={"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
