@@ -34,6 +34,32 @@ def required_values(*, api_key: bool = True) -> dict[str, Any]:
     return {k: v for k, v in REQUIRED_VALUES.items() if api_key or k != "labelbox.apiKey"}
 
 
+# The chart's extension points at once (extraObjects through tpl, NetworkPolicy extras, TLS and
+# an Ingress): a value set both the render checks and the server-side dry run go through.
+EXTENSION_VALUES: dict[str, Any] = {
+    "webhook.ingress.enabled": True,
+    "webhook.ingress.host": "lbtrain.example.com",
+    "webhook.tls.enabled": True,
+    "webhook.tls.secretName": "lbtrain-pod-tls",
+    "networkPolicy.extraEgress": [
+        {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"port": 3128}]}
+    ],
+    "networkPolicy.extraIngress": [{"from": [{"podSelector": {}}]}],
+    "extraObjects": [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "{{ .Release.Name }}-extra",
+                "namespace": "{{ .Release.Namespace }}",
+                "labels": {"app.kubernetes.io/part-of": "lbtrain"},
+            },
+            "data": {"registry": "{{ .Values.imageRegistry }}"},
+        }
+    ],
+}
+
+
 class Helm:
     """The helm binary with private config/cache folders (nothing of the user's is read)."""
 

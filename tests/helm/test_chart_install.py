@@ -24,6 +24,7 @@ from .helpers import (
     API_KEY,
     CHART,
     CRDS_CHART,
+    EXTENSION_VALUES,
     KUBE_VERSION,
     REQUIRED_VALUES,
     Helm,
@@ -217,28 +218,7 @@ DRY_RUN_VARIANTS: dict[str, dict[str, Any]] = {
         "webhook.tls.enabled": True,
         "webhook.tls.secretName": "pod-tls",
     },
-    "extensions": {
-        "webhook.ingress.enabled": True,
-        "webhook.ingress.host": "lbtrain.example.com",
-        "webhook.tls.enabled": True,
-        "webhook.tls.secretName": "lbtrain-pod-tls",
-        "networkPolicy.extraEgress": [
-            {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"port": 3128}]}
-        ],
-        "networkPolicy.extraIngress": [{"from": [{"podSelector": {}}]}],
-        "extraObjects": [
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {
-                    "name": "{{ .Release.Name }}-extra",
-                    "namespace": "{{ .Release.Namespace }}",
-                    "labels": {"app.kubernetes.io/part-of": "lbtrain"},
-                },
-                "data": {"registry": "{{ .Values.imageRegistry }}"},
-            }
-        ],
-    },
+    "extensions": EXTENSION_VALUES,
     "templates-off": {"trainingTemplates.enabled": False},
     "minimal": {
         "rbac.create": False,

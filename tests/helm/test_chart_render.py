@@ -22,6 +22,7 @@ from .helpers import (
     APP_VERSION,
     CHART,
     CRDS_CHART,
+    EXTENSION_VALUES,
     IMAGE_REGISTRY,
     REPO,
     REQUIRED_VALUES,
@@ -60,28 +61,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "webhook.tls.enabled": True,
         "webhook.tls.secretName": "lbtrain-pod-tls",
     },
-    "extensions": {
-        "webhook.ingress.enabled": True,
-        "webhook.ingress.host": "lbtrain.example.com",
-        "webhook.tls.enabled": True,
-        "webhook.tls.secretName": "lbtrain-pod-tls",
-        "networkPolicy.extraEgress": [
-            {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"port": 3128}]}
-        ],
-        "networkPolicy.extraIngress": [{"from": [{"podSelector": {}}]}],
-        "extraObjects": [
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {
-                    "name": "{{ .Release.Name }}-extra",
-                    "namespace": "{{ .Release.Namespace }}",
-                    "labels": {"app.kubernetes.io/part-of": "lbtrain"},
-                },
-                "data": {"registry": "{{ .Values.imageRegistry }}"},
-            }
-        ],
-    },
+    "extensions": EXTENSION_VALUES,
     "templates-off": {
         "trainingTemplates.enabled": False,
         "artifacts.persistentVolumeClaim.create": False,
