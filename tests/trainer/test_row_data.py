@@ -157,7 +157,7 @@ def _crlf_rows(run: Any, n: int, with_token: bool) -> tuple[list[dict[str, Any]]
             f"crlf/{run.run_id}/{i}.txt", text.encode(), "text/plain"
         )
         objects, spans = [], set()
-        for name, token in (("person", person), ("city", city)):
+        for name, token in (("person", person), ("city", city)):  # no schema ids: by name
             start = text.rindex(token)  # after the line breaks
             end = start + len(token) - 1  # inclusive, as Labelbox counts
             location: dict[str, Any] = {"start": start, "end": end}
@@ -194,3 +194,45 @@ def test_crlf_ner_spans_stay_exact(seed, with_token):
         assert {(e.name, e.start, e.end) for e in example.entities} == spans
         for entity in example.entities:
             assert "\r" not in text[entity.start : entity.end + 1]
+
+
+def _span_f1(truth: set[tuple[str, int, int]], predicted: set[tuple[str, int, int]]) -> float:
+    """Entity-level exact-match F1 (name, start, end) over all the rows given."""
+    if not truth and not predicted:
+        return 1.0
+    return 2 * len(truth & predicted) / (len(truth) + len(predicted))
+
+
+@pytest.mark.slow
+def test_crlf_ner_predictions_uploaded_land_on_the_raw_offsets(seed):
+    """The issue's run end to end: 90 rows with "\r\n" before their entities, no ``token`` (the
+    case that used to COMPLETE with 0 of 36 predicted spans exact). Trained, then the predictions
+    uploaded to Labelbox are scored against the offsets Labelbox counts on the raw text: a
+    newline-translating reader shifts every span left by one per line break and scores 0."""
+    run = seed("ner", n_rows=90, epochs=6)
+    rows, truth = _crlf_rows(run, 90, with_token=False)
+    run.fake.add_model_run(run.run_id, model_id="model-1", rows=rows)
+    for stage in ("export", "prepare", "train"):
+        assert run.main(stage) == 0, run.summary()
+    assert run.summary()["metrics"]["micro_f1"] >= 0.8, run.summary()["metrics"]
+
+    predicted: dict[str, set[tuple[str, int, int]]] = {row_id: set() for row_id in truth}
+    for row in run.predictions():
+        if "metricValue" in row:
+            continue
+        row_id, location = row["dataRow"]["id"], row["location"]
+        text = truth[row_id][0]
+        assert 0 <= location["start"] <= location["end"] < len(text), row
+        span = text[location["start"] : location["end"] + 1]
+        assert "\r" not in span and "\n" not in span, (row, span)  # never across a line break
+        predicted[row_id].add((row["name"], location["start"], location["end"]))
+    test_ids = [r["data_row"]["id"] for r in rows if _run_of(r, run)["split"] == "test"]
+    assert len(test_ids) >= 15
+    held_out = _span_f1(
+        {s for i in test_ids for s in truth[i][1]}, {s for i in test_ids for s in predicted[i]}
+    )
+    assert held_out >= 0.8, held_out  # on the test split, scored by the raw offsets
+    everywhere = _span_f1(
+        {s for t in truth.values() for s in t[1]}, {s for p in predicted.values() for s in p}
+    )
+    assert everywhere >= 0.8, everywhere  # predictions for every row, all at the right place
