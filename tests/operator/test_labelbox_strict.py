@@ -12,6 +12,7 @@ import pytest
 from lbtrain.resources.names import LABEL_MODEL_RUN
 from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
+from lbtrain_operator.labelbox import SDK_METHOD
 
 from .test_operator_lifecycle import FULL, events_eventually, statuses_settle, until_acknowledged
 
@@ -81,3 +82,8 @@ async def test_a_cleared_message_does_not_survive_labelbox_s_merge(
     await until_acknowledged(kube, namespace, "cleared", "COMPLETE")
     shown = merged(fake_labelbox, run_id)
     assert shown["message"] == "" and shown["phase"] == "Succeeded"
+    # Every call names the operator in Labelbox's telemetry header (the SDK's own guess walks the
+    # call stack on each request, ~23 ms of CPU per status report).
+    assert {r.sdk_method for r in fake_labelbox.requests if r.path.endswith("/graphql")} == {
+        SDK_METHOD
+    }

@@ -11,7 +11,7 @@ from typing import Any
 import labelbox as lb
 import pytest
 
-from lbtrain_trainer import checkpoint, features
+from lbtrain_trainer import checkpoint, features, labelbox_io
 from lbtrain_trainer.synthetic import SPLIT_CYCLE
 
 
@@ -33,6 +33,19 @@ def test_splits_come_from_model_run_data_rows_when_the_export_has_none(seed):
     assert got == {"train": expected["training"], "validation": expected["validation"],
                    "test": expected["test"]}  # fmt: skip
     assert run.summary()["split_sources"]["labelbox"] == 40
+
+
+def test_the_trainers_requests_name_lbtrain_as_their_sdk_caller(seed):
+    """Labelbox's telemetry header names the trainer on every GraphQL call of an export (the
+    SDK's own guess walks the call stack per request: ~23 ms of CPU each, see labelbox_io)."""
+    run = seed("text_single_classification", n_rows=40, min_examples_per_class=1)
+    assert run.main("export") == 0
+    calls = [r for r in run.fake.requests if r.path.endswith(("/graphql", "/_gql"))]
+    chunks = [r for r in calls if r.operation == "GetExportFileFromOffsetPyApi"]
+    assert chunks and len(calls) >= 6  # the run, its config, the export task, its chunks
+    named_by_sdk = [r.operation for r in calls if r.sdk_method != labelbox_io.SDK_METHOD]
+    # Only the SDK's paginated task lookup names itself (pagination sets and clears the name).
+    assert named_by_sdk == ["GetUserCreatedTasksPyApi"], named_by_sdk
 
 
 def test_unassigned_rows_are_hashed_counted_and_written_back_when_asked(seed):

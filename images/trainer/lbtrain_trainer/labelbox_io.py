@@ -33,6 +33,7 @@ IMPORT_ATTEMPTS = 3  # names tried per chunk when Labelbox fails an import as a 
 FIRST_ERRORS = 3  # rejected rows quoted in the log and the run's metadata
 UUID_NAMESPACE = uuid.UUID("9a4f3c1e-2b7d-4e55-8c0a-6d1f2e3b4a57")
 SPLIT_ASSIGN_ROWS = 5_000  # data rows per assign_data_rows_to_split call
+SDK_METHOD = "lbtrain-trainer"  # what the trainer's requests name as their caller (connect)
 
 
 def connect(settings: Settings) -> Any:
@@ -40,12 +41,17 @@ def connect(settings: Settings) -> Any:
     import labelbox
 
     settings.require_labelbox()
-    return labelbox.Client(
+    client = labelbox.Client(
         api_key=settings.api_key,
         endpoint=settings.endpoint,
         rest_endpoint=settings.rest_endpoint,
         enable_experimental=True,
     )
+    # Labelbox's telemetry header (X-SDK-Method). Left unset, the SDK finds the calling method
+    # by walking `inspect.stack()` on every request: ~23 ms of CPU each, 0.76 s of a 6,000-row
+    # export stage (33 calls, one per export chunk) and more the longer the export.
+    client.set_sdk_method(SDK_METHOD)
+    return client
 
 
 def get_model_run(settings: Settings, client: Any | None = None) -> Any:
@@ -76,6 +82,9 @@ def export_rows(model_run: Any) -> Iterator[dict[str, Any]]:
     from labelbox.schema.export_task import StreamType
 
     task = model_run.export(params=EXPORT_PARAMS)
+    # The SDK's task lookup is a paginated query, which names itself and then clears the name
+    # `connect` set: set it again before the polls and the (many) chunk reads.
+    model_run.client.set_sdk_method(SDK_METHOD)
     task.wait_till_done()
     if task.has_errors():
         errors = [o.json for o in task.get_buffered_stream(stream_type=StreamType.ERRORS)]
