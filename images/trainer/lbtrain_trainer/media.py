@@ -14,21 +14,20 @@ media is missing or undecodable is recorded as broken with the reason;
 :mod:`lbtrain_trainer.prepare` turns that into a bad-input error naming the rows, while a server
 that keeps failing (5xx, timeouts) is a transient error and fails the stage.
 
-The rows stream through: ``download_concurrency`` threads take them from a short queue, each
-with its own keep-alive connection (:mod:`lbtrain_trainer.fetcher`), and record each row in the
-on-disk index (:mod:`lbtrain_trainer.media_index`) as it finishes, so memory does not grow with
-the number of rows and a restarted container keeps what an earlier attempt stored. At most one
-image per CPU is decoded at a time (the rest wait with their bytes), which bounds memory for
-large photos without idling a core. Progress goes to the log every few seconds
+The rows stream through: ``download_concurrency`` threads take them one by one as they read
+the export (:class:`_Rows`), each with its own keep-alive connection
+(:mod:`lbtrain_trainer.fetcher`), and record each row in the on-disk index
+(:mod:`lbtrain_trainer.media_index`) as it finishes, so memory does not grow with the number of
+rows and a restarted container keeps what an earlier attempt stored. At most one image per CPU
+is decoded at a time (the rest wait with their bytes), which bounds memory for large photos
+without idling a core. Progress goes to the log every few seconds
 (:mod:`lbtrain_trainer.progress`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import queue
 import re
 import threading
 from collections.abc import Iterable
@@ -64,7 +63,6 @@ UNREAD_SCHEMES = {
     "file": "a file:// URL: refused, it would read the trainer's own disk",
 }
 UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9_.-]")
-QUEUE_PER_THREAD = 4  # rows waiting per download thread: enough to never starve one
 
 
 @dataclass(frozen=True)
@@ -155,6 +153,41 @@ def _reusable(entry: MediaEntry | None, media_dir: Path) -> bool:
     return bool(entry and entry.error is None and entry.path and (media_dir / entry.path).exists())
 
 
+class _Rows:
+    """The rows still to fetch, shared by the download threads: each takes the next itself.
+
+    Why not a queue fed by the main thread: with 16 download threads holding the GIL in turn,
+    the feeding thread got too few turns to keep the queue full, and threads sat in
+    ``Queue.get`` (py-spy: 8% of their time, a server that closes every connection). A lock
+    around the row iterator hands each thread its next row at once, and memory stays bounded:
+    rows are read from the export as they are taken.
+    """
+
+    def __init__(
+        self, items: Iterable[tuple[str, str]], index: MediaIndex, media_dir: Path
+    ) -> None:
+        self._items = iter(items)
+        self._lock = threading.Lock()
+        self._index = index
+        self._media_dir = media_dir
+        self._earlier = len(index) > 0  # a fresh workspace has nothing to look up
+        self.stop = threading.Event()
+
+    def take(self, progress: ProgressReporter) -> tuple[str, str] | None:
+        """The next row to fetch (rows an earlier attempt stored are counted and skipped), or
+        None when there are no more or the download was stopped."""
+        with self._lock:
+            while not self.stop.is_set():
+                item = next(self._items, None)
+                if item is None:
+                    return None
+                if self._earlier and _reusable(self._index.get(item[0]), self._media_dir):
+                    progress.add(kept=1)
+                    continue
+                return item
+            return None
+
+
 def download_all(
     items: Iterable[tuple[str, str]],
     kind: str,
@@ -170,21 +203,26 @@ def download_all(
 
     Rows already fetched by an earlier attempt (same workspace) are kept. Broken media are
     recorded per row; a transient failure that survives the retries is raised (after the rows
-    in flight finish). ``total`` (the number of items, if known) gives the progress an ETA.
+    in flight finish), and so is an error reading the rows. ``total`` (the number of items, if
+    known) gives the progress an ETA.
     """
-    threads_wanted = max(1, concurrency)
     fetcher = Fetcher(allow_loopback=allow_loopback)
-    work: queue.Queue[tuple[str, str] | None] = queue.Queue(threads_wanted * QUEUE_PER_THREAD)
-    stop = threading.Event()
     failures: list[BaseException] = []
     progress = ProgressReporter(total, log)
     with MediaIndex(media_dir) as index:
+        rows = _Rows(items, index, media_dir)
         job = _Job(kind, media_dir, max_side, fetcher, threading.BoundedSemaphore(cpu_quota()))
 
         def worker() -> None:
-            while (item := work.get()) is not None:
-                if stop.is_set():
-                    continue  # drain the queue without fetching
+            while True:
+                try:
+                    item = rows.take(progress)
+                except BaseException as exc:  # the export file cannot be read: fail the stage
+                    failures.append(exc)
+                    rows.stop.set()
+                    return
+                if item is None:
+                    return
                 row_id, row_data = item
                 try:
                     entry, nbytes = job.fetch_one(row_id, row_data)
@@ -192,41 +230,27 @@ def download_all(
                     entry, nbytes = MediaEntry(error=media_error(row_data, exc)), 0
                 except BaseException as exc:  # transient, or a bug: fail the stage
                     failures.append(exc)
-                    stop.set()
-                    continue
+                    rows.stop.set()
+                    return
                 index.put(row_id, entry)
                 broken = entry.error is not None
                 progress.add(fetched=int(not broken), broken=int(broken), nbytes=nbytes)
 
         threads = [
             threading.Thread(target=worker, name=f"media-{n}", daemon=True)
-            for n in range(threads_wanted)
+            for n in range(max(1, concurrency))
         ]
         for thread in threads:
             thread.start()
-        earlier = len(index) > 0  # a fresh workspace has nothing to look up
         try:
-            for row_id, row_data in items:
-                if stop.is_set():
-                    break
-                if earlier and _reusable(index.get(row_id), media_dir):
-                    progress.add(kept=1)
-                    continue
-                work.put((row_id, row_data))
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.5)  # in slices: SIGTERM's exception lands here at once
         except BaseException:
-            # SIGTERM or a bad row: drop what waits, let the threads end without waiting for
-            # the downloads in flight.
-            stop.set()
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    work.get_nowait()
-            for _ in threads:
-                work.put_nowait(None)
+            # SIGTERM: stop taking rows; the threads end after the downloads in flight, which
+            # the stage does not wait for.
+            rows.stop.set()
             raise
-        for _ in threads:
-            work.put(None)
-        for thread in threads:
-            thread.join()
         fetcher.close()
         if failures:
             raise failures[0]
