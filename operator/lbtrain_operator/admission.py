@@ -175,6 +175,16 @@ def refused_by_server(status: int, message: str) -> Refused | None:
     return None
 
 
+def service_refused_by_server(service: str, status: int, message: str) -> Refused | None:
+    """The API server's refusal of a multi-pod run's Service as the run's failure; None for
+    answers worth a retry."""
+    if status in REFUSING_STATUSES:
+        return Refused(
+            r.JOB_REJECTED, r.MSG_SERVICE_REJECTED.format(service=service, detail=message)
+        )
+    return None
+
+
 def job_deleted(job_name: str) -> Refused:
     """The Job recorded in the status is gone before the run finished."""
     return Refused(r.JOB_DELETED, r.MSG_JOB_DELETED.format(job=job_name))

@@ -124,6 +124,7 @@ MSG_ARTIFACT_CLAIM_REJECTED: Final = (
 )
 JOB_REJECTED: Final = "JobRejected"
 MSG_JOB_REJECTED: Final = "the API server refused the Job: {detail}"
+MSG_SERVICE_REJECTED: Final = "the API server refused the run's Service {service}: {detail}"
 IMAGE_PULL_FAILED: Final = "ImagePullFailed"
 MSG_IMAGE_PULL_FAILED: Final = (
     "cannot pull image {image} for {container} after {seconds}s: {detail}"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lbtrain.kube import JOBS, MODELRUNS, TRAININGTEMPLATES, Invalid, KubeClient
+from lbtrain.kube import JOBS, MODELRUNS, SERVICES, TRAININGTEMPLATES, Invalid, KubeClient, NotFound
 from lbtrain.kube.resources import Resource
 from lbtrain.resources.models import ModelRun
 from lbtrain_dev.ids import fake_cuid
@@ -20,10 +20,9 @@ from lbtrain_operator import admission
 from lbtrain_operator.settings import Settings
 
 from .builders import IMAGE
+from .test_operator_lifecycle import until_acknowledged
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds")]
-
-SERVICES = Resource("", "v1", "services", "Service")
 
 
 async def dry_run(kube: KubeClient, res: Resource, body: dict[str, Any], ns: str) -> Any:
@@ -119,3 +118,36 @@ async def test_the_schema_refuses_counts_out_of_range(
             },
             namespace,
         )
+
+
+@pytest.mark.usefixtures("lbsecret")
+async def test_the_operator_creates_a_multi_pod_run_s_service_and_refuses_unshared_storage(
+    kube: KubeClient, namespace: str, start_operator: Any, make_template: Any, make_run: Any
+) -> None:
+    """Through the real operator: the Service a multi-pod run's ranks find rank 0 through is
+    created with its Indexed Job, owned by the run; a multi-pod run on the pod's own workspace
+    fails before any Job, and says which destinations work."""
+    await make_template(
+        "ner", gpus=0, numNodes=2, artifacts={"destination": "s3://models/{modelRunId}"}
+    )
+    start_operator()
+    body = await make_run("ddp", model_type="ner")
+    job = await kube.wait_for(JOBS, "ddp-train", namespace, lambda _: True, timeout=30)
+    assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 2)
+    service = await kube.get(SERVICES, "rdzv-ddp-train", namespace)
+    [owner] = service["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "ModelRun",
+        "ddp",
+        body["metadata"]["uid"],
+    )
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "ddp-train"}
+    assert service["spec"]["clusterIP"] == "None"
+
+    await make_template("image_single_classification", gpus=0)  # the pod's own workspace
+    await make_run("local", numNodes=2)
+    st = await until_acknowledged(kube, namespace, "local", "FAILED")
+    assert (st["phase"], st["reason"]) == ("Failed", "ArtifactDestinationNotShared")
+    assert "ReadWriteMany" in st["message"] and "object store" in st["message"]
+    with pytest.raises(NotFound):
+        await kube.get(JOBS, "local-train", namespace)
