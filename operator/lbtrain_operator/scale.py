@@ -15,7 +15,8 @@ launcher is configured the way Kubeflow Trainer's torch plugin configures it, th
   `subdomain`, publishing not-ready addresses (ranks sit in the export and prepare init
   containers for minutes, and a rank resolves rank 0's name before it is Ready). Static
   rendezvous: `PET_NODE_RANK` is the pod's completion index, `PET_MASTER_ADDR` is index 0's
-  hostname `<job>-0.<service>`, so global rank 0, the rank that uploads, is always pod 0.
+  hostname `<job>-0.<service>`, so global rank 0, the rank that uploads, is always pod 0. A
+  disruption fails the attempt as a whole too (`FailJob` on `DisruptionTarget`).
 
 Export and prepare stay init containers, run once per pod, never under torchrun.
 A run of one process keeps exactly the Job it had before this module existed.
@@ -147,6 +148,13 @@ def indexed(job: dict[str, Any], scale: Scale) -> dict[str, Any]:
         "parallelism": scale.nodes,
         "backoffLimit": 0,
     }
+    # A disrupted pod (eviction, preemption) fails the attempt too: the Job controller would
+    # replace it alone, and the other ranks would wait for it in a collective until their
+    # process group timed out.
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    job["spec"]["podFailurePolicy"]["rules"] = [
+        {**rule, "action": "FailJob"} if rule.get("onPodConditions") else rule for rule in rules
+    ]
     return job
 
 

@@ -215,6 +215,9 @@ def test_several_pods_make_an_indexed_job_with_a_static_rendezvous() -> None:
     assert job["metadata"]["name"] == name
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
     assert spec["backoffLimit"] == 0  # one failed pod fails the attempt: no rank restarts alone
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["operator"] == "In"
     pod = spec["template"]["spec"]
     assert pod["subdomain"] == "rdzv-7c0ffee-run-train"  # a DNS-1035 label for the Service
     assert pod["restartPolicy"] == "Never"
