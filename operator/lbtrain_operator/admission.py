@@ -14,8 +14,9 @@ owns (`contract.reserved_env`: a later duplicate would silently win in Kubernete
 for processes per pod other than its GPUs (`scale.processes_mismatch`), the run's artifact
 destination must stay under its root, a local destination must lie on a writable mount of the
 pod (`storage.unwritable`), and a run of several pods needs a destination they all share
-(`scale.unshared`). The Job returned is exactly the Job created, and the
-claim (when the template has a claim template) exactly the claim created before it.
+(`scale.unshared`). The Job returned is exactly the Job created, and the claim (when the
+template has a claim template) and the Service (for several pods) exactly those created before
+it.
 """
 
 from __future__ import annotations
