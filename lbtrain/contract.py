@@ -7,6 +7,7 @@ its termination message. Both sides import the names from here so they cannot dr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 # --- environment variables set on every trainer container -----------------------------------
@@ -34,7 +35,7 @@ ENV_ALLOW_LOOPBACK_MEDIA: Final = "LBTRAIN_ALLOW_LOOPBACK_MEDIA"
 # The variables the operator sets from the run and its template: a template's `env` may not set
 # any of them (admission refuses it, naming the variable), since a later duplicate would win in
 # Kubernetes and silently replace, say, the artifact destination the operator checked against
-# its root. The launcher variables of multi-process training (PET_*) will join this list.
+# its root. The launcher's variables (below) are reserved too, for the same reason.
 RESERVED_ENV: Final = frozenset(
     {
         ENV_MODEL_RUN_ID,
@@ -52,6 +53,50 @@ RESERVED_ENV: Final = frozenset(
         ENV_PRETRAINED,
     }
 )
+
+# --- the launcher of multi-process training (torchrun) -----------------------------------------
+# torchrun reads every flag from `PET_<FLAG>` (`torch/distributed/argparse_util.py`), the same
+# contract Kubeflow Trainer's torch plugin uses, and hands each process its rank in the rest.
+# The operator sets them from a template's `gpus`, `numProcPerNode` and `numNodes`; a template
+# or an image that set its own would start ranks that disagree on the world they belong to.
+LAUNCHER_ENV_PREFIX: Final = "PET_"
+LAUNCHER_ENV: Final = frozenset(
+    {
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+    }
+)
+ENV_PET_NNODES: Final = "PET_NNODES"
+ENV_PET_NPROC_PER_NODE: Final = "PET_NPROC_PER_NODE"
+ENV_PET_NODE_RANK: Final = "PET_NODE_RANK"
+ENV_PET_MASTER_ADDR: Final = "PET_MASTER_ADDR"
+ENV_PET_MASTER_PORT: Final = "PET_MASTER_PORT"
+ENV_PET_STANDALONE: Final = "PET_STANDALONE"
+ENV_PET_RDZV_BACKEND: Final = "PET_RDZV_BACKEND"
+ENV_PET_MAX_RESTARTS: Final = "PET_MAX_RESTARTS"
+ENV_PET_NO_PYTHON: Final = "PET_NO_PYTHON"
+# The launcher executable on the trainer image's PATH (custom images too).
+LAUNCHER: Final = "torchrun"
+# The port rank 0 listens on for the static rendezvous of a multi-pod run (Kubeflow's too).
+RENDEZVOUS_PORT: Final = 29500
+
+
+def is_launcher_env(name: str) -> bool:
+    """Whether `name` is one of the launcher's variables (torchrun's `PET_*` flags and the
+    ranks it hands each process)."""
+    return name.startswith(LAUNCHER_ENV_PREFIX) or name in LAUNCHER_ENV
+
+
+def reserved_env(names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The names a template's (or run's) `env` may not set, sorted: (the operator's contract
+    variables, the launcher's). The one rule admission applies."""
+    given = set(names)
+    return sorted(given & RESERVED_ENV), sorted(n for n in given if is_launcher_env(n))
+
 
 DEFAULT_LABELBOX_ENDPOINT: Final = "https://api.labelbox.com/graphql"
 DEFAULT_LABELBOX_REST_ENDPOINT: Final = "https://api.labelbox.com/api/v1"

@@ -31,6 +31,7 @@ from lbtrain.kube.resources import (
     PODS,
     SECRETS,
     SERVICEACCOUNTS,
+    SERVICES,
     TRAININGTEMPLATES,
     Resource,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "PODS",
     "SECRETS",
     "SERVICEACCOUNTS",
+    "SERVICES",
     "TRAININGTEMPLATES",
     "AlreadyExists",
     "ApiError",

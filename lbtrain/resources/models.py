@@ -76,6 +76,7 @@ class ModelRunSpec(WireModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     active_deadline_seconds: int | None = None
     backoff_limit: int | None = None
+    num_nodes: int | None = Field(default=None, ge=1)  # overrides the template's numNodes
     template: TemplateRef | None = None
 
 
@@ -137,6 +138,11 @@ class TrainingTemplateSpec(WireModel):
     command: list[str] = Field(default_factory=lambda: ["lbtrain", "trainer"])
     gpus: int = 1
     gpu_resource_name: str = "nvidia.com/gpu"
+    # Training processes per pod (torchrun's --nproc-per-node): with GPUs, one per GPU (unset,
+    # or equal to `gpus`); without, as many as asked. More than one runs `train` under torchrun.
+    num_proc_per_node: int | None = Field(default=None, ge=1)
+    # Pods per run (torchrun's --nnodes): more than one makes the run an Indexed Job.
+    num_nodes: int = Field(default=1, ge=1)
     resources: Resources = Field(default_factory=Resources)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)

@@ -9,11 +9,14 @@ hand without one, the template the catalogue says serves its `modelType`
 template that was deleted, or that now serves another Labelbox name, fails the run: building it
 from another template would train something the user did not pick.
 
-Then, in order: the template must parse, must not set a variable the operator owns
-(`contract.RESERVED_ENV`: a later duplicate would silently win in Kubernetes), the run's
-artifact destination must stay under its root, and a local destination must lie on a writable
-mount of the pod (`storage.unwritable`). The Job returned is exactly the Job created, and the
-claim (when the template has a claim template) exactly the claim created before it.
+Then, in order: the template must parse, must not set a variable the operator or the launcher
+owns (`contract.reserved_env`: a later duplicate would silently win in Kubernetes), must not ask
+for processes per pod other than its GPUs (`scale.processes_mismatch`), the run's artifact
+destination must stay under its root, a local destination must lie on a writable mount of the
+pod (`storage.unwritable`), and a run of several pods needs a destination they all share
+(`scale.unshared`). The Job returned is exactly the Job created, and the claim (when the
+template has a claim template) and the Service (for several pods) exactly those created before
+it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from lbtrain import contract
 from lbtrain.destination import DestinationEscapes
 from lbtrain.resources.catalogue import Catalogue
 from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
-from lbtrain_operator import jobspec, storage
+from lbtrain_operator import jobspec, scale, storage
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Observation
 from lbtrain_operator.settings import Settings
@@ -38,12 +41,14 @@ REFUSING_STATUSES = frozenset({400, 422})
 
 @dataclass(frozen=True)
 class Admitted:
-    """The Job to create, the template (at the generation) it was built from, and the run's
-    artifacts claim to create first (None: the template has no claim template)."""
+    """The Job to create, the template (at the generation) it was built from, the run's
+    artifacts claim to create first (None: the template has no claim template), and the headless
+    Service the pods of a multi-pod run find rank 0 through (None: one pod)."""
 
     job: dict[str, Any]
     template: TrainingTemplate
     claim: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,10 +86,19 @@ def select(run: ModelRun, templates: Iterable[Mapping[str, Any]]) -> Mapping[str
     return by_name[listing.template]
 
 
-def reserved_env(template: TrainingTemplate) -> list[str]:
-    """The variables of the template's `env` that the operator owns, sorted."""
-    names = {str(item.get("name")) for item in template.spec.env}
-    return sorted(names & contract.RESERVED_ENV)
+def reserved_env(template: TrainingTemplate) -> Refused | None:
+    """The refusal of a template whose `env` sets a variable the operator or the launcher owns,
+    naming each one and where it is; None when it sets none."""
+    name = template.metadata.name
+    owned, launcher = contract.reserved_env(str(item.get("name")) for item in template.spec.env)
+    messages = []
+    if owned:
+        messages.append(r.MSG_RESERVED_ENVIRONMENT.format(template=name, names=", ".join(owned)))
+    if launcher:
+        messages.append(
+            r.MSG_RESERVED_LAUNCHER_ENVIRONMENT.format(template=name, names=", ".join(launcher))
+        )
+    return Refused(r.RESERVED_ENVIRONMENT, "; ".join(messages)) if messages else None
 
 
 def admit(
@@ -106,9 +120,11 @@ def admit(
             r.INVALID_TEMPLATE, r.MSG_INVALID_TEMPLATE.format(template=name, detail=detail)
         )
     reserved = reserved_env(template)
-    if reserved:
-        message = r.MSG_RESERVED_ENVIRONMENT.format(template=name, names=", ".join(reserved))
-        return Refused(r.RESERVED_ENVIRONMENT, message)
+    if reserved is not None:
+        return reserved
+    mismatch = scale.processes_mismatch(template)
+    if mismatch is not None:
+        return Refused(r.INVALID_SCALE, mismatch)
     try:
         job = jobspec.build_job(run, run_uid, template, settings)
     except DestinationEscapes as exc:
@@ -122,7 +138,16 @@ def admit(
             destination=target, mounts=", ".join(mounts)
         )
         return Refused(r.ARTIFACT_DESTINATION_NOT_WRITABLE, message)
-    return Admitted(job, template, storage.build_claim(run, run_uid, template))
+    shape = scale.scale_of(run, template)
+    why = scale.unshared(target, template) if shape.multi_pod else None
+    if why is not None:
+        message = r.MSG_ARTIFACT_DESTINATION_NOT_SHARED.format(
+            nodes=shape.nodes, destination=target, why=why
+        )
+        return Refused(r.ARTIFACT_DESTINATION_NOT_SHARED, message)
+    claim = storage.build_claim(run, run_uid, template)
+    service = scale.build_service(job, run.metadata.name, run_uid) if shape.multi_pod else None
+    return Admitted(job, template, claim, service)
 
 
 def claim_taken(claim: str, owner: str) -> Refused:
@@ -148,6 +173,16 @@ def refused_by_server(status: int, message: str) -> Refused | None:
     retry."""
     if status in REFUSING_STATUSES:
         return Refused(r.JOB_REJECTED, r.MSG_JOB_REJECTED.format(detail=message))
+    return None
+
+
+def service_refused_by_server(service: str, status: int, message: str) -> Refused | None:
+    """The API server's refusal of a multi-pod run's Service as the run's failure; None for
+    answers worth a retry."""
+    if status in REFUSING_STATUSES:
+        return Refused(
+            r.JOB_REJECTED, r.MSG_SERVICE_REJECTED.format(service=service, detail=message)
+        )
     return None
 
 

@@ -5,6 +5,9 @@ sharing an emptyDir workspace, so the pod's own status says which stage runs. Th
 podFailurePolicy encodes the failure taxonomy Kubernetes can enforce by itself: disruptions
 (eviction, preemption) never count against backoffLimit, and the trainer's "bad input" exit code
 fails the Job at once, since retrying cannot fix data.
+
+A run of several processes runs `train` under torchrun, and a run of several pods is an
+Indexed Job: `scale` says what each adds, and a run of one process keeps exactly this Job.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from lbtrain.resources.names import (
     label_value,
 )
 from lbtrain_operator import reasons as r
+from lbtrain_operator import scale as sc
 from lbtrain_operator import storage
 from lbtrain_operator.settings import Settings
 
@@ -122,6 +126,7 @@ def _container(
     env: list[dict[str, Any]],
     gpu: bool,
     mounts: list[dict[str, Any]],
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
     tspec = template.spec
     limits = dict(tspec.resources.limits)
@@ -138,7 +143,7 @@ def _container(
         "name": stage,
         "image": tspec.image,
         "imagePullPolicy": tspec.image_pull_policy,
-        "command": [*tspec.command, stage],
+        "command": command or [*tspec.command, stage],
         "env": env,
         "resources": {k: v for k, v in (("limits", limits), ("requests", requests)) if v},
         "volumeMounts": [
@@ -200,6 +205,9 @@ def build_job(
         ANNOTATION_VOLUME_GRACE: str(tspec.volume_grace_period_seconds),
     }
     env = _env(run, template, settings)  # the same for every stage
+    scale = sc.scale_of(run, template)
+    train_env = env + sc.launcher_env(scale, job_name(name))  # torchrun's, for train alone
+    train_command = sc.train_command(tspec.command, scale)
     volumes, mounts = storage.pod_storage(name, template)
     workspace: dict[str, Any] = {}
     if tspec.workspace.size_limit is not None:
@@ -214,7 +222,9 @@ def build_job(
             _container(contract.STAGE_PREPARE, template, settings, env, False, mounts),
         ],
         "containers": [
-            _container(contract.STAGE_TRAIN, template, settings, env, True, mounts),
+            _container(
+                contract.STAGE_TRAIN, template, settings, train_env, True, mounts, train_command
+            ),
         ],
         "volumes": [
             {"name": WORKSPACE_VOLUME, "emptyDir": workspace},
@@ -235,7 +245,7 @@ def build_job(
     pod_spec.update({k: v for k, v in optional.items() if v})
     backoff = run.spec.backoff_limit if run.spec.backoff_limit is not None else tspec.backoff_limit
     deadline = run.spec.active_deadline_seconds or tspec.active_deadline_seconds
-    return {
+    job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -273,3 +283,4 @@ def build_job(
             },
         },
     }
+    return sc.indexed(job, scale)

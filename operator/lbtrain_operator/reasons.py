@@ -67,6 +67,32 @@ MSG_RESERVED_ENVIRONMENT: Final = (
     "run; remove it from the template (use its own field, e.g. artifacts.destination or "
     "labelbox.endpoint, where there is one)"
 )
+MSG_RESERVED_LAUNCHER_ENVIRONMENT: Final = (
+    "TrainingTemplate {template} sets {names} in spec.env, which torchrun reads or sets for "
+    "each training process; the operator sets them from spec.gpus, spec.numProcPerNode and "
+    "spec.numNodes, so remove them from the template and use those fields"
+)
+INVALID_SCALE: Final = "InvalidScale"
+MSG_PROCESSES_NOT_GPUS: Final = (
+    "TrainingTemplate {template} asks for {procs} processes per pod (spec.numProcPerNode) on "
+    "{gpus} GPUs (spec.gpus); each process trains on one GPU, so leave numProcPerNode unset or "
+    "set it to {gpus}"
+)
+ARTIFACT_DESTINATION_NOT_SHARED: Final = "ArtifactDestinationNotShared"
+MSG_ARTIFACT_DESTINATION_NOT_SHARED: Final = (
+    "the run trains on {nodes} pods (numNodes), but its artifact destination {destination} "
+    "{why}; every pod must reach the checkpoint rank 0 writes, so use a destination all pods "
+    "share (an object store such as s3://bucket/runs/{{modelRunId}}, or a ReadWriteMany claim: "
+    "artifacts.volumeClaimTemplate with accessModes [ReadWriteMany]), or train on one pod"
+)
+MSG_NOT_SHARED_POD_LOCAL: Final = "lies in the pod's own filesystem (lost with the pod)"
+MSG_NOT_SHARED_CLAIM: Final = (
+    "is on the run's claim, which is not ReadWriteMany (accessModes: {modes}), so pods on "
+    "other nodes cannot mount it"
+)
+MSG_NOT_SHARED_VOLUME: Final = (
+    "is on the template's volume {volume} ({kind}), which pods on other nodes do not share"
+)
 INVALID_TEMPLATE: Final = "InvalidTemplate"
 MSG_INVALID_TEMPLATE: Final = "TrainingTemplate {template} cannot build a Job: {detail}"
 ARTIFACT_DESTINATION_ESCAPES: Final = "ArtifactDestinationEscapes"
@@ -98,6 +124,7 @@ MSG_ARTIFACT_CLAIM_REJECTED: Final = (
 )
 JOB_REJECTED: Final = "JobRejected"
 MSG_JOB_REJECTED: Final = "the API server refused the Job: {detail}"
+MSG_SERVICE_REJECTED: Final = "the API server refused the run's Service {service}: {detail}"
 IMAGE_PULL_FAILED: Final = "ImagePullFailed"
 MSG_IMAGE_PULL_FAILED: Final = (
     "cannot pull image {image} for {container} after {seconds}s: {detail}"

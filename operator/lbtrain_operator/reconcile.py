@@ -23,6 +23,7 @@ from lbtrain.kube import (
     JOBS,
     MODELRUNS,
     PERSISTENTVOLUMECLAIMS,
+    SERVICES,
     TRAININGTEMPLATES,
     AlreadyExists,
     ApiError,
@@ -176,6 +177,10 @@ class Pass:
             refused = await self.ensure_claim(admitted.claim, uid)
             if refused is not None:
                 return refused.observation()
+        if admitted.service is not None:
+            refused = await self.ensure_service(admitted.service, uid)
+            if refused is not None:
+                return refused.observation()
         try:
             # The answer echoes the Job (the largest body a pass handles); nothing reads it.
             await self.ctx.kube.create(JOBS, job, self.namespace, decode=False)
@@ -220,6 +225,30 @@ class Pass:
             return refused
         owner = storage.claim_owner(existing, self.name, uid)
         return None if owner is None else admission.claim_taken(name, owner)
+
+    async def ensure_service(self, service: dict[str, Any], uid: str) -> admission.Refused | None:
+        """Create the headless Service the pods of a multi-pod run find rank 0 through, before
+        its Job (`scale.build_service`); one left by an earlier operator for this run is kept."""
+        name = service["metadata"]["name"]
+        try:
+            await self.ctx.kube.create(SERVICES, service, self.namespace, decode=False)
+            return None
+        except AlreadyExists:
+            existing = await self.ctx.kube.get(SERVICES, name, self.namespace)
+        except ApiError as exc:
+            refused = admission.service_refused_by_server(name, exc.status, exc.message)
+            if refused is None:
+                raise
+            return refused
+        if not _owned_by(existing, uid):
+            # A Service of a deleted ModelRun of the same name, not yet garbage-collected.
+            raise Conflict(
+                409,
+                "Conflict",
+                f"Service {name} belongs to another ModelRun; waiting for the garbage "
+                "collector to remove it",
+            )
+        return None
 
     async def volume_messages(self, obs: Observation) -> list[str]:
         """The kubelet's messages about the volumes of a pod that is starting (FailedMount,

@@ -329,6 +329,8 @@ OPERATOR_MATRIX = [
     ("list", "events", "ns", True),  # a starting pod's FailedMount Events
     ("create", "persistentvolumeclaims", "ns", True),  # each run's artifacts claim
     ("get", "persistentvolumeclaims", "ns", True),
+    ("create", "services", "ns", True),  # a multi-pod run's headless Service
+    ("get", "services", "ns", True),
     ("create", "events.events.k8s.io", "ns", True),
     ("create", "leases.coordination.k8s.io", "ns", True),
     ("list", "leases.coordination.k8s.io", "ns", True),
@@ -355,6 +357,7 @@ OPERATOR_MATRIX = [
     ("update", "jobs.batch", "ns", False),
     ("delete", "persistentvolumeclaims", "ns", False),
     ("update", "persistentvolumeclaims", "ns", False),
+    ("delete", "services", "ns", False),
     ("create", "persistentvolumes", "cluster", False),
     ("patch", "leases.coordination.k8s.io/some-other-lease", "ns", False),
     ("delete", "leases.coordination.k8s.io/lbtrain-operator-heartbeat", "ns", False),

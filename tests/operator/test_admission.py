@@ -136,7 +136,9 @@ def test_every_contract_variable_the_operator_sets_is_reserved():
     owned = {
         v
         for k, v in vars(contract).items()
-        if k.startswith("ENV_") and k not in ("ENV_ALLOW_HUB_DOWNLOAD", "ENV_ALLOW_LOOPBACK_MEDIA")
+        if k.startswith("ENV_")
+        and not k.startswith("ENV_PET_")  # the launcher's, reserved by their own rule
+        and k not in ("ENV_ALLOW_HUB_DOWNLOAD", "ENV_ALLOW_LOOPBACK_MEDIA")
     }
     # LBTRAIN_PRETRAINED is set only when the template names weights; it is reserved anyway.
     assert owned - {contract.ENV_PRETRAINED} <= set_by_operator
@@ -165,3 +167,121 @@ def test_a_deleted_job_fails_the_run():
     assert admission.job_deleted("mr-1-train") == Refused(
         r.JOB_DELETED, "the Job mr-1-train was deleted before it finished"
     )
+
+
+def test_the_launcher_s_variables_are_refused_naming_each_and_where():
+    for name in ("PET_NNODES", "PET_RDZV_ENDPOINT", "MASTER_ADDR", "MASTER_PORT", "RANK"):
+        assert contract.is_launcher_env(name)
+    assert not contract.is_launcher_env("PETS") and not contract.is_launcher_env("MY_RANK")
+    launcher = template_object(
+        "ddp",
+        "ner",
+        env=[
+            {"name": "WORLD_SIZE", "value": "8"},
+            {"name": "PET_NPROC_PER_NODE", "value": "8"},
+            {"name": "LOCAL_WORLD_SIZE", "value": "8"},
+            {"name": "OMP_NUM_THREADS", "value": "4"},  # the user's to tune
+        ],
+    )
+    got = admit(run(model_type="ner"), "u", [launcher], SETTINGS)
+    assert got == Refused(
+        r.RESERVED_ENVIRONMENT,
+        "TrainingTemplate ddp sets LOCAL_WORLD_SIZE, PET_NPROC_PER_NODE, WORLD_SIZE in spec.env, "
+        "which torchrun reads or sets for each training process; the operator sets them from "
+        "spec.gpus, spec.numProcPerNode and spec.numNodes, so remove them from the template and "
+        "use those fields",
+    )
+    both = template_object(
+        "both",
+        "ner",
+        env=[{"name": "RANK", "value": "0"}, {"name": "LBTRAIN_ARTIFACTS", "value": "/x"}],
+    )
+    got = admit(run(model_type="ner"), "u", [both], SETTINGS)
+    assert isinstance(got, Refused) and got.reason == r.RESERVED_ENVIRONMENT
+    assert "sets LBTRAIN_ARTIFACTS in spec.env" in got.message
+    assert "sets RANK in spec.env" in got.message
+
+
+def test_processes_per_pod_other_than_the_gpus_are_refused():
+    odd = template_object("odd", "ner", gpus=4, numProcPerNode=2)
+    got = admit(run(model_type="ner"), "u", [odd], SETTINGS)
+    assert got == Refused(
+        r.INVALID_SCALE,
+        "TrainingTemplate odd asks for 2 processes per pod (spec.numProcPerNode) on 4 GPUs "
+        "(spec.gpus); each process trains on one GPU, so leave numProcPerNode unset or set it "
+        "to 4",
+    )
+    for fine in (
+        template_object("a", "ner", gpus=4, numProcPerNode=4),
+        template_object("a", "ner", gpus=4),
+        template_object("a", "ner", gpus=0, numProcPerNode=3),
+    ):
+        assert isinstance(admit(run(model_type="ner"), "u", [fine], SETTINGS), Admitted)
+
+
+def _multi(name: str, **spec: Any) -> dict[str, Any]:
+    return template_object(name, "ner", gpus=0, numNodes=2, **spec)
+
+
+RWX = {"spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
+RWO = {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+def test_several_pods_need_a_destination_they_all_share():
+    shared = [
+        _multi("s3", artifacts={"destination": "s3://bucket/runs/{modelRunId}"}),
+        _multi("rwx", artifacts={"volumeClaimTemplate": RWX}),
+        _multi(
+            "nfs",
+            artifacts={"destination": "/models/{modelRunId}"},
+            volumes=[{"name": "models", "nfs": {"server": "10.0.0.2", "path": "/m"}}],
+            volumeMounts=[{"name": "models", "mountPath": "/models"}],
+        ),
+    ]
+    for body in shared:
+        got = admit(run(model_type="ner"), "uid-1", [body], SETTINGS)
+        assert isinstance(got, Admitted), body["metadata"]["name"]
+        assert got.service is not None
+        assert got.service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "mr-1-train"}
+        assert got.job["spec"]["completions"] == 2
+    run_id = run().spec.model_run_id
+    local = admit(run(model_type="ner"), "u", [_multi("local")], SETTINGS)
+    assert local == Refused(
+        r.ARTIFACT_DESTINATION_NOT_SHARED,
+        f"the run trains on 2 pods (numNodes), but its artifact destination "
+        f"/workspace/artifacts/{run_id} lies in the pod's own filesystem (lost with the pod); "
+        "every pod must reach the checkpoint rank 0 writes, so use a destination all pods share "
+        "(an object store such as s3://bucket/runs/{modelRunId}, or a ReadWriteMany claim: "
+        "artifacts.volumeClaimTemplate with accessModes [ReadWriteMany]), or train on one pod",
+    )
+    rwo = admit(
+        run(model_type="ner"),
+        "u",
+        [_multi("rwo", artifacts={"volumeClaimTemplate": RWO})],
+        SETTINGS,
+    )
+    assert isinstance(rwo, Refused) and rwo.reason == r.ARTIFACT_DESTINATION_NOT_SHARED
+    assert "is on the run's claim, which is not ReadWriteMany (accessModes: ReadWriteOnce)" in (
+        rwo.message
+    )
+    host = _multi(
+        "host",
+        artifacts={"destination": "/models/{modelRunId}"},
+        volumes=[{"name": "models", "hostPath": {"path": "/srv/m"}}],
+        volumeMounts=[{"name": "models", "mountPath": "/models"}],
+    )
+    got = admit(run(model_type="ner"), "u", [host], SETTINGS)
+    assert isinstance(got, Refused)
+    assert "is on the template's volume models (hostPath)" in got.message
+
+
+def test_a_run_on_one_pod_keeps_any_destination_and_no_service():
+    got = admit(run(model_type="ner", numNodes=1), "u", [_multi("local")], SETTINGS)
+    assert isinstance(got, Admitted) and got.service is None
+    single = admit(run(model_type="ner"), "u", [template_object("t", "ner")], SETTINGS)
+    assert isinstance(single, Admitted) and single.service is None
+    refused = admit(
+        run(model_type="ner", numNodes=2), "u", [template_object("t", "ner", gpus=0)], SETTINGS
+    )
+    assert isinstance(refused, Refused)
+    assert refused.reason == r.ARTIFACT_DESTINATION_NOT_SHARED  # the run's own count decides

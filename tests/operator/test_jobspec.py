@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,7 @@ from lbtrain import contract
 from lbtrain.destination import DestinationEscapes
 from lbtrain.resources.names import LABEL_MODEL_RUN, LABEL_MODEL_TYPE
 from lbtrain_dev.ids import fake_cuid
+from lbtrain_operator import scale
 from lbtrain_operator.jobspec import build_job, job_name
 from lbtrain_operator.settings import Settings
 from lbtrain_webhook.modelruns import build_model_run
@@ -150,3 +152,128 @@ def test_scheduling_fields_and_restricted_security() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["automountServiceAccountToken"] is False
+
+
+# --- scale: processes per pod, pods per run ---------------------------------------------------
+
+
+def _train(job: dict[str, Any]) -> dict[str, Any]:
+    return dict(job["spec"]["template"]["spec"]["containers"][0])
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_one_process_keeps_the_job_it_always_had() -> None:
+    """No torchrun, no launcher variables, no index: existing users see no change."""
+    for t in (template(), template(gpus=1), template(gpus=0), template(gpus=0, numProcPerNode=1)):
+        job = build_job(run(), "u", t, Settings())
+        pod = job["spec"]["template"]["spec"]
+        assert _train(job)["command"] == ["lbtrain", "trainer", "train"]
+        assert not [n for n in _env(_train(job)) if contract.is_launcher_env(n)]
+        assert "ports" not in _train(job) and "subdomain" not in pod
+        assert "completionMode" not in job["spec"] and "completions" not in job["spec"]
+        assert job["spec"]["backoffLimit"] == 2
+
+
+def test_every_gpu_of_a_pod_gets_a_process_under_torchrun() -> None:
+    job = build_job(run(), "u", template(gpus=4, command=["/opt/my-trainer"]), Settings())
+    train = _train(job)
+    assert train["command"] == ["torchrun", "/opt/my-trainer", "train"]
+    assert train["resources"]["limits"]["nvidia.com/gpu"] == 4
+    env = _env(train)
+    launcher = {n: v for n, v in env.items() if contract.is_launcher_env(n)}
+    assert launcher == {
+        "PET_NNODES": "1",
+        "PET_NPROC_PER_NODE": "4",
+        "PET_STANDALONE": "1",  # a local rendezvous on a free port
+        "PET_MAX_RESTARTS": "0",  # the Job and the operator own retries
+        "PET_NO_PYTHON": "1",  # the command is an executable, not a script
+    }
+    assert env[contract.ENV_MODEL_RUN_ID] == fake_cuid("run-1")  # the contract is still there
+    # export and prepare run once, never under torchrun, without the launcher's variables
+    for init in job["spec"]["template"]["spec"]["initContainers"]:
+        assert init["command"] == ["/opt/my-trainer", init["name"]]
+        assert not [n for n in _env(init) if contract.is_launcher_env(n)]
+    assert "completionMode" not in job["spec"] and job["spec"]["backoffLimit"] == 2
+
+
+def test_cpu_processes_per_pod_and_equal_gpus() -> None:
+    cpu = _train(build_job(run(), "u", template(gpus=0, numProcPerNode=3), Settings()))
+    assert cpu["command"][0] == "torchrun"
+    assert _env(cpu)["PET_NPROC_PER_NODE"] == "3"
+    assert "nvidia.com/gpu" not in cpu.get("resources", {}).get("limits", {})
+    same = _train(build_job(run(), "u", template(gpus=2, numProcPerNode=2), Settings()))
+    assert _env(same)["PET_NPROC_PER_NODE"] == "2"
+
+
+def test_several_pods_make_an_indexed_job_with_a_static_rendezvous() -> None:
+    t = template(gpus=2, numNodes=3, artifacts={"destination": "s3://b/runs/{modelRunId}"})
+    job = build_job(run("7c0ffee-run"), "uid-9", t, Settings())
+    spec, name = job["spec"], "7c0ffee-run-train"
+    assert job["metadata"]["name"] == name
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
+    assert spec["backoffLimit"] == 0  # one failed pod fails the attempt: no rank restarts alone
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["operator"] == "In"
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == "rdzv-7c0ffee-run-train"  # a DNS-1035 label for the Service
+    assert pod["restartPolicy"] == "Never"
+    train = _train(job)
+    assert train["command"] == ["torchrun", "lbtrain", "trainer", "train"]
+    assert train["ports"] == [{"name": "rendezvous", "containerPort": 29500, "protocol": "TCP"}]
+    launcher = {n: v for n, v in _env(train).items() if contract.is_launcher_env(n)}
+    assert launcher == {
+        "PET_NNODES": "3",
+        "PET_NPROC_PER_NODE": "2",
+        "PET_MAX_RESTARTS": "0",
+        "PET_NO_PYTHON": "1",
+        "PET_RDZV_BACKEND": "static",
+        "PET_MASTER_ADDR": "7c0ffee-run-train-0.rdzv-7c0ffee-run-train",
+        "PET_MASTER_PORT": "29500",
+        "PET_NODE_RANK": {
+            "fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+            }
+        },
+    }
+
+
+def test_one_process_on_each_of_several_pods_still_runs_torchrun() -> None:
+    t = template(gpus=0, numNodes=2, artifacts={"destination": "s3://b/{modelRunId}"})
+    job = build_job(run(), "u", t, Settings())
+    assert _train(job)["command"][0] == "torchrun"
+    assert _env(_train(job))["PET_NPROC_PER_NODE"] == "1"
+    assert job["spec"]["completions"] == 2
+
+
+def test_a_run_overrides_the_template_s_pod_count() -> None:
+    t = template(gpus=0, numNodes=4, artifacts={"destination": "s3://b/{modelRunId}"})
+    one = build_job(run(numNodes=1), "u", t, Settings())
+    assert "completionMode" not in one["spec"] and _train(one)["command"][0] == "lbtrain"
+    two = build_job(run(numNodes=2), "u", t, Settings())
+    assert two["spec"]["completions"] == 2
+
+
+def test_the_headless_service_of_a_multi_pod_run() -> None:
+    t = template(gpus=0, numNodes=2, artifacts={"destination": "s3://b/{modelRunId}"})
+    job = build_job(run(), "uid-1", t, Settings())
+    svc = scale.build_service(job, "mr-1", "uid-1")
+    assert svc["metadata"]["name"] == job["spec"]["template"]["spec"]["subdomain"]
+    assert svc["metadata"]["namespace"] == "ns"
+    owner = svc["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("ModelRun", "mr-1", "uid-1")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True  # ranks wait in init containers
+    assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": "mr-1-train"}
+    assert svc["spec"]["ports"][0]["port"] == 29500
+    assert svc["metadata"]["labels"][LABEL_MODEL_RUN] == "mr-1"
+
+
+def test_names_stay_dns_labels_for_the_longest_runs() -> None:
+    name = job_name("9" * 200)
+    assert len(f"{name}-63") <= 63  # the pod hostname of the highest index
+    svc = scale.service_name(name)
+    assert len(svc) <= 63 and svc[0].isalpha()

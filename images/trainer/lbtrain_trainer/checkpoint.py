@@ -6,6 +6,13 @@ fingerprint (model type and size, label set, and the hyperparameters that shape 
 the optimisation) matches, so a changed label set never resumes a wrong head; ``epochs`` is left
 out, so a run can be extended. A marker records a finished upload, so a pod that dies after
 uploading does not upload again.
+
+Under torchrun every rank must resume from the same state, all of it (DDP broadcasts only the
+parameters at wrap time, not the optimizer's moments, the scheduler's step or the epoch): rank 0
+alone reads the checkpoint and decides whether it fits, and sends what it read to every rank
+(:func:`load_everywhere`). Ranks reading it each for themselves could decide differently (one
+read failing, or meeting a checkpoint another attempt is writing) and then run different numbers
+of steps, which hangs the collectives until the process group times out.
 """
 
 from __future__ import annotations
@@ -127,3 +134,16 @@ class Checkpointer:
             "upload": upload or {},
         }
         self.destination.write_bytes(UPLOAD_MARKER, json.dumps(payload).encode())
+
+
+def load_everywhere(checkpointer: Checkpointer, distributed: bool, rank: int) -> State | None:
+    """The checkpoint rank 0 read (None: start fresh), on every rank of the process group."""
+    state = checkpointer.load() if rank == 0 else None
+    if not distributed:
+        return state
+    shared: list[State | None] = [state]
+    torch.distributed.broadcast_object_list(shared, src=0)
+    received = shared[0]
+    if received is not None:
+        log.info("rank %d resumes after epoch %d (read by rank 0)", rank, received.epoch)
+    return received

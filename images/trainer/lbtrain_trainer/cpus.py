@@ -1,7 +1,8 @@
 """How many CPUs this container may use, without importing torch.
 
 The train stage sizes torch's thread pool from it and the export stage bounds how many images
-it decodes at once: both must follow the pod's CPU limit, not the node's core count.
+it decodes at once: both must follow the pod's CPU limit, not the node's core count. Under
+torchrun the container's processes share that quota: each takes its part of it.
 """
 
 from __future__ import annotations
@@ -25,3 +26,10 @@ def cpu_quota(cgroup_file: str = "/sys/fs/cgroup/cpu.max") -> int:
     except (OSError, ValueError):
         pass
     return max(1, visible)
+
+
+def threads_per_process(quota: int, local_world_size: int) -> int:
+    """Threads for one of `local_world_size` training processes sharing a container's `quota`
+    CPUs: an equal part, at least one. Every process sizing its pool to the whole quota would
+    oversubscribe the container `local_world_size` times over."""
+    return max(1, quota // max(1, local_world_size))

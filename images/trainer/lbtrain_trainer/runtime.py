@@ -1,10 +1,11 @@
 """Where training runs: device, torchrun ranks, and the GPU fast paths.
 
 One object answers "which device, which rank, may I talk to Labelbox" for the train stage.
-The operator runs one process per run (no torchrun, no rank variables: rank 0 of 1 on
-``cuda:0``). Under a torchrun that a custom image starts itself (``RANK``/``WORLD_SIZE``/
-``LOCAL_RANK``) every rank trains; only rank 0 uploads, writes config, saves weights and
-checkpoints.
+A run of one process has no rank variables: rank 0 of 1 on ``cuda:0``. A template with several
+GPUs (or ``numProcPerNode``, or ``numNodes``) makes the operator run ``train`` under torchrun,
+which gives each process ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE``: every rank
+trains, on GPU ``LOCAL_RANK``, with its part of the container's CPUs; only rank 0 uploads,
+writes config, saves weights and checkpoints.
 On CUDA the usual fast paths switch on (bf16 autocast, TF32, fused AdamW, pinned memory,
 channels_last for CNNs, optional ``torch.compile``); on a CPU the same code runs plainly.
 """
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lbtrain_trainer.cpus import cpu_quota
+from lbtrain_trainer.cpus import cpu_quota, threads_per_process
 from lbtrain_trainer.hyperparams import Hyperparameters
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,11 @@ class Runtime:
             torch.distributed.barrier()
 
 
+def local_world_size_from_env() -> int:
+    """The processes torchrun started in this container (1 without torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def rank_from_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
     return (
@@ -78,7 +84,7 @@ def setup(hp: Hyperparameters) -> Runtime:
         torch.backends.cudnn.benchmark = True
     else:
         device = torch.device("cpu")
-    threads = hp.cpu_threads or cpu_quota()
+    threads = hp.cpu_threads or threads_per_process(cpu_quota(), local_world_size_from_env())
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     if world > 1 and not torch.distributed.is_initialized():

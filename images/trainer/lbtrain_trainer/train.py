@@ -2,11 +2,12 @@
 
 One loop serves every model type (the task supplies batching, loss and prediction). After
 each epoch rank 0 checkpoints to the artifact destination, so a restarted pod resumes at the
-next epoch. Then rank 0 alone evaluates on the test split, uploads predictions and per-row
-metrics to the model run, writes the run-level results into the model run config, and saves
-weights with a model card; other ranks only train. Predictions go to every row of the run by
-default (hyperparameter ``predict_splits``), and an upload Labelbox partly rejects still
-completes (:func:`lbtrain_trainer.labelbox_io.upload_predictions`).
+next epoch, every rank from the state rank 0 read. Then rank 0 alone evaluates on the test
+split, uploads predictions and per-row metrics to the model run, writes the run-level results
+into the model run config, and saves weights with a model card; other ranks only train.
+Predictions go to every row of the run by default (hyperparameter ``predict_splits``), and an
+upload Labelbox partly rejects still completes
+(:func:`lbtrain_trainer.labelbox_io.upload_predictions`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lbtrain_trainer import features, hyperparams, labelbox_io
 from lbtrain_trainer.artifacts import Destination, open_checked
-from lbtrain_trainer.checkpoint import Checkpointer, State, fingerprint
+from lbtrain_trainer.checkpoint import Checkpointer, State, fingerprint, load_everywhere
 from lbtrain_trainer.evaluation import Evaluation, evaluate
 from lbtrain_trainer.hyperparams import RESULTS_KEY, Hyperparameters
 from lbtrain_trainer.manifest import Example, PreparedDataset
@@ -152,7 +153,7 @@ def train_epochs(
     loader = _loader(task, train_examples, hp, runtime, train=True)
     optimizer = make_optimizer(model.parameters(), hp, runtime)
     scheduler = make_scheduler(optimizer, max(1, hp.epochs * len(loader)), hp.warmup_fraction)
-    state = checkpointer.load() or State()
+    state = load_everywhere(checkpointer, runtime.distributed, runtime.rank) or State()
     resumed_from = state.epoch
     if state.model:
         unwrap(model).load_state_dict(state.model)
