@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
+import struct
+import subprocess
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,175 @@ def test_kubelet_names_the_testbed_dns_in_every_pods_resolv_conf(tmp_path: Path)
     assert conf["resolvConf"] == ""  # the machine's own nameservers are never merged in
 
 
+def fresh_namespace(plane: ControlPlane) -> Iterator[str]:
+    name = f"dns-{secrets.token_hex(4)}"
+    plane.kubectl("create", "namespace", name, check=True)
+    plane.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, check=True)
+    yield name
+    plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+# --- CoreDNS against the API server (no node) -------------------------------------------------
+REFUSED = 5
+
+
+def a_query(name: str, qid: int) -> bytes:
+    """A DNS query for the A record of `name` (RFC 1035 wire format, recursion desired)."""
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split("."))
+    return struct.pack(">6H", qid, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack(">2H", 1, 1)
+
+
+def _skip_name(msg: bytes, at: int) -> int:
+    while msg[at]:
+        if msg[at] & 0xC0 == 0xC0:  # a compression pointer ends the name
+            return at + 2
+        at += msg[at] + 1
+    return at + 1
+
+
+def a_answers(msg: bytes) -> tuple[int, list[str]]:
+    """The response code and the A records' addresses of a DNS response."""
+    _, flags, questions, answers = struct.unpack(">4H", msg[:8])
+    at = 12
+    for _ in range(questions):
+        at = _skip_name(msg, at) + 4
+    found = []
+    for _ in range(answers):
+        at = _skip_name(msg, at)
+        rtype, _, _, length = struct.unpack(">HHIH", msg[at : at + 10])
+        at += 10
+        if rtype == 1:
+            found.append(socket.inet_ntoa(msg[at : at + length]))
+        at += length
+    return flags & 0x000F, found
+
+
+def lookup(port: int, name: str) -> tuple[int, list[str]]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        qid = secrets.randbelow(0xFFFF)
+        sock.sendto(a_query(name, qid), ("127.0.0.1", port))
+        reply, _ = sock.recvfrom(4096)
+    assert struct.unpack(">H", reply[:2])[0] == qid
+    return a_answers(reply)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def coredns_on_loopback(control_plane: ControlPlane, tmp_path: Path) -> Iterator[int]:
+    """The testbed's CoreDNS with the node's Corefile, but on 127.0.0.1 and a free port, against
+    the session's control plane; yields the port."""
+    port, ready_port = free_udp_port(), free_udp_port()
+    conf = tmp_path / "Corefile"
+    conf.write_text(dns.corefile(control_plane.kubeconfig, ready_port, host="127.0.0.1", port=port))
+    log = (tmp_path / "coredns.log").open("wb")
+    proc = subprocess.Popen(
+        [str(dns.ensure_dns_binary()), *dns.coredns_args(conf)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if dns.dns_ready(ready_port):
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "coredns.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "coredns.log").read_text()
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def api_ns(control_plane: ControlPlane) -> Iterator[str]:
+    yield from fresh_namespace(control_plane)
+
+
+@pytest.mark.testbed
+def test_coredns_answers_services_and_job_pod_hostnames_from_the_api_server(
+    control_plane: ControlPlane, coredns_on_loopback: int, api_ns: str
+) -> None:
+    """The records a scale-out run needs, straight from the API server's objects: a ClusterIP
+    Service's address, and a pod's `<hostname>.<headless svc>` from the EndpointSlice (what the
+    endpointslice controller writes for an Indexed Job's pods; hand-made here, no node). A name
+    outside the cluster is refused at once."""
+    ns, port = api_ns, coredns_on_loopback
+    objs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "ranks", "namespace": ns},
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": {"batch.kubernetes.io/job-name": "train"},
+                "ports": [{"port": RANK0_PORT}],
+            },
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "ranks-1",
+                "namespace": ns,
+                "labels": {"kubernetes.io/service-name": "ranks"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {
+                    "addresses": ["10.244.0.70"],
+                    "hostname": "train-0",
+                    "conditions": {"ready": True},
+                },
+                {
+                    "addresses": ["10.244.0.71"],
+                    "hostname": "train-1",
+                    "conditions": {"ready": True},
+                },
+            ],
+            "ports": [{"port": RANK0_PORT, "protocol": "TCP"}],
+        },
+    ]
+    control_plane.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}),
+        check=True,
+    )  # fmt: skip
+    cluster_ip = control_plane.kubectl(
+        "get", "service", "web", "-n", ns, "-o", "jsonpath={.spec.clusterIP}", check=True
+    ).stdout.strip()
+
+    def answered(name: str) -> tuple[int, list[str]]:
+        deadline = time.monotonic() + 10  # the informers see new objects within a moment
+        while (got := lookup(port, name))[1] == [] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return got
+
+    assert answered(f"web.{ns}.svc.cluster.local") == (0, [cluster_ip])
+    assert answered(f"train-0.ranks.{ns}.svc.cluster.local") == (0, ["10.244.0.70"])
+    assert answered(f"train-1.ranks.{ns}.svc.cluster.local") == (0, ["10.244.0.71"])
+    assert sorted(answered(f"ranks.{ns}.svc.cluster.local")[1]) == ["10.244.0.70", "10.244.0.71"]
+    assert lookup(port, f"train-2.ranks.{ns}.svc.cluster.local")[1] == []
+    assert lookup(port, "lbtrain-nothing.invalid") == (REFUSED, [])
+
+
 # --- on the real node ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lbtrain_image(request: pytest.FixtureRequest) -> BuiltImage:
@@ -77,11 +250,7 @@ def dns_node(testbed_bin: Path, lbtrain_image: BuiltImage) -> Iterator[ControlPl
 
 @pytest.fixture
 def ns(dns_node: ControlPlane) -> Iterator[str]:
-    name = f"dns-{secrets.token_hex(4)}"
-    dns_node.kubectl("create", "namespace", name, check=True)
-    dns_node.kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, check=True)
-    yield name
-    dns_node.kubectl("delete", "namespace", name, "--wait=false")
+    yield from fresh_namespace(dns_node)
 
 
 def apply(plane: ControlPlane, ns: str, *objs: dict[str, Any]) -> None:

@@ -43,10 +43,13 @@ def ensure_dns_binary(*, quiet: bool = False) -> Path:
     return Path(run_build_script("testbed/build-dns.sh", quiet=quiet).strip().splitlines()[-1])
 
 
-def corefile(kubeconfig: Path, ready_port: int) -> str:
-    """The Corefile: one server on the bridge address for the cluster's zones.
+def corefile(
+    kubeconfig: Path, ready_port: int, *, host: str | None = None, port: int = DNS_PORT
+) -> str:
+    """The Corefile: one server on the bridge address (or `host`) for the cluster's zones.
 
-    - `bind`: the bridge address only, never the machine's own interfaces.
+    - `bind`: the bridge address only, never the machine's own interfaces. (A test without a
+      node passes 127.0.0.1 and a free port.)
     - `kubernetes ... { kubeconfig }`: records from the API server, reached from outside the
       cluster with the admin's credentials; no `fallthrough`, since nothing follows it (a miss
       is NXDOMAIN, as on a real cluster).
@@ -56,9 +59,9 @@ def corefile(kubeconfig: Path, ready_port: int) -> str:
       test that could not resolve a name can show what was asked and answered.
     """
     zones = " ".join(ZONES)
-    servers = " ".join(f"{zone}:{DNS_PORT}" for zone in ZONES)
+    servers = " ".join(f"{zone}:{port}" for zone in ZONES)
     return f"""{servers} {{
-    bind {nc.node_ip()}
+    bind {host or nc.node_ip()}
     errors
     log
     ready 127.0.0.1:{ready_port}
