@@ -10,8 +10,8 @@ EndpointSlices and Namespaces through the testbed's admin kubeconfig, the way it
 outside any cluster. It is not a Deployment behind a `kube-dns` Service: the kubelet's
 `clusterDNS` is only the nameserver written into each pod's resolv.conf, and the bridge address
 is one every pod already routes to, so a host process needs no image, no Service and no RBAC.
-It starts with every real node: it takes well under a second and a few MB, and a node whose
-pods cannot resolve names is not the cluster the chart is written for.
+It starts with every real node: it is one host process, ready once its watches have listed, and
+a node whose pods cannot resolve names is not the cluster the chart is written for.
 
 It answers `cluster.local` and the reverse zones only. There is no upstream to forward to (no
 traffic leaves the testbed), so any other name is refused at once instead of timing out.
