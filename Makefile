@@ -21,10 +21,12 @@ install: $(VENV)/.installed
 # kube-proxy from Go modules on first use
 # (5 to 15 minutes on 2 cores), then answers from the cache in under a second.
 # Also versitygw, the S3-compatible server of the object-store tests (testbed/build-s3.sh:
-# about 4 to 6 min cold on 2 cores, cached under the same folder).
+# about 4 to 6 min cold on 2 cores, cached under the same folder), and CoreDNS, the real node's
+# cluster DNS (testbed/build-dns.sh: about 2 to 4 min cold on 2 cores).
 testbed: install
 	PYTHON=$(PY) bash testbed/build.sh >/dev/null
 	bash testbed/build-s3.sh >/dev/null
+	bash testbed/build-dns.sh >/dev/null
 
 # Debian's containerd, runc, CNI plugins, iptables, buildah and mmdebstrap, for the real node
 # and the image builds (apt runs only when one is missing).

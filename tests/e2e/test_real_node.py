@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -172,6 +173,14 @@ def installed(
         print(kubectl("get", "pods", "-A", "-o", "wide").stdout)
         print(kubectl("describe", "pods", "-n", RELEASE_NS).stdout[-6000:])
     assert result.returncode == 0, result.stderr
+    # What the chart README tells a user to run next: the chart's test Pod sends a signed
+    # GET /models to the webhook's Service by its DNS name (resolved by the node's CoreDNS).
+    tested = helm("test", "lbtrain", f"--namespace={RELEASE_NS}", "--timeout=100s", check=False)
+    if tested.returncode != 0:
+        print(kubectl("logs", "lbtrain-test-models", "-n", RELEASE_NS).stdout[-3000:])
+        print(kubectl("describe", "pod", "lbtrain-test-models", "-n", RELEASE_NS).stdout[-3000:])
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert re.search(r"Phase:\s+Succeeded", tested.stdout), tested.stdout
     yield real_node
     for ns in (OOM_NS, PULL_NS):
         kubectl("delete", "mr", "--all", "-n", ns, "--wait=false")

@@ -1,8 +1,8 @@
 """`lbtrain testbed`: a local Kubernetes control plane for development: up | down | env | status.
 
 The control plane outlives the command: `up` leaves it running, `down` stops it. `up --node`
-adds a real node (containerd, kubelet, kube-scheduler, kube-proxy) that runs pods from images
-imported with `lbtrain testbed import`.
+adds a real node (containerd, CoreDNS, kubelet, kube-scheduler, kube-proxy) that runs pods from
+images imported with `lbtrain testbed import`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--node",
         action="store_true",
-        help="also start a real node (containerd, kubelet, kube-scheduler, kube-proxy)",
+        help="also start a real node (containerd, CoreDNS, kubelet, kube-scheduler, kube-proxy)",
     )
     up.add_argument(
         "--node-store",

@@ -1,5 +1,6 @@
 """Starting and stopping etcd, kube-apiserver and kube-controller-manager on 127.0.0.1, and
-optionally a real node (containerd, kubelet, kube-scheduler, kube-proxy; see `node.py`).
+optionally a real node (containerd, CoreDNS, kubelet, kube-scheduler, kube-proxy; see `node.py`
+and `dns.py`).
 
 Everything a running control plane needs (certificates, logs, etcd data, the admin kubeconfig,
 the state file with pids and ports) lives in one run folder, so `lbtrain testbed down` from
@@ -30,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from lbtrain_dev.testbed import dns
 from lbtrain_dev.testbed import node as nodeio
 from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.pki import write_pki
@@ -100,6 +102,7 @@ class State:
     host: str = "127.0.0.1"
     # A real node: where its images live, its ports, and the sysctls to restore on `down`.
     node_store: str = ""
+    dns_binary: str = ""  # CoreDNS, the node's cluster DNS (testbed/build-dns.sh)
     node_ports: dict[str, int] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)
     # This plane holds the machine's one node: only then may `stop` tear the node's network
@@ -118,14 +121,23 @@ class State:
 class ControlPlane:
     """One local control plane. `start()` blocks until every component answers healthy."""
 
-    def __init__(self, bin_dir: Path, run_dir: Path, *, node_store: Path | None = None) -> None:
-        """`node_store`: start a real node too, keeping its containerd images there."""
+    def __init__(
+        self,
+        bin_dir: Path,
+        run_dir: Path,
+        *,
+        node_store: Path | None = None,
+        dns_binary: Path | None = None,
+    ) -> None:
+        """`node_store`: start a real node too, keeping its containerd images there.
+        `dns_binary`: the node's CoreDNS; by default built (or found cached) at start."""
         self.bin_dir = bin_dir
         self.run_dir = run_dir
         self.state = State(run_dir=str(run_dir), bin_dir=str(bin_dir))
         if node_store is not None:
             self.state.node_store = str(node_store)
             self.state.host = nc.node_ip()
+            self.state.dns_binary = str(dns_binary) if dns_binary else ""
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # --- paths ---------------------------------------------------------------------------------
@@ -161,12 +173,15 @@ class ControlPlane:
 
     def start(self, *, die_with_parent: bool = False, timeout: float = 90.0) -> None:
         """Start etcd, then kube-apiserver, then kube-controller-manager; wait for each. With a
-        node, then containerd, the kubelet, kube-scheduler and kube-proxy, until the node is
-        Ready, untainted and advertises its GPUs."""
+        node, then containerd, CoreDNS, the kubelet, kube-scheduler and kube-proxy, until the
+        node is Ready, untainted and advertises its GPUs."""
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         st = self.state
         if st.node:
             nodeio.preflight()
+            # Built (or found) before anything starts: a cold build takes minutes, and a
+            # missing Go should fail the start before the node's network exists.
+            st.dns_binary = st.dns_binary or str(dns.ensure_dns_binary())
             nodeio.claim(self.node_paths)
             st.node_claimed = True
             try:
@@ -404,10 +419,17 @@ class ControlPlane:
             "scheduler": free_port(),
             "proxy-healthz": free_port(),
             "proxy-metrics": free_port(),
+            "dns-ready": free_port(),
         }
         nodeio.write_configs(paths, self.pki, ports)
         self._spawn("containerd", nodeio.containerd_args(paths), die_with_parent, "containerd")
         self._wait("containerd", timeout, lambda: nodeio.containerd_ready(paths))
+        # Before the kubelet: the first pod's resolv.conf already names a nameserver that
+        # answers, and knows every Service that exists by then.
+        corefile = self.run_dir / "Corefile"
+        corefile.write_text(dns.corefile(self.kubeconfig, st.node_ports["dns-ready"]))
+        self._spawn("coredns", dns.coredns_args(corefile), die_with_parent, st.dns_binary)
+        self._wait("coredns", timeout, lambda: dns.dns_ready(st.node_ports["dns-ready"]))
         nodeio.import_image(
             paths, nodeio.pause_archive(Path(st.node_store) / "pause"), nc.PAUSE_IMAGE
         )

@@ -20,6 +20,8 @@ BRIDGE = "lbt0"
 # and the fake Labelbox listen there, because a pod's 127.0.0.1 is its own loopback.
 POD_CIDR = "10.244.0.0/24"
 SERVICE_CIDR = "10.0.0.0/24"  # the control plane's --service-cluster-ip-range
+# The pods' DNS domain; the names under it are served by CoreDNS on the bridge address (dns.py).
+CLUSTER_DOMAIN = "cluster.local"
 PAUSE_IMAGE = "localhost/lbtrain-pause:1"
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 # A GPU node as a device plugin alone makes one: the GPU advertised as an extended resource (no
@@ -214,8 +216,11 @@ def kubelet_config(paths: NodePaths, pki: Path, ports: KubeletPorts) -> dict[str
         "evictionHard": {},
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
-        # Pods get an empty resolv.conf: there is no cluster DNS, and no name is resolved
-        # outside the testbed.
+        # A ClusterFirst pod's resolv.conf names only the testbed's CoreDNS on the bridge
+        # address (dns.py) with the cluster's search domains; the machine's own resolv.conf is
+        # not merged in, so no name is resolved outside the testbed.
+        "clusterDNS": [node_ip()],
+        "clusterDomain": CLUSTER_DOMAIN,
         "resolvConf": "",
         "serializeImagePulls": False,
         "nodeStatusUpdateFrequency": "4s",
