@@ -325,9 +325,13 @@ def test_three_jobs_run_one_at_a_time_the_waiting_ones_say_why(
     spans = sorted((j["status"]["startTime"], j["status"]["completionTime"]) for j in jobs.values())
     for (_, done), (start, _) in itertools.pairwise(spans):
         assert start >= done, f"Jobs overlapped: {spans}"
-    for name in names:
-        admitted = condition(workloads(plane, ns)[uids[name]], "Admitted")
-        assert admitted.get("status") == "True", (name, admitted)
+
+    # Kueue saw each Job through: its Workload is Finished.
+    def finished() -> bool:
+        by_uid = workloads(plane, ns)
+        return all(condition(by_uid[uids[n]], "Finished").get("status") == "True" for n in names)
+
+    wait_for("every Workload to be Finished", finished, timeout=30)
 
 
 def test_deleting_a_waiting_job_deletes_its_workload(

@@ -23,7 +23,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -238,9 +240,7 @@ def install(
     if visibility:
         for version in ("v1beta2", "v1beta1"):
             name = f"{version}.{VISIBILITY_GROUP}"
-            _wait(
-                deadline, f"APIService {name} Available", lambda n=name: _available(plane, n), plane
-            )
+            _wait(deadline, f"APIService {name} Available", partial(_available, plane, name), plane)
 
 
 def uninstall(plane: ControlPlane, *, timeout: float = 300) -> None:
@@ -257,7 +257,7 @@ def uninstall(plane: ControlPlane, *, timeout: float = 300) -> None:
             "delete", f"{kind}.{GROUP}", "--all", *scope, "--ignore-not-found", "--wait=false",
             timeout=60,
         )  # fmt: skip
-        _wait(deadline, f"every {kind} deleted", lambda k=kind: not _names(plane, k), plane)
+        _wait(deadline, f"every {kind} deleted", partial(_none_left, plane, kind), plane)
     done = helm(
         plane, "uninstall", RELEASE, f"--namespace={NAMESPACE}", "--ignore-not-found",
         "--wait=watcher", f"--timeout={int(timeout)}s",
@@ -300,6 +300,10 @@ def _names(plane: ControlPlane, kind: str) -> list[str]:
     return done.stdout.split() if done.returncode == 0 else []
 
 
+def _none_left(plane: ControlPlane, kind: str) -> bool:
+    return not _names(plane, kind)
+
+
 def _webhooks_answer(plane: ControlPlane) -> bool:
     done = plane.kubectl(
         "create", "--dry-run=server", "-o", "json", "--namespace=default", "-f", "-",
@@ -328,7 +332,7 @@ def _manager_log(plane: ControlPlane) -> str:
     return f"--- Kueue manager's log ---\n{done.stdout or done.stderr}"
 
 
-def _wait(deadline: float, what: str, ready: Any, plane: ControlPlane) -> None:
+def _wait(deadline: float, what: str, ready: Callable[[], bool], plane: ControlPlane) -> None:
     while time.monotonic() < deadline:
         if ready():
             return
