@@ -383,6 +383,16 @@ class ControlPlane:
                     "--kubelet-preferred-address-types=InternalIP",
                     f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
                     f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                    # The aggregation layer, for APIs served by pods on the node (Kueue's
+                    # visibility API): the API server proxies with the front-proxy cert, and
+                    # the aggregated server trusts the X-Remote-* headers of that name only.
+                    f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                    "--requestheader-allowed-names=front-proxy-client",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                    f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                 ]
                 if st.node
                 else []

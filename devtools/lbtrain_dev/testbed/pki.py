@@ -61,7 +61,8 @@ def write_pki(folder: Path, node_ip: str | None = None) -> None:
     """Write ca.crt, apiserver.{crt,key}, sa.{key,pub} into `folder` (mode 0600 for keys).
 
     With `node_ip` (the address the API server and a real node's kubelet serve on), also
-    kubelet.{crt,key} and apiserver-kubelet-client.{crt,key}, and the API server's cert
+    kubelet.{crt,key}, apiserver-kubelet-client.{crt,key}, front-proxy-client.{crt,key} (the
+    aggregation layer's client), and the API server's cert
     names that address too.
     """
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,11 +118,16 @@ def write_pki(folder: Path, node_ip: str | None = None) -> None:
         client, client_key = _leaf(
             ca, ca_key, "kube-apiserver-kubelet-client", [], organization="system:masters"
         )
+        # The aggregation layer's client cert: the API server proxies to aggregated APIs (Kueue's
+        # visibility API) with it, and they trust the X-Remote-* headers only from this name.
+        proxy, proxy_key = _leaf(ca, ca_key, "front-proxy-client", [])
         files |= {
             "kubelet.crt": kubelet.public_bytes(serialization.Encoding.PEM),
             "kubelet.key": _pem_key(kubelet_key),
             "apiserver-kubelet-client.crt": client.public_bytes(serialization.Encoding.PEM),
             "apiserver-kubelet-client.key": _pem_key(client_key),
+            "front-proxy-client.crt": proxy.public_bytes(serialization.Encoding.PEM),
+            "front-proxy-client.key": _pem_key(proxy_key),
         }
     for name, data in files.items():
         path = folder / name
