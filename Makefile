@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= dev,trainer,objectstore
 
-.PHONY: demo test install testbed node-deps images push lint typecheck pytest bench-deps clean
+.PHONY: demo test install testbed node-deps images kueue push lint typecheck pytest bench-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,7 +60,13 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy lbtrain operator/lbtrain_operator webhook/lbtrain_webhook images/trainer/lbtrain_trainer examples/plugin-polygon/lbtrain_polygon devtools/lbtrain_dev tests bench
 
-pytest: testbed images
+# Kueue v0.17.0's manager and its image (testbed/build-kueue.sh: about 5 to 10 min cold on 2
+# cores, cached by key), for tests/testbed/test_kueue.py; built here, not in a test's fixture,
+# so that a cold build never runs into a test's timeout. Packing the image needs buildah.
+kueue: node-deps
+	bash testbed/build-kueue.sh >/dev/null
+
+pytest: testbed images kueue
 	HF_HUB_OFFLINE=1 NO_PROXY=127.0.0.1,localhost $(VENV)/bin/pytest -p no:cacheprovider
 
 test: lint typecheck pytest
