@@ -230,7 +230,7 @@ main() {
           --build-arg "BASE=localhost/lbtrain-base:$(base_key)" ;;
       trainer)
         build_image lbtrain-trainer images/trainer/Dockerfile \
-          "$(image_key images/trainer/Dockerfile "BAKE_WEIGHTS=stand-in" lbtrain operator webhook images/trainer/lbtrain_trainer examples/plugin-polygon)" \
+          "$(image_key images/trainer/Dockerfile "BAKE_WEIGHTS=stand-in" lbtrain images/trainer/lbtrain_trainer examples/plugin-polygon)" \
           --build-arg "TORCH_IMAGE=localhost/lbtrain-base:$(base_key)" --build-arg BAKE_WEIGHTS=stand-in ;;
     esac
   done
