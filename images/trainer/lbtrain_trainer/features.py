@@ -33,36 +33,51 @@ def _labels(row: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
                     yield label
 
 
-def collect(rows: Iterable[Mapping[str, Any]]) -> Table:
-    """The unambiguous name → schema id pairs of every feature and answer in the rows' labels."""
-    features: dict[str, set[str]] = {}
-    answers: dict[str, dict[str, set[str]]] = {}
-    for row in rows:
+class Collector:
+    """The feature table of rows seen one at a time (:func:`collect` of a stream that is also
+    read for something else: the export fetches media while the rows arrive)."""
+
+    def __init__(self) -> None:
+        self._features: dict[str, set[str]] = {}
+        self._answers: dict[str, dict[str, set[str]]] = {}
+
+    def add(self, row: Mapping[str, Any]) -> None:
         for label in _labels(row):
             annotations = label.get("annotations") or {}
             for raw in annotations.get("objects") or []:
                 if isinstance(raw, Mapping):
-                    _note(features, _name(raw), raw.get("feature_schema_id"))
+                    _note(self._features, _name(raw), raw.get("feature_schema_id"))
             for raw in annotations.get("classifications") or []:
                 if not isinstance(raw, Mapping):
                     continue
                 name = _name(raw)
-                _note(features, name, raw.get("feature_schema_id"))
+                _note(self._features, name, raw.get("feature_schema_id"))
                 chosen = raw.get("checklist_answers") or [raw.get("radio_answer")]
                 for answer in chosen if isinstance(chosen, list) else []:
                     if isinstance(answer, Mapping):
                         _note(
-                            answers.setdefault(name, {}),
+                            self._answers.setdefault(name, {}),
                             _name(answer),
                             answer.get("feature_schema_id"),
                         )
-    return {
-        "features": {k: next(iter(v)) for k, v in features.items() if len(v) == 1},
-        "answers": {
-            q: {k: next(iter(v)) for k, v in opts.items() if len(v) == 1}
-            for q, opts in answers.items()
-        },
-    }
+
+    def table(self) -> Table:
+        """The unambiguous name → schema id pairs seen so far."""
+        return {
+            "features": {k: next(iter(v)) for k, v in self._features.items() if len(v) == 1},
+            "answers": {
+                q: {k: next(iter(v)) for k, v in opts.items() if len(v) == 1}
+                for q, opts in self._answers.items()
+            },
+        }
+
+
+def collect(rows: Iterable[Mapping[str, Any]]) -> Table:
+    """The unambiguous name → schema id pairs of every feature and answer in the rows' labels."""
+    collector = Collector()
+    for row in rows:
+        collector.add(row)
+    return collector.table()
 
 
 def _answer(answer: Any, ids: Mapping[str, str]) -> Any:

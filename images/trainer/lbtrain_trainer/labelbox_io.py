@@ -95,17 +95,22 @@ def export_rows(model_run: Any) -> Iterator[dict[str, Any]]:
         yield output.json
 
 
-def write_export(model_run: Any, path: Path) -> int:
-    """Write the export to ``path`` as NDJSON (atomically); return the number of rows."""
+def stream_export(model_run: Any, path: Path) -> Iterator[dict[str, Any]]:
+    """Yield the export's rows while writing them to ``path`` as NDJSON. The file appears
+    (atomically, by a rename) only once the stream is exhausted; a stream abandoned or broken
+    halfway leaves only ``<path>.partial``, which the next attempt overwrites."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    count = 0
     with partial.open("w", encoding="utf-8") as out:
         for row in export_rows(model_run):
             out.write(json.dumps(row, separators=(",", ":")) + "\n")
-            count += 1
+            yield row
     partial.replace(path)
-    return count
+
+
+def write_export(model_run: Any, path: Path) -> int:
+    """Write the export to ``path`` as NDJSON (atomically); return the number of rows."""
+    return sum(1 for _ in stream_export(model_run, path))
 
 
 def data_row_splits(model_run: Any) -> dict[str, Split | None]:

@@ -217,7 +217,7 @@ def download_all(
             while True:
                 try:
                     item = rows.take(progress)
-                except BaseException as exc:  # the export file cannot be read: fail the stage
+                except BaseException as exc:  # the rows cannot be read (Labelbox, a bad row): fail
                     failures.append(exc)
                     rows.stop.set()
                     return
