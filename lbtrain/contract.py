@@ -31,6 +31,14 @@ ENV_ALLOW_HUB_DOWNLOAD: Final = "LBTRAIN_ALLOW_HUB_DOWNLOAD"
 # fetch media from loopback, link-local and cloud-metadata addresses, which it refuses by
 # default (row data is written by any Labelbox user); the tests' and the demo's servers need it.
 ENV_ALLOW_LOOPBACK_MEDIA: Final = "LBTRAIN_ALLOW_LOOPBACK_MEDIA"
+# Set on every stage container of a run of several pods only: how many pods it has, and the
+# ModelRun's uid. Pod index 0 exports and prepares once and publishes the result to the shared
+# artifact destination, keyed by the uid (a retry of the same run reuses it, a new run does
+# not); the other pods wait for it instead of calling Labelbox.
+ENV_NUM_NODES: Final = "LBTRAIN_NUM_NODES"
+ENV_RUN_UID: Final = "LBTRAIN_RUN_UID"
+# Set by Kubernetes in every container (init containers too) of an Indexed Job's pod.
+COMPLETION_INDEX_ENV: Final = "JOB_COMPLETION_INDEX"
 
 # The variables the operator sets from the run and its template: a template's `env` may not set
 # any of them (admission refuses it, naming the variable), since a later duplicate would win in
@@ -51,6 +59,8 @@ RESERVED_ENV: Final = frozenset(
         ENV_HYPERPARAMETERS,
         ENV_TERMINATION_MESSAGE_PATH,
         ENV_PRETRAINED,
+        ENV_NUM_NODES,
+        ENV_RUN_UID,
     }
 )
 

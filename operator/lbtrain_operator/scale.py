@@ -18,7 +18,9 @@ launcher is configured the way Kubeflow Trainer's torch plugin configures it, th
   hostname `<job>-0.<service>`, so global rank 0, the rank that uploads, is always pod 0. A
   disruption fails the attempt as a whole too (`FailJob` on `DisruptionTarget`).
 
-Export and prepare stay init containers, run once per pod, never under torchrun.
+Export and prepare stay init containers, never under torchrun; in a multi-pod run only pod 0
+exports and prepares (`stage_env` tells every pod the pod count and the run's uid), and the
+others unpack what it published to the shared destination.
 A run of one process keeps exactly the Job it had before this module existed.
 """
 
@@ -119,6 +121,18 @@ def launcher_env(scale: Scale, job_name: str) -> list[dict[str, Any]]:
     env = [{"name": k, "value": v} for k, v in values.items()]
     rank = {"fieldRef": {"fieldPath": COMPLETION_INDEX}}
     return [*env, {"name": contract.ENV_PET_NODE_RANK, "valueFrom": rank}]
+
+
+def stage_env(scale: Scale, run_uid: str) -> list[dict[str, Any]]:
+    """What every stage container of a multi-pod run learns (none for one pod): the pod count
+    and the ModelRun's uid. With them, pod index 0 exports and prepares once and publishes the
+    result to the shared destination for the other pods and for the run's retries."""
+    if not scale.multi_pod:
+        return []
+    return [
+        {"name": contract.ENV_NUM_NODES, "value": str(scale.nodes)},
+        {"name": contract.ENV_RUN_UID, "value": run_uid},
+    ]
 
 
 def train_command(command: list[str], scale: Scale) -> list[str]:

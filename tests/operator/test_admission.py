@@ -140,8 +140,10 @@ def test_every_contract_variable_the_operator_sets_is_reserved():
         and not k.startswith("ENV_PET_")  # the launcher's, reserved by their own rule
         and k not in ("ENV_ALLOW_HUB_DOWNLOAD", "ENV_ALLOW_LOOPBACK_MEDIA")
     }
-    # LBTRAIN_PRETRAINED is set only when the template names weights; it is reserved anyway.
-    assert owned - {contract.ENV_PRETRAINED} <= set_by_operator
+    # LBTRAIN_PRETRAINED is set only when the template names weights, LBTRAIN_NUM_NODES and
+    # LBTRAIN_RUN_UID only for a run of several pods; they are reserved anyway.
+    only_sometimes = {contract.ENV_PRETRAINED, contract.ENV_NUM_NODES, contract.ENV_RUN_UID}
+    assert owned - only_sometimes <= set_by_operator
     assert owned == contract.RESERVED_ENV
 
 

@@ -166,6 +166,33 @@ class Destination:
             data: bytes = handle.read()
             return data
 
+    @contextlib.contextmanager
+    def open_read(self, relative: str) -> Iterator[IO[bytes] | None]:
+        """``relative`` opened for streamed reading; None when it does not exist."""
+        target = self.path(relative)
+        if self.local is not None:
+            path = Path(target)
+            if not path.is_file():
+                yield None
+                return
+            with path.open("rb") as handle:
+                yield handle
+            return
+        self.fs.invalidate_cache(target)  # polled: a listing cached earlier must not hide it
+        if not self.fs.exists(target):
+            yield None
+            return
+        with self.fs.open(target, "rb", block_size=BLOCK_SIZE) as handle:
+            yield cast(IO[bytes], handle)
+
+    def remove(self, relative: str) -> None:
+        """Delete ``relative`` if it exists."""
+        target = self.path(relative)
+        if self.local is not None:
+            Path(target).unlink(missing_ok=True)
+        elif self.fs.exists(target):
+            self.fs.rm_file(target)
+
     def probe(self) -> None:
         """Write and delete a small object, so a destination that cannot take the weights fails
         the run now rather than after training. Local paths are mounted volumes: not probed."""

@@ -56,6 +56,9 @@ environment (each also a flag; flags win):
   {contract.ENV_ALLOW_HUB_DOWNLOAD:34} --allow-hub-download allow downloading weights from a hub
   {contract.ENV_ALLOW_LOOPBACK_MEDIA:34} --allow-loopback-media
   {"":34} fetch media from 127.0.0.1 too (test servers)
+  {contract.ENV_NUM_NODES:34} --num-nodes          pods of the run (set for several)
+  {contract.COMPLETION_INDEX_ENV:34} --completion-index   this pod's index (Indexed Job)
+  {contract.ENV_RUN_UID:34} --run-uid            the ModelRun's uid (keys the shared prepare)
 
 exit codes: {contract.EXIT_OK} done; {contract.EXIT_BAD_INPUT} the data cannot train (no retry); \
 {contract.EXIT_DESTINATION_ESCAPES} the artifact destination leaves its root (no retry); \
@@ -82,6 +85,9 @@ def _common() -> argparse.ArgumentParser:
         "hyperparameters",
         "termination-message-path",
         "pretrained",
+        "num-nodes",
+        "completion-index",
+        "run-uid",
     ):
         group.add_argument(f"--{flag}", default=None, metavar=flag.split("-")[-1].upper())
     group.add_argument("--allow-hub-download", action="store_const", const="true", default=None)

@@ -4,7 +4,8 @@ It is the only stage before training that talks to Labelbox, so it also resolves
 hyperparameters (template defaults overridden by the model run's config) and each row's split
 (:func:`lbtrain_trainer.splits.plan`: the export's, else ``model_run_data_rows()``'s, else a
 hash), and leaves them in the workspace for the others. Media are fetched here, once, so that
-``prepare`` and ``train`` are pure functions of the workspace.
+``prepare`` and ``train`` are pure functions of the workspace. In a run of several pods only
+pod 0 exports; the others unpack what it published (:mod:`lbtrain_trainer.shared_prepare`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lbtrain_trainer import artifacts, features, hyperparams, labelbox_io, media, splits
+from lbtrain_trainer import (
+    artifacts,
+    features,
+    hyperparams,
+    labelbox_io,
+    media,
+    shared_prepare,
+    splits,
+)
 from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.rows import parse_row
 from lbtrain_trainer.settings import Settings
@@ -125,6 +134,10 @@ def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, An
     artifacts.open_checked(settings.artifact_destination)
     ws = Workspace(settings.workspace)
     ws.root.mkdir(parents=True, exist_ok=True)
+    # A run of several pods exports once: pod 0, unless a bundle of this run is published.
+    reused = shared_prepare.reuse_for_export(settings, ws)
+    if reused is not None:
+        return reused
     model_run = model_run or labelbox_io.get_model_run(settings)
     hp, ignored = hyperparams.resolve_hyperparameters(
         settings.model_type, settings.hyperparameters, labelbox_io.get_config(model_run)
@@ -147,7 +160,7 @@ def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, An
     plan, written = resolve_splits(settings, hp, model_run, scan.exported)
     ws.splits_file.write_text(json.dumps(plan.to_json()))
     ws.features_file.write_text(json.dumps(scan.table()))
-    return {
+    result = {
         "stage": "export",
         "rows": rows,
         "media_fetched": fetched.fetched,
@@ -157,3 +170,5 @@ def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, An
         "splits_written_back": written,
         "ignored_hyperparameters": ignored,
     }
+    shared_prepare.exported(settings, ws, result)
+    return result

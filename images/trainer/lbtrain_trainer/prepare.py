@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lbtrain_trainer import hyperparams, media
+from lbtrain_trainer import hyperparams, media, shared_prepare
 from lbtrain_trainer.errors import BadInputError
 from lbtrain_trainer.ground_truth import base_example, class_members
 from lbtrain_trainer.hyperparams import Hyperparameters
@@ -293,6 +293,16 @@ def _choose_eval_splits(splits: Counter[str]) -> tuple[Split, Split]:
 
 def run_prepare(settings: Settings) -> dict[str, Any]:
     ws = Workspace(settings.workspace)
+    # A run of several pods prepares once: a workspace unpacked from pod 0's bundle is ready.
+    reused = shared_prepare.reuse_for_prepare(settings, ws)
+    if reused is not None:
+        return reused
+    result = _prepare(settings, ws)
+    shared_prepare.prepared(settings, ws, result)  # pod 0 of several publishes the bundle
+    return result
+
+
+def _prepare(settings: Settings, ws: Workspace) -> dict[str, Any]:
     hp = hyperparams.load(ws.require(ws.hyperparameters_file, "export"))
     export_file = ws.require(ws.export_file, "export")
     plan = (

@@ -69,6 +69,11 @@ class Settings:
     pretrained: Path | None = None
     allow_hub_download: bool = False
     allow_loopback_media: bool = False  # fetch media from 127.0.0.1 (tests, demo)
+    # A run of several pods (:mod:`lbtrain_trainer.shared_prepare`): its pod count, this pod's
+    # completion index (Kubernetes sets it in an Indexed Job) and the ModelRun's uid.
+    num_nodes: int = 1
+    completion_index: int | None = None
+    run_uid: str = ""
 
     @property
     def artifact_destination(self) -> str:
@@ -97,7 +102,23 @@ FLAG_ENV: dict[str, str] = {
     "pretrained": contract.ENV_PRETRAINED,
     "allow_hub_download": contract.ENV_ALLOW_HUB_DOWNLOAD,
     "allow_loopback_media": contract.ENV_ALLOW_LOOPBACK_MEDIA,
+    "num_nodes": contract.ENV_NUM_NODES,
+    "completion_index": contract.COMPLETION_INDEX_ENV,
+    "run_uid": contract.ENV_RUN_UID,
 }
+
+
+def parse_count(name: str, value: str | None, default: int | None) -> int | None:
+    """A whole number >= 0 from the environment, else ``default``; anything else is refused."""
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, not {value!r}")
+    return number
 
 
 def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:
@@ -141,4 +162,7 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str] | None =
         pretrained=Path(pretrained) if pretrained else None,
         allow_hub_download=parse_bool(get("allow_hub_download")),
         allow_loopback_media=parse_bool(get("allow_loopback_media")),
+        num_nodes=parse_count(FLAG_ENV["num_nodes"], get("num_nodes"), 1) or 1,
+        completion_index=parse_count(FLAG_ENV["completion_index"], get("completion_index"), None),
+        run_uid=get("run_uid") or "",
     )

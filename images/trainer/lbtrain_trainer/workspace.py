@@ -51,6 +51,21 @@ class Workspace:
         return self.prepared_dir / "tokenizer.json"
 
     @property
+    def export_summary_file(self) -> Path:
+        """The export stage's summary, kept in a multi-pod run (:mod:`.shared_prepare`)."""
+        return self.root / "export-summary.json"
+
+    @property
+    def prepare_summary_file(self) -> Path:
+        """The prepare stage's summary, kept in a multi-pod run (:mod:`.shared_prepare`)."""
+        return self.prepared_dir / "summary.json"
+
+    @property
+    def bundle_marker_file(self) -> Path:
+        """The marker of the bundle this workspace was unpacked from (:mod:`.shared_prepare`)."""
+        return self.root / "bundle.json"
+
+    @property
     def scratch_dir(self) -> Path:
         return self.root / "scratch"
 
