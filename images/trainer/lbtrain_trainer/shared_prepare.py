@@ -29,6 +29,7 @@ the stages it had: nothing is published.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import tarfile
@@ -162,22 +163,27 @@ def bundle_members(ws: Workspace) -> list[tuple[Path, str]]:
                 and not p.name.startswith(INDEX_NAME)
                 and not p.name.endswith(".partial")
             ]
-    return sorted((p, p.relative_to(ws.root).as_posix()) for p in files)
+    return sorted(((p, p.relative_to(ws.root).as_posix()) for p in files), key=lambda m: m[1])
 
 
-class _Hashing:
+class _Hashing(io.RawIOBase):
     """A write-only file that counts and hashes what passes through to ``out``."""
 
     def __init__(self, out: IO[bytes]) -> None:
+        super().__init__()
         self._out = out
         self.size = 0
         self._sha = hashlib.sha256()
 
-    def write(self, data: bytes) -> int:
-        self._sha.update(data)
-        self.size += len(data)
-        self._out.write(data)
-        return len(data)
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._sha.update(view)
+        self.size += len(view)
+        self._out.write(view)
+        return len(view)
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
@@ -190,7 +196,7 @@ def publish(settings: Settings, ws: Workspace, dest: artifacts.Destination) -> d
     members = bundle_members(ws)
     with dest.open_write(BUNDLE) as out:
         hashing = _Hashing(out)
-        with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for path, name in members:
                 tar.add(path, arcname=name, recursive=False)
     marker = {

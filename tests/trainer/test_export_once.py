@@ -1,0 +1,298 @@
+"""A run of several pods exports from Labelbox and prepares once; a retry reuses it.
+
+Two "pods" are two workspaces sharing one artifact destination, each stage a real process
+configured by the environment alone, as the operator's Indexed Job runs it (Kubernetes sets
+``JOB_COMPLETION_INDEX``, the operator ``LBTRAIN_NUM_NODES`` and ``LBTRAIN_RUN_UID``). Pod 1 is
+given a Labelbox endpoint nothing listens on and a wrong key: it can only succeed by never
+calling Labelbox.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lbtrain import contract
+from lbtrain_trainer import shared_prepare as sp
+from lbtrain_trainer.settings import resolve
+from tests.trainer.conftest import TrainerRun, _closed_port
+
+pytestmark = pytest.mark.trainer
+EXPORT_FIELD = "exportDataRowsInModelRun"
+RUN_UID = "0b7c9a52-uid-of-the-modelrun"
+
+
+class Pod:
+    """One pod of a two-pod run: its own workspace and termination message, the shared
+    destination."""
+
+    def __init__(self, run: TrainerRun, index: int, name: str, destination: str) -> None:
+        self.run, self.index = run, index
+        self.root = run.tmp / name
+        self.workspace = self.root / "workspace"
+        self.termination = self.root / "termination-log"
+        self.destination = destination
+        self.stderr = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            **self.run.env(),
+            contract.ENV_WORKSPACE: str(self.workspace),
+            contract.ENV_ARTIFACTS: self.destination,
+            contract.ENV_TERMINATION_MESSAGE_PATH: str(self.termination),
+            contract.ENV_NUM_NODES: "2",
+            contract.ENV_RUN_UID: RUN_UID,
+            contract.COMPLETION_INDEX_ENV: str(self.index),
+        }
+        if self.index > 0:  # Labelbox is out of reach: pod 1 must never need it
+            dead = f"http://127.0.0.1:{_closed_port()}"
+            env[contract.ENV_LABELBOX_ENDPOINT] = dead + "/graphql"
+            env[contract.ENV_LABELBOX_REST_ENDPOINT] = dead + "/api/v1"
+            env[contract.ENV_LABELBOX_API_KEY] = "not-a-key"
+        return {**env, **extra}
+
+    def start(self, stage: str, **extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lbtrain", "trainer", stage, "--log-level", "INFO"],
+            env=self.env(**extra),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def stage(self, stage: str, **extra: str) -> int:
+        proc = self.start(stage, **extra)
+        _, self.stderr = proc.communicate(timeout=240)
+        return proc.returncode
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.termination.read_bytes())
+        return result
+
+    def file(self, relative: str) -> bytes:
+        return (self.workspace / relative).read_bytes()
+
+
+def exports(run: TrainerRun) -> int:
+    return sum(1 for r in run.fake.requests if r.field == EXPORT_FIELD)
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
+    """Lines of ``proc``'s stderr up to the first holding ``needle``."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"never logged {needle!r}:\n{''.join(lines)}")
+
+
+def destination_files(destination: Path) -> list[str]:
+    return sorted(p.relative_to(destination).as_posix() for p in destination.rglob("*"))
+
+
+@pytest.fixture
+def two_pods(seed):
+    run = seed("image_single_classification")
+    shared = run.tmp / "shared-destination"
+    return run, Pod(run, 0, "pod-0", str(shared)), Pod(run, 1, "pod-1", str(shared)), shared
+
+
+def test_two_pods_export_once_and_end_with_the_same_prepared_data(two_pods):
+    run, pod0, pod1, shared = two_pods
+    before = exports(run)
+    waiting = pod1.start("export")  # first: it waits for pod 0
+    try:
+        wait_for_line(waiting, "waiting for pod 0 to publish the prepared data")
+        assert waiting.poll() is None
+        assert pod0.stage("export") == 0, pod0.stderr
+        assert pod0.summary()["rows"] == 40
+        assert pod0.stage("prepare") == 0, pod0.stderr
+        prepared0 = pod0.summary()
+        assert "reused" not in prepared0
+        _, rest = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert waiting.returncode == 0, rest
+    exported1 = pod1.summary()
+    assert exported1["status"] == "ok" and exported1["stage"] == "export"
+    assert exported1["reused"] == str(shared / sp.BUNDLE)
+    assert exported1["rows"] == 40  # pod 0's counts, reported by pod 1 too
+    assert exported1["completion_index"] == 1
+
+    assert pod1.stage("prepare") == 0, pod1.stderr
+    prepared1 = pod1.summary()
+    assert prepared1["reused"] == sp.BUNDLE
+    assert (
+        prepared1["splits"] == prepared0["splits"] and prepared1["classes"] == prepared0["classes"]
+    )
+    assert "nothing to prepare" in pod1.stderr
+
+    assert exports(run) == before + 1  # one export from Labelbox for the two pods
+    for relative in ("prepared/dataset.json", "hyperparameters.json", "splits.json"):
+        assert pod1.file(relative) == pod0.file(relative)
+    dataset = json.loads(pod1.file("prepared/dataset.json"))
+    for example in dataset["examples"]:  # every image train reads is there, byte for byte
+        assert pod1.file(example["media"]) == pod0.file(example["media"])
+    assert not (pod1.workspace / "export.ndjson").exists()  # train does not read it
+    assert destination_files(shared) == sorted(["prepared", sp.BUNDLE, sp.MARKER])
+
+    # What pod 1 unpacked is all train needs (train as a one-pod run, against the fake).
+    pod1.index = 0
+    assert pod1.stage("train") == 0, pod1.stderr
+    epochs = json.loads(pod1.file("hyperparameters.json"))["epochs"]
+    assert pod1.summary()["epochs_completed"] == epochs
+
+
+def test_a_retry_reuses_the_bundle_and_a_corrupt_one_is_redone(two_pods):
+    run, pod0, _, shared = two_pods
+    assert pod0.stage("export") == 0 and pod0.stage("prepare") == 0, pod0.stderr
+    marker = json.loads((shared / sp.MARKER).read_bytes())
+    after_first = exports(run)
+
+    retry = Pod(run, 0, "retry-1", str(shared))  # a new attempt: a fresh pod 0
+    assert retry.stage("export") == 0, retry.stderr
+    assert "reusing the data an earlier attempt prepared" in retry.stderr
+    assert retry.summary()["reused"] == str(shared / sp.BUNDLE)
+    assert retry.stage("prepare") == 0 and retry.summary()["reused"] == sp.BUNDLE
+    assert exports(run) == after_first  # no export at Labelbox
+    assert retry.file("prepared/dataset.json") == pod0.file("prepared/dataset.json")
+    assert json.loads((shared / sp.MARKER).read_bytes()) == marker  # not published again
+
+    bundle = shared / sp.BUNDLE
+    bundle.write_bytes(bundle.read_bytes()[: marker["size"] // 2])  # a torn upload
+    again = Pod(run, 0, "retry-2", str(shared))
+    assert again.stage("export") == 0, again.stderr
+    assert "exporting from Labelbox" in again.stderr and "the marker says" in again.stderr
+    assert "reused" not in again.summary()
+    assert again.stage("prepare") == 0, again.stderr
+    assert exports(run) == after_first + 1  # redone once
+    redone = json.loads((shared / sp.MARKER).read_bytes())
+    assert redone["size"] == bundle.stat().st_size == marker["size"]
+    assert again.file("prepared/dataset.json") == pod0.file("prepared/dataset.json")
+
+    other = Pod(run, 0, "other-run", str(shared))  # another ModelRun on the same destination
+    assert other.stage("export", **{contract.ENV_RUN_UID: "another-uid"}) == 0, other.stderr
+    assert "another run's" in other.stderr and "reused" not in other.summary()
+    assert exports(run) == after_first + 2
+
+
+def test_one_pod_publishes_nothing(seed):
+    run = seed("text_single_classification")
+    assert run.process("export") == 0 and run.process("prepare") == 0, run.last_stderr
+    assert not (run.artifacts / "prepared").exists()
+    assert "reused" not in run.summary()
+
+
+def test_sigterm_ends_the_wait_at_once_with_a_parseable_summary(two_pods):
+    _, _, pod1, _ = two_pods
+    waiting = pod1.start("export")
+    try:
+        wait_for_line(waiting, "waiting for pod 0")
+        started = time.monotonic()
+        waiting.send_signal(signal.SIGTERM)
+        waiting.communicate(timeout=10)
+        took = time.monotonic() - started
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert waiting.returncode == 128 + signal.SIGTERM
+    assert took < 5
+    summary = pod1.summary()
+    assert summary["status"] == "failed" and summary["stage"] == "export"
+
+
+# --- pure decisions -------------------------------------------------------------------------
+
+
+def test_role_of():
+    assert sp.role_of(1, None) is None
+    assert sp.role_of(1, 0) is None  # one pod: today's stages
+    assert sp.role_of(3, None) is None  # not an Indexed Job
+    assert sp.role_of(3, 0) == sp.Role(0, 3) and sp.Role(0, 3).leader
+    assert not sp.Role(2, 3).leader
+
+
+def test_settings_read_the_contract():
+    env = {
+        contract.ENV_MODEL_RUN_ID: "mr",
+        contract.ENV_MODEL_TYPE: "ner",
+        contract.ENV_NUM_NODES: "4",
+        contract.COMPLETION_INDEX_ENV: "2",
+        contract.ENV_RUN_UID: "u-1",
+    }
+    s = resolve({}, env)
+    assert (s.num_nodes, s.completion_index, s.run_uid) == (4, 2, "u-1")
+    plain = resolve({}, {contract.ENV_MODEL_RUN_ID: "mr", contract.ENV_MODEL_TYPE: "ner"})
+    assert (plain.num_nodes, plain.completion_index, plain.run_uid) == (1, None, "")
+    with pytest.raises(Exception, match="whole number"):
+        resolve({}, {**env, contract.COMPLETION_INDEX_ENV: "x"})
+
+
+def test_the_key_changes_with_every_input():
+    base = sp.bundle_key("uid", "mr", "ner", {"epochs": 2})
+    assert base == sp.bundle_key("uid", "mr", "ner", {"epochs": 2})
+    others = {
+        sp.bundle_key("uid-2", "mr", "ner", {"epochs": 2}),
+        sp.bundle_key("uid", "mr-2", "ner", {"epochs": 2}),
+        sp.bundle_key("uid", "mr", "bounding_box", {"epochs": 2}),
+        sp.bundle_key("uid", "mr", "ner", {"epochs": 3}),
+    }
+    assert base not in others and len(others) == 4
+
+
+def test_marker_problems():
+    good = {"format": sp.FORMAT, "key": "k", "size": 10, "sha256": "ab"}
+    assert sp.marker_problem(good, "k") is None
+    assert sp.marker_problem(None, "k") == sp.Problem(sp.NO_MARKER, sp.MSG_NO_MARKER)
+    assert sp.marker_problem(sp.parse_marker(b"{torn"), "k").reason == sp.UNREADABLE  # type: ignore[union-attr]
+    assert sp.marker_problem({**good, "format": 99}, "k").reason == sp.UNREADABLE  # type: ignore[union-attr]
+    assert sp.marker_problem({**good, "size": "10"}, "k").reason == sp.UNREADABLE  # type: ignore[union-attr]
+    assert sp.marker_problem(good, "other").reason == sp.OTHER_RUN  # type: ignore[union-attr]
+    assert sp.bundle_problem(good, 10, "ab") is None
+    assert sp.bundle_problem(good, 9, "ab").reason == sp.SIZE_MISMATCH  # type: ignore[union-attr]
+    assert sp.bundle_problem(good, 10, "cd").reason == sp.SHA_MISMATCH  # type: ignore[union-attr]
+
+
+def test_the_bundle_holds_what_train_reads_and_not_the_export_or_the_index(tmp_path: Path):
+    from lbtrain_trainer.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    for relative in (
+        "export.ndjson",
+        "hyperparameters.json",
+        "splits.json",
+        "features.json",
+        "export-summary.json",
+        "prepared/dataset.json",
+        "prepared/dataset.json.partial",
+        "prepared/tokenizer.json",
+        "media/ab/row-1.png",
+        "media/index.sqlite",
+        "media/index.sqlite-wal",
+        "scratch/x",
+    ):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("x")
+    assert [name for _, name in sp.bundle_members(ws)] == [
+        "export-summary.json",
+        "features.json",
+        "hyperparameters.json",
+        "media/ab/row-1.png",
+        "prepared/dataset.json",
+        "prepared/tokenizer.json",
+        "splits.json",
+    ]
