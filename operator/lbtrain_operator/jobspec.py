@@ -206,7 +206,7 @@ def build_job(
     }
     scale = sc.scale_of(run, template)
     env = _env(run, template, settings)  # the same for every stage
-    env += sc.stage_env(scale, run.metadata.uid or "")  # export once per multi-pod run
+    env += sc.stage_env(scale, run_uid)  # export once per multi-pod run
     train_env = env + sc.launcher_env(scale, job_name(name))  # torchrun's, for train alone
     train_command = sc.train_command(tspec.command, scale)
     volumes, mounts = storage.pod_storage(name, template)

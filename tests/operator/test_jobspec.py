@@ -277,3 +277,17 @@ def test_names_stay_dns_labels_for_the_longest_runs() -> None:
     assert len(f"{name}-63") <= 63  # the pod hostname of the highest index
     svc = scale.service_name(name)
     assert len(svc) <= 63 and svc[0].isalpha()
+
+
+def test_every_stage_of_a_multi_pod_run_learns_its_pod_count_and_run_uid() -> None:
+    """What pod 0 needs to export once for the run, and the others to wait for it."""
+    t = template(gpus=0, numNodes=2, artifacts={"destination": "s3://b/{modelRunId}"})
+    job = build_job(run(), "uid-7", t, Settings())
+    pod = job["spec"]["template"]["spec"]
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        env = _env(container)
+        assert (env[contract.ENV_NUM_NODES], env[contract.ENV_RUN_UID]) == ("2", "uid-7")
+    one = build_job(run(), "uid-7", template(), Settings())["spec"]["template"]["spec"]
+    for container in [*one["initContainers"], *one["containers"]]:
+        assert contract.ENV_NUM_NODES not in _env(container)
+        assert contract.ENV_RUN_UID not in _env(container)
