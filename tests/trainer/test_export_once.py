@@ -14,27 +14,38 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lbtrain import contract
+from lbtrain_dev.testbed.s3server import S3Server, s3_server
 from lbtrain_trainer import shared_prepare as sp
 from lbtrain_trainer.settings import resolve
 from tests.trainer.conftest import TrainerRun, _closed_port
+from tests.trainer.test_objectstore import isolated
 
 pytestmark = pytest.mark.trainer
 EXPORT_FIELD = "exportDataRowsInModelRun"
 RUN_UID = "0b7c9a52-uid-of-the-modelrun"
+BUCKET = "runs"
 
 
 class Pod:
     """One pod of a two-pod run: its own workspace and termination message, the shared
     destination."""
 
-    def __init__(self, run: TrainerRun, index: int, name: str, destination: str) -> None:
-        self.run, self.index = run, index
+    def __init__(
+        self,
+        run: TrainerRun,
+        index: int,
+        name: str,
+        destination: str,
+        aws: dict[str, str] | None = None,
+    ) -> None:
+        self.run, self.index, self.aws = run, index, aws
         self.root = run.tmp / name
         self.workspace = self.root / "workspace"
         self.termination = self.root / "termination-log"
@@ -56,7 +67,8 @@ class Pod:
             env[contract.ENV_LABELBOX_ENDPOINT] = dead + "/graphql"
             env[contract.ENV_LABELBOX_REST_ENDPOINT] = dead + "/api/v1"
             env[contract.ENV_LABELBOX_API_KEY] = "not-a-key"
-        return {**env, **extra}
+        env |= extra
+        return isolated({**env, **self.aws}) if self.aws else env
 
     def start(self, stage: str, **extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -188,6 +200,37 @@ def test_a_retry_reuses_the_bundle_and_a_corrupt_one_is_redone(two_pods):
     assert other.stage("export", **{contract.ENV_RUN_UID: "another-uid"}) == 0, other.stderr
     assert "another run's" in other.stderr and "reused" not in other.summary()
     assert exports(run) == after_first + 2
+
+
+@pytest.fixture(scope="module")
+def s3(s3_binary: Path) -> Iterator[S3Server]:
+    with s3_server([BUCKET], binary=s3_binary) as server:
+        yield server
+
+
+def test_on_an_object_store_too(seed, s3):
+    run = seed("text_single_classification")
+    destination = f"s3://{BUCKET}/{run.run_id}"
+    pod0, pod1 = (Pod(run, i, f"s3-pod-{i}", destination, s3.env()) for i in (0, 1))
+    before = exports(run)
+    waiting = pod1.start("export")
+    try:
+        wait_for_line(waiting, "waiting for pod 0 to publish")
+        assert pod0.stage("export") == 0 and pod0.stage("prepare") == 0, pod0.stderr
+        _, rest = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert waiting.returncode == 0, rest
+    assert pod1.summary()["reused"] == f"{destination}/{sp.BUNDLE}"
+    assert pod1.stage("prepare") == 0 and pod1.summary()["reused"] == sp.BUNDLE
+    for relative in ("prepared/dataset.json", "prepared/tokenizer.json"):
+        assert pod1.file(relative) == pod0.file(relative)
+    retry = Pod(run, 0, "s3-retry", destination, s3.env())
+    assert retry.stage("export") == 0 and "reused" in retry.summary(), retry.stderr
+    assert exports(run) == before + 1
+    stored = s3.bucket_path(BUCKET) / run.run_id / "prepared"
+    assert sorted(p.name for p in stored.iterdir()) == ["READY.json", "bundle.tar"]
 
 
 def test_one_pod_publishes_nothing(seed):
