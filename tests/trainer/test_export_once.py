@@ -9,6 +9,7 @@ calling Labelbox.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -23,7 +24,9 @@ import pytest
 from lbtrain import contract
 from lbtrain_dev.testbed.s3server import S3Server, s3_server
 from lbtrain_trainer import shared_prepare as sp
-from lbtrain_trainer.settings import resolve
+from lbtrain_trainer.artifacts import Destination
+from lbtrain_trainer.settings import Settings, resolve
+from lbtrain_trainer.workspace import Workspace
 from tests.trainer.conftest import TrainerRun, _closed_port
 from tests.trainer.test_objectstore import isolated
 
@@ -311,8 +314,6 @@ def test_marker_problems():
 
 
 def test_the_bundle_holds_what_train_reads_and_not_the_export_or_the_index(tmp_path: Path):
-    from lbtrain_trainer.workspace import Workspace
-
     ws = Workspace(tmp_path)
     for relative in (
         "export.ndjson",
@@ -339,3 +340,50 @@ def test_the_bundle_holds_what_train_reads_and_not_the_export_or_the_index(tmp_p
         "prepared/tokenizer.json",
         "splits.json",
     ]
+
+
+def _workspace_with(root: Path, files: dict[str, bytes]) -> Workspace:
+    for relative, data in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+    return Workspace(root)
+
+
+def test_a_tampered_bundle_of_the_same_size_is_refused_and_the_workspace_untouched(
+    tmp_path: Path,
+):
+    settings = Settings(
+        model_run_id="mr",
+        model_type="ner",
+        workspace=tmp_path / "pod-0",
+        artifacts=str(tmp_path / "shared"),
+        num_nodes=2,
+        completion_index=0,
+        run_uid="u",
+    )
+    files = {
+        "hyperparameters.json": b"{}",
+        "prepared/dataset.json": b'{"examples": []}',
+        "media/a/row-1.txt": b"x" * 5000,
+    }
+    published = _workspace_with(settings.workspace, files)
+    dest = Destination(settings.artifact_destination)
+    marker = sp.publish(settings, published, dest)
+    follower = dataclasses.replace(settings, workspace=tmp_path / "pod-1", completion_index=1)
+    good = Workspace(follower.workspace)
+    assert sp.try_fetch(follower, good, dest) == (marker, None)
+    for relative, data in files.items():
+        assert (good.root / relative).read_bytes() == data
+    assert not (good.scratch_dir / "bundle").exists()  # the staging folder is gone
+
+    bundle = tmp_path / "shared" / sp.BUNDLE
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the text file: the tar still unpacks
+    bundle.write_bytes(bytes(data))
+    other = Workspace(tmp_path / "pod-2")
+    got, problem = sp.try_fetch(follower, other, dest)
+    assert got is None and problem is not None and problem.reason == sp.SHA_MISMATCH
+    assert not (other.root / "media").exists() and not other.bundle_marker_file.exists()
+
+    (tmp_path / "shared" / sp.MARKER).unlink()
+    assert sp.try_fetch(follower, other, dest) == (None, sp.Problem(sp.NO_MARKER, sp.MSG_NO_MARKER))

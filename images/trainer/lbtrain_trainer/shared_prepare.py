@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import tarfile
 import time
 from collections.abc import Callable, Mapping
@@ -218,39 +219,82 @@ def publish(settings: Settings, ws: Workspace, dest: artifacts.Destination) -> d
     return marker
 
 
-def _download(src: IO[bytes], path: Path) -> tuple[int, str]:
-    sha, size = hashlib.sha256(), 0
-    with path.open("wb") as out:
-        while block := src.read(CHUNK):
-            sha.update(block)
-            size += len(block)
-            out.write(block)
-    return size, sha.hexdigest()
+class _Reading(io.RawIOBase):
+    """A read-only stream that counts and hashes what is read from ``src``."""
+
+    def __init__(self, src: IO[bytes]) -> None:
+        super().__init__()
+        self._src = src
+        self.size = 0
+        self._sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._src.read(len(view))
+        view[: len(data)] = data
+        self._sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        """Read what the tar reader left (its end blocks), so the whole object is hashed."""
+        while self.read(CHUNK):
+            pass
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def _move_into(staging: Path, root: Path) -> None:
+    """Move what was unpacked into the workspace (renames: the same filesystem)."""
+    for entry in sorted(staging.rglob("*")):
+        if entry.is_dir():
+            continue
+        target = root / entry.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        entry.replace(target)
 
 
 def try_fetch(
     settings: Settings, ws: Workspace, dest: artifacts.Destination
 ) -> tuple[dict[str, Any] | None, Problem | None]:
     """Unpack the published bundle into ``ws`` if there is a valid one of this run:
-    (its marker, None); else (None, why not), leaving the workspace as it was."""
+    (its marker, None); else (None, why not), leaving the workspace as it was.
+
+    The bundle streams into a staging folder while it is hashed, and its files move into the
+    workspace only once size and sha256 match the marker: the workspace never holds the tar
+    and its contents at once (an ``emptyDir`` may have a size limit)."""
     marker = parse_marker(dest.read_bytes(MARKER))
     problem = marker_problem(marker, settings_key(settings))
     if problem is not None or marker is None:
         return None, problem
-    ws.scratch_dir.mkdir(parents=True, exist_ok=True)
-    local = ws.scratch_dir / "bundle.tar"
+    staging = ws.scratch_dir / "bundle"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
         with dest.open_read(BUNDLE) as src:
             if src is None:
                 return None, Problem(NO_BUNDLE, MSG_NO_BUNDLE)
-            size, sha = _download(src, local)
-        problem = bundle_problem(marker, size, sha)
+            reading = _Reading(src)
+            try:
+                with tarfile.open(fileobj=reading, mode="r|") as tar:
+                    tar.extractall(staging, filter="data")
+                reading.drain()
+            except (tarfile.TarError, EOFError) as exc:  # torn or tampered: the marker says
+                reading.drain()
+                problem = bundle_problem(marker, reading.size, reading.hexdigest())
+                if problem is None:  # the very bundle pod 0 published, and it does not unpack
+                    raise
+                log.debug("the bundle did not unpack: %s", exc)
+        problem = bundle_problem(marker, reading.size, reading.hexdigest())
         if problem is not None:
             return None, problem
-        with tarfile.open(local, mode="r:") as tar:
-            tar.extractall(ws.root, filter="data")
+        _move_into(staging, ws.root)
     finally:
-        local.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     ws.bundle_marker_file.write_text(json.dumps(marker))
     return marker, None
 
@@ -299,6 +343,7 @@ def reuse_for_export(settings: Settings, ws: Workspace) -> dict[str, Any] | None
         marker, problem = try_fetch(settings, ws, dest)
         if marker is None:
             assert problem is not None
+            ws.bundle_marker_file.unlink(missing_ok=True)  # this workspace is prepared anew
             log.info("pod 0: %s (%s): exporting from Labelbox", problem.message, dest.shown(MARKER))
             return None
         log.info("pod 0: reusing the data an earlier attempt prepared (%s)", dest.shown(BUNDLE))
