@@ -377,9 +377,9 @@ def test_a_tampered_bundle_of_the_same_size_is_refused_and_the_workspace_untouch
     assert not (good.scratch_dir / "bundle").exists()  # the staging folder is gone
 
     bundle = tmp_path / "shared" / sp.BUNDLE
-    data = bytearray(bundle.read_bytes())
-    data[len(data) // 3] ^= 0xFF  # inside the text file: the tar still unpacks
-    bundle.write_bytes(bytes(data))
+    torn = bytearray(bundle.read_bytes())
+    torn[len(torn) // 3] ^= 0xFF  # inside the text file: the tar still unpacks
+    bundle.write_bytes(bytes(torn))
     other = Workspace(tmp_path / "pod-2")
     got, problem = sp.try_fetch(follower, other, dest)
     assert got is None and problem is not None and problem.reason == sp.SHA_MISMATCH
