@@ -96,7 +96,14 @@ class Pod:
 
 
 def exports(run: TrainerRun) -> int:
-    return sum(1 for r in run.fake.requests if r.field == EXPORT_FIELD)
+    """Exports of ``run``'s model run the fake was asked for."""
+    return sum(
+        1
+        for r in run.fake.requests
+        if r.field == EXPORT_FIELD
+        and ((r.variables or {}).get("input") or {}).get("filters", {}).get("modelRunId")
+        == run.run_id
+    )
 
 
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> list[str]:
