@@ -394,3 +394,34 @@ def test_a_tampered_bundle_of_the_same_size_is_refused_and_the_workspace_untouch
 
     (tmp_path / "shared" / sp.MARKER).unlink()
     assert sp.try_fetch(follower, other, dest) == (None, sp.Problem(sp.NO_MARKER, sp.MSG_NO_MARKER))
+
+
+def test_a_failed_read_while_waiting_is_tried_again(tmp_path: Path, caplog):
+    leader = Settings(
+        model_run_id="mr",
+        model_type="ner",
+        workspace=tmp_path / "pod-0",
+        artifacts=str(tmp_path / "shared"),
+        num_nodes=2,
+        completion_index=0,
+        run_uid="u",
+    )
+    published = _workspace_with(leader.workspace, {"prepared/dataset.json": b"{}"})
+    follower = dataclasses.replace(leader, workspace=tmp_path / "pod-1", completion_index=1)
+    dest = Destination(leader.artifact_destination)
+    (tmp_path / "shared" / sp.MARKER).mkdir(parents=True)  # reading it fails: a directory
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # pod 0 publishes during the first nap
+        naps.append(seconds)
+        if len(naps) == 1:
+            (tmp_path / "shared" / sp.MARKER).rmdir()
+            sp.publish(leader, published, dest)
+
+    with caplog.at_level("INFO", logger=sp.__name__):
+        marker = sp.wait_for_bundle(
+            follower, Workspace(follower.workspace), dest, sp.Role(1, 2), sleep=sleep
+        )
+    assert marker["model_run_id"] == "mr" and naps == [sp.POLL_S]
+    assert "reading it failed" in caplog.text and "waiting for pod 0" in caplog.text
+    assert (tmp_path / "pod-1" / "prepared/dataset.json").read_bytes() == b"{}"

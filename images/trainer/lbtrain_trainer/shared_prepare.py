@@ -42,6 +42,7 @@ from typing import IO, Any, Final
 
 from lbtrain_trainer import artifacts
 from lbtrain_trainer.media_index import INDEX_NAME
+from lbtrain_trainer.redact import redact
 from lbtrain_trainer.settings import Settings
 from lbtrain_trainer.workspace import Workspace
 
@@ -63,6 +64,8 @@ OTHER_RUN: Final = "OtherRun"
 MSG_OTHER_RUN: Final = "the published data is another run's (or other settings')"
 NO_BUNDLE: Final = "NoBundle"
 MSG_NO_BUNDLE: Final = "the marker is there but the bundle is not"
+READ_FAILED: Final = "ReadFailed"
+MSG_READ_FAILED: Final = "reading it failed ({error}); trying again"
 SIZE_MISMATCH: Final = "SizeMismatch"
 MSG_SIZE_MISMATCH: Final = "the bundle has {got} bytes, the marker says {want}"
 SHA_MISMATCH: Final = "ShaMismatch"
@@ -308,11 +311,16 @@ def wait_for_bundle(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Poll until pod 0's bundle is published and unpacked here. No timeout: pod 0's failure
-    fails the whole Job, whose pods the kubelet then stops (SIGTERM ends the sleep)."""
+    fails the whole Job, whose pods the kubelet then stops (SIGTERM ends the sleep). A failed
+    read is logged and tried again: the wait may last the whole export, and a destination that
+    stays unreadable fails pod 0, and with it the Job, anyway."""
     started = clock()
     said: tuple[str, float] | None = None
     while True:
-        marker, problem = try_fetch(settings, ws, dest)
+        try:
+            marker, problem = try_fetch(settings, ws, dest)
+        except Exception as exc:  # the store's hiccup: pod 0 fails the Job if it lasts
+            marker, problem = None, Problem(READ_FAILED, MSG_READ_FAILED.format(error=exc))
         if marker is not None:
             return marker
         assert problem is not None
@@ -324,7 +332,7 @@ def wait_for_bundle(
                 role.index,
                 role.nodes,
                 dest.shown(MARKER),
-                problem.message,
+                redact(problem.message),
                 now - started,
             )
             said = (problem.reason, now)
