@@ -160,6 +160,7 @@ class Destination:
         if self.local is not None:
             path = Path(target)
             return path.read_bytes() if path.exists() else None
+        self.fs.invalidate_cache(target)  # polled (a marker): an earlier listing must not hide it
         if not self.fs.exists(target):
             return None
         with self.fs.open(target, "rb") as handle:
