@@ -88,7 +88,10 @@ class Pod:
         return proc.returncode
 
     def summary(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.termination.read_bytes())
+        """The termination message: JSON within Kubernetes' limit, as the operator reads it."""
+        data = self.termination.read_bytes()
+        assert len(data) <= contract.TERMINATION_MESSAGE_MAX_BYTES
+        result: dict[str, Any] = json.loads(data)
         return result
 
     def file(self, relative: str) -> bytes:
