@@ -9,7 +9,6 @@ calling Labelbox.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import subprocess
@@ -23,10 +22,7 @@ import pytest
 
 from lbtrain import contract
 from lbtrain_dev.testbed.s3server import S3Server, s3_server
-from lbtrain_trainer import shared_prepare as sp
-from lbtrain_trainer.artifacts import Destination
-from lbtrain_trainer.settings import Settings, resolve
-from lbtrain_trainer.workspace import Workspace
+from lbtrain_trainer import bundle as bd
 from tests.trainer.conftest import TrainerRun, _closed_port
 from tests.trainer.test_objectstore import isolated
 
@@ -154,13 +150,13 @@ def test_two_pods_export_once_and_end_with_the_same_prepared_data(two_pods):
     assert waiting.returncode == 0, rest
     exported1 = pod1.summary()
     assert exported1["status"] == "ok" and exported1["stage"] == "export"
-    assert exported1["reused"] == str(shared / sp.BUNDLE)
+    assert exported1["reused"] == str(shared / bd.BUNDLE)
     assert exported1["rows"] == 40  # pod 0's counts, reported by pod 1 too
     assert exported1["completion_index"] == 1
 
     assert pod1.stage("prepare") == 0, pod1.stderr
     prepared1 = pod1.summary()
-    assert prepared1["reused"] == sp.BUNDLE
+    assert prepared1["reused"] == bd.BUNDLE
     assert (
         prepared1["splits"] == prepared0["splits"] and prepared1["classes"] == prepared0["classes"]
     )
@@ -173,7 +169,7 @@ def test_two_pods_export_once_and_end_with_the_same_prepared_data(two_pods):
     for example in dataset["examples"]:  # every image train reads is there, byte for byte
         assert pod1.file(example["media"]) == pod0.file(example["media"])
     assert not (pod1.workspace / "export.ndjson").exists()  # train does not read it
-    assert destination_files(shared) == sorted(["prepared", sp.BUNDLE, sp.MARKER])
+    assert destination_files(shared) == sorted(["prepared", bd.BUNDLE, bd.MARKER])
 
     # What pod 1 unpacked is all train needs (train as a one-pod run, against the fake).
     pod1.index = 0
@@ -185,19 +181,19 @@ def test_two_pods_export_once_and_end_with_the_same_prepared_data(two_pods):
 def test_a_retry_reuses_the_bundle_and_a_corrupt_one_is_redone(two_pods):
     run, pod0, _, shared = two_pods
     assert pod0.stage("export") == 0 and pod0.stage("prepare") == 0, pod0.stderr
-    marker = json.loads((shared / sp.MARKER).read_bytes())
+    marker = json.loads((shared / bd.MARKER).read_bytes())
     after_first = exports(run)
 
     retry = Pod(run, 0, "retry-1", str(shared))  # a new attempt: a fresh pod 0
     assert retry.stage("export") == 0, retry.stderr
     assert "reusing the data an earlier attempt prepared" in retry.stderr
-    assert retry.summary()["reused"] == str(shared / sp.BUNDLE)
-    assert retry.stage("prepare") == 0 and retry.summary()["reused"] == sp.BUNDLE
+    assert retry.summary()["reused"] == str(shared / bd.BUNDLE)
+    assert retry.stage("prepare") == 0 and retry.summary()["reused"] == bd.BUNDLE
     assert exports(run) == after_first  # no export at Labelbox
     assert retry.file("prepared/dataset.json") == pod0.file("prepared/dataset.json")
-    assert json.loads((shared / sp.MARKER).read_bytes()) == marker  # not published again
+    assert json.loads((shared / bd.MARKER).read_bytes()) == marker  # not published again
 
-    bundle = shared / sp.BUNDLE
+    bundle = shared / bd.BUNDLE
     bundle.write_bytes(bundle.read_bytes()[: marker["size"] // 2])  # a torn upload
     again = Pod(run, 0, "retry-2", str(shared))
     assert again.stage("export") == 0, again.stderr
@@ -205,7 +201,7 @@ def test_a_retry_reuses_the_bundle_and_a_corrupt_one_is_redone(two_pods):
     assert "reused" not in again.summary()
     assert again.stage("prepare") == 0, again.stderr
     assert exports(run) == after_first + 1  # redone once
-    redone = json.loads((shared / sp.MARKER).read_bytes())
+    redone = json.loads((shared / bd.MARKER).read_bytes())
     assert redone["size"] == bundle.stat().st_size == marker["size"]
     assert again.file("prepared/dataset.json") == pod0.file("prepared/dataset.json")
 
@@ -235,8 +231,8 @@ def test_on_an_object_store_too(seed, s3):
         waiting.kill()
         waiting.wait()
     assert waiting.returncode == 0, rest
-    assert pod1.summary()["reused"] == f"{destination}/{sp.BUNDLE}"
-    assert pod1.stage("prepare") == 0 and pod1.summary()["reused"] == sp.BUNDLE
+    assert pod1.summary()["reused"] == f"{destination}/{bd.BUNDLE}"
+    assert pod1.stage("prepare") == 0 and pod1.summary()["reused"] == bd.BUNDLE
     for relative in ("prepared/dataset.json", "prepared/tokenizer.json"):
         assert pod1.file(relative) == pod0.file(relative)
     retry = Pod(run, 0, "s3-retry", destination, s3.env())
@@ -269,162 +265,3 @@ def test_sigterm_ends_the_wait_at_once_with_a_parseable_summary(two_pods):
     assert took < 5
     summary = pod1.summary()
     assert summary["status"] == "failed" and summary["stage"] == "export"
-
-
-# --- pure decisions -------------------------------------------------------------------------
-
-
-def test_role_of():
-    assert sp.role_of(1, None) is None
-    assert sp.role_of(1, 0) is None  # one pod: today's stages
-    assert sp.role_of(3, None) is None  # not an Indexed Job
-    assert sp.role_of(3, 0) == sp.Role(0, 3) and sp.Role(0, 3).leader
-    assert not sp.Role(2, 3).leader
-
-
-def test_settings_read_the_contract():
-    env = {
-        contract.ENV_MODEL_RUN_ID: "mr",
-        contract.ENV_MODEL_TYPE: "ner",
-        contract.ENV_NUM_NODES: "4",
-        contract.COMPLETION_INDEX_ENV: "2",
-        contract.ENV_RUN_UID: "u-1",
-    }
-    s = resolve({}, env)
-    assert (s.num_nodes, s.completion_index, s.run_uid) == (4, 2, "u-1")
-    plain = resolve({}, {contract.ENV_MODEL_RUN_ID: "mr", contract.ENV_MODEL_TYPE: "ner"})
-    assert (plain.num_nodes, plain.completion_index, plain.run_uid) == (1, None, "")
-    with pytest.raises(Exception, match="whole number"):
-        resolve({}, {**env, contract.COMPLETION_INDEX_ENV: "x"})
-
-
-def test_the_key_changes_with_every_input():
-    base = sp.bundle_key("uid", "mr", "ner", {"epochs": 2})
-    assert base == sp.bundle_key("uid", "mr", "ner", {"epochs": 2})
-    others = {
-        sp.bundle_key("uid-2", "mr", "ner", {"epochs": 2}),
-        sp.bundle_key("uid", "mr-2", "ner", {"epochs": 2}),
-        sp.bundle_key("uid", "mr", "bounding_box", {"epochs": 2}),
-        sp.bundle_key("uid", "mr", "ner", {"epochs": 3}),
-    }
-    assert base not in others and len(others) == 4
-
-
-def test_marker_problems():
-    good = {"format": sp.FORMAT, "key": "k", "size": 10, "sha256": "ab"}
-    assert sp.marker_problem(good, "k") is None
-    assert sp.marker_problem(None, "k") == sp.Problem(sp.NO_MARKER, sp.MSG_NO_MARKER)
-    assert sp.marker_problem(sp.parse_marker(b"{torn"), "k").reason == sp.UNREADABLE  # type: ignore[union-attr]
-    assert sp.marker_problem({**good, "format": 99}, "k").reason == sp.UNREADABLE  # type: ignore[union-attr]
-    assert sp.marker_problem({**good, "size": "10"}, "k").reason == sp.UNREADABLE  # type: ignore[union-attr]
-    assert sp.marker_problem(good, "other").reason == sp.OTHER_RUN  # type: ignore[union-attr]
-    assert sp.bundle_problem(good, 10, "ab") is None
-    assert sp.bundle_problem(good, 9, "ab").reason == sp.SIZE_MISMATCH  # type: ignore[union-attr]
-    assert sp.bundle_problem(good, 10, "cd").reason == sp.SHA_MISMATCH  # type: ignore[union-attr]
-
-
-def test_the_bundle_holds_what_train_reads_and_not_the_export_or_the_index(tmp_path: Path):
-    ws = Workspace(tmp_path)
-    for relative in (
-        "export.ndjson",
-        "hyperparameters.json",
-        "splits.json",
-        "features.json",
-        "export-summary.json",
-        "prepared/dataset.json",
-        "prepared/dataset.json.partial",
-        "prepared/tokenizer.json",
-        "media/ab/row-1.png",
-        "media/index.sqlite",
-        "media/index.sqlite-wal",
-        "scratch/x",
-    ):
-        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / relative).write_text("x")
-    assert [name for _, name in sp.bundle_members(ws)] == [
-        "export-summary.json",
-        "features.json",
-        "hyperparameters.json",
-        "media/ab/row-1.png",
-        "prepared/dataset.json",
-        "prepared/tokenizer.json",
-        "splits.json",
-    ]
-
-
-def _workspace_with(root: Path, files: dict[str, bytes]) -> Workspace:
-    for relative, data in files.items():
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        (root / relative).write_bytes(data)
-    return Workspace(root)
-
-
-def test_a_tampered_bundle_of_the_same_size_is_refused_and_the_workspace_untouched(
-    tmp_path: Path,
-):
-    settings = Settings(
-        model_run_id="mr",
-        model_type="ner",
-        workspace=tmp_path / "pod-0",
-        artifacts=str(tmp_path / "shared"),
-        num_nodes=2,
-        completion_index=0,
-        run_uid="u",
-    )
-    files = {
-        "hyperparameters.json": b"{}",
-        "prepared/dataset.json": b'{"examples": []}',
-        "media/a/row-1.txt": b"x" * 5000,
-    }
-    published = _workspace_with(settings.workspace, files)
-    dest = Destination(settings.artifact_destination)
-    marker = sp.publish(settings, published, dest)
-    follower = dataclasses.replace(settings, workspace=tmp_path / "pod-1", completion_index=1)
-    good = Workspace(follower.workspace)
-    assert sp.try_fetch(follower, good, dest) == (marker, None)
-    for relative, data in files.items():
-        assert (good.root / relative).read_bytes() == data
-    assert not (good.scratch_dir / "bundle").exists()  # the staging folder is gone
-
-    bundle = tmp_path / "shared" / sp.BUNDLE
-    torn = bytearray(bundle.read_bytes())
-    torn[len(torn) // 3] ^= 0xFF  # inside the text file: the tar still unpacks
-    bundle.write_bytes(bytes(torn))
-    other = Workspace(tmp_path / "pod-2")
-    got, problem = sp.try_fetch(follower, other, dest)
-    assert got is None and problem is not None and problem.reason == sp.SHA_MISMATCH
-    assert not (other.root / "media").exists() and not other.bundle_marker_file.exists()
-
-    (tmp_path / "shared" / sp.MARKER).unlink()
-    assert sp.try_fetch(follower, other, dest) == (None, sp.Problem(sp.NO_MARKER, sp.MSG_NO_MARKER))
-
-
-def test_a_failed_read_while_waiting_is_tried_again(tmp_path: Path, caplog):
-    leader = Settings(
-        model_run_id="mr",
-        model_type="ner",
-        workspace=tmp_path / "pod-0",
-        artifacts=str(tmp_path / "shared"),
-        num_nodes=2,
-        completion_index=0,
-        run_uid="u",
-    )
-    published = _workspace_with(leader.workspace, {"prepared/dataset.json": b"{}"})
-    follower = dataclasses.replace(leader, workspace=tmp_path / "pod-1", completion_index=1)
-    dest = Destination(leader.artifact_destination)
-    (tmp_path / "shared" / sp.MARKER).mkdir(parents=True)  # reading it fails: a directory
-    naps: list[float] = []
-
-    def sleep(seconds: float) -> None:  # pod 0 publishes during the first nap
-        naps.append(seconds)
-        if len(naps) == 1:
-            (tmp_path / "shared" / sp.MARKER).rmdir()
-            sp.publish(leader, published, dest)
-
-    with caplog.at_level("INFO", logger=sp.__name__):
-        marker = sp.wait_for_bundle(
-            follower, Workspace(follower.workspace), dest, sp.Role(1, 2), sleep=sleep
-        )
-    assert marker["model_run_id"] == "mr" and naps == [sp.POLL_S]
-    assert "reading it failed" in caplog.text and "waiting for pod 0" in caplog.text
-    assert (tmp_path / "pod-1" / "prepared/dataset.json").read_bytes() == b"{}"
