@@ -24,8 +24,10 @@ WAITING = (
 def admitted(
     run_queue: str | None = None, template_queue: str | None = None, default: str = ""
 ) -> dict[str, Any]:
-    spec = {"queueName": template_queue} if template_queue else {}
-    templates = [template_object("image", **spec)]
+    tmpl = template_object("image")
+    if template_queue:
+        tmpl["spec"]["queueName"] = template_queue
+    templates = [tmpl]
     mr = run()
     body = {"metadata": {"name": "mr-1"}, "spec": {"queueName": run_queue} if run_queue else {}}
     got = admit(mr, "uid-1", templates, Settings(default_queue=default), body)
