@@ -158,6 +158,7 @@ async def test_three_queued_runs_train_one_at_a_time_and_the_waiting_ones_say_wh
     installed: ControlPlane, kube: KubeClient, labelbox: FakeLabelbox
 ) -> None:
     names = ["a", "b", "c"]
+    own = {f"{n}-train" for n in names}
     ids = {name: await new_run(kube, labelbox, name) for name in names}
 
     # A fourth run, queued behind the three, deleted while it waits: its Workload goes too.
@@ -189,7 +190,8 @@ async def test_three_queued_runs_train_one_at_a_time_and_the_waiting_ones_say_wh
     try:
         while True:
             runs = {n: await kube.get(MODELRUNS, n, NS) for n in names}
-            jobs = {j["metadata"]["name"]: j for j in (await kube.list(JOBS, NS))["items"]}
+            listed = (await kube.list(JOBS, NS))["items"]
+            jobs = {j["metadata"]["name"]: j for j in listed if j["metadata"]["name"] in own}
             running = [
                 n
                 for n, j in jobs.items()
