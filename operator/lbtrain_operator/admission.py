@@ -14,9 +14,9 @@ owns (`contract.reserved_env`: a later duplicate would silently win in Kubernete
 for processes per pod other than its GPUs (`scale.processes_mismatch`), the run's artifact
 destination must stay under its root, a local destination must lie on a writable mount of the
 pod (`storage.unwritable`), and a run of several pods needs a destination they all share
-(`scale.unshared`). The Job returned is exactly the Job created, and the claim (when the
-template has a claim template) and the Service (for several pods) exactly those created before
-it.
+(`scale.unshared`). A run with a Kueue queue gets the queued Job (`queueing`). The Job returned
+is exactly the Job created, and the claim (when the template has a claim template) and the
+Service (for several pods) exactly those created before it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from lbtrain import contract
 from lbtrain.destination import DestinationEscapes
 from lbtrain.resources.catalogue import Catalogue
 from lbtrain.resources.models import ModelRun, Phase, TrainingTemplate
-from lbtrain_operator import jobspec, scale, storage
+from lbtrain_operator import jobspec, queueing, scale, storage
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Observation
 from lbtrain_operator.settings import Settings
@@ -106,8 +106,10 @@ def admit(
     run_uid: str,
     templates: Iterable[Mapping[str, Any]],
     settings: Settings,
+    run_body: Mapping[str, Any] | None = None,
 ) -> Admitted | Refused:
-    """The run's Job, or why it cannot have one."""
+    """The run's Job, or why it cannot have one. `run_body` is the run as stored, for what only
+    the operator reads from it (`queueing.queue_name`)."""
     body = select(run, templates)
     if isinstance(body, Refused):
         return body
@@ -145,6 +147,9 @@ def admit(
             nodes=shape.nodes, destination=target, why=why
         )
         return Refused(r.ARTIFACT_DESTINATION_NOT_SHARED, message)
+    job = queueing.queued_job(
+        job, queueing.queue_name(run_body or {}, body, settings.default_queue)
+    )
     claim = storage.build_claim(run, run_uid, template)
     service = scale.build_service(job, run.metadata.name, run_uid) if shape.multi_pod else None
     return Admitted(job, template, claim, service)

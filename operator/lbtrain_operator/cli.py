@@ -159,6 +159,12 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between heartbeat Lease renewals that prove watches work",
     )
     ops.add_argument(
+        "--default-queue",
+        default=_env("LBTRAIN_DEFAULT_QUEUE", "") or "",
+        help="Kueue LocalQueue for runs whose ModelRun and TrainingTemplate name no queueName "
+        "(empty: such runs are not queued)",
+    )
+    ops.add_argument(
         "--no-restricted-pods",
         action="store_true",
         help="do not apply the restricted security context to trainer pods",
@@ -207,6 +213,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         burst_quiet_s=args.burst_quiet,
         burst_max_hold_s=args.burst_max_hold,
         restricted_pods=not args.no_restricted_pods,
+        default_queue=args.default_queue,
     )
     kube = KubeClient(config)
     reporter = LabelboxReporter(

@@ -34,6 +34,7 @@ VISIBLE_WAITING = frozenset(
         r.CONTAINER_CONFIG_ERROR,
         r.RETRYING,
         r.DISRUPTED,
+        r.QUEUED,
     }
 )
 

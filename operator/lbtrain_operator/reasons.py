@@ -35,6 +35,17 @@ VOLUME_PENDING: Final = "VolumePending"
 MSG_VOLUME_PENDING: Final = "pod {pod} is waiting for its volumes: {detail}"
 CRASH_LOOP_BACKOFF: Final = "CrashLoopBackOff"
 MSG_CRASH_LOOP_BACKOFF: Final = "container {container} keeps crashing: {detail}"
+# Kueue holds the Job (suspended, its Workload not admitted): `queueing` says why, in Kueue's words.
+QUEUED: Final = "Queued"
+MSG_QUEUED: Final = "waiting in Kueue's LocalQueue {queue}: {detail}"
+MSG_QUEUED_NO_WORKLOAD: Final = "Kueue has not queued the Job yet (no Workload for it)"
+MSG_QUEUED_ADMITTED: Final = "Kueue admitted the Job; it is being started"
+MSG_QUEUED_UNREADABLE: Final = (
+    "cannot read Kueue's Workloads ({detail}); is Kueue installed, and the chart's "
+    "kueue.enabled set?"
+)
+MSG_QUEUED_POSITION: Final = " (position {position} in the queue)"
+MSG_QUEUED_EVICTED: Final = "evicted by Kueue ({reason}: {detail}) and queued again; "
 
 # --- running -------------------------------------------------------------------------------
 STAGE_RUNNING: Final = "StageRunning"

@@ -12,6 +12,7 @@ that is what stops a quick second pass from queueing the same Labelbox status tw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ from lbtrain_operator import (
     listing,
     outbox,
     podstate,
+    queueing,
     runstatus,
     storage,
 )
@@ -139,6 +141,7 @@ class Pass:
         self.key = (self.namespace, self.name)
         self.now = utcnow()
         self.created = False  # this pass created the Job
+        self.queued = False  # Kueue holds the run's Job: look again soon (`queueing.POLL_S`)
         self.in_burst = False  # ... while other runs' Jobs were being created: hold the write
 
     @property
@@ -169,7 +172,7 @@ class Pass:
                 return admission.job_deleted(name).observation()
         # No Job recorded yet: create it straight away (one request, not a GET first). If an
         # earlier operator created it and died before recording it, the create says so.
-        admitted = admission.admit(self.run, uid, templates, self.ctx.settings)
+        admitted = admission.admit(self.run, uid, templates, self.ctx.settings, self.body)
         if isinstance(admitted, admission.Refused):
             return admitted.observation()
         job, template = admitted.job, admitted.template
@@ -263,15 +266,43 @@ class Pass:
         )
         return podstate.volume_event_messages(listed.get("items") or [])
 
+    async def queued_observation(
+        self, job: dict[str, Any], pods: Sequence[dict[str, Any]]
+    ) -> Observation:
+        """Why Kueue holds the Job: its Workload (none yet right after the Job was created) and
+        the Workload's place from the visibility API, which may not be served (left out then)."""
+        workload = pending = unreadable = None
+        if not self.created:
+            try:
+                listed = await self.ctx.kube.list(
+                    queueing.WORKLOADS,
+                    self.namespace,
+                    label_selector=queueing.workload_selector(job),
+                )
+                workload = queueing.workload_of(job, listed.get("items") or [])
+            except ApiError as exc:
+                if exc.status not in queueing.NO_KUEUE_STATUSES:
+                    raise
+                unreadable = exc.message
+        queue = queueing.queue_of(job)
+        if workload is not None and queue:
+            path = queueing.VISIBLE_LOCALQUEUES.path(self.namespace, queue) + "/pendingworkloads"
+            with contextlib.suppress(ApiError, ApiUnreachable):
+                pending = await self.ctx.kube.request("GET", path)
+        return queueing.observe_queued(job, workload, pending, pods, unreadable)
+
     async def observe(self, templates: Templates) -> Observation:
         got = await self.ensure_job(templates)
         if isinstance(got, Observation):
             return got
         job = got
+        pods = self.ctx.objects.pods(self.key)
+        if queueing.held(job):
+            self.queued = True
+            return await self.queued_observation(job, pods)
         if self.created:
             # Its pods are created after the Job: their events wake the next pass.
             return Observation(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
-        pods = self.ctx.objects.pods(self.key)
         limits = limits_of(job)
         obs = observe(job, pods, self.now, limits)
         if podstate.volume_events_due(obs, pods, self.now):
@@ -482,4 +513,6 @@ async def reconcile(
     if state.status.finished:
         return wake
     resync = ctx.settings.resync_interval_s
+    if step.queued:
+        resync = min(resync, queueing.POLL_S)
     return resync if wake is None else min(wake, resync)

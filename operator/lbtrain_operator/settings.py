@@ -32,5 +32,7 @@ class Settings:
     # Job was created for this long, at most burst_max_hold_s (burst.py; 0 never holds).
     burst_quiet_s: float = 1.0
     burst_max_hold_s: float = 30.0
+    # The Kueue LocalQueue of runs whose ModelRun and template name none ("": no queueing).
+    default_queue: str = ""
     # Security context applied to trainer pods when the template sets none.
     restricted_pods: bool = True

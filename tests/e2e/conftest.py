@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from lbtrain_dev.fake_labelbox import FakeLabelbox
 from lbtrain_dev.images import ImageSet, ensure_images
 from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.cli import default_node_store
 from lbtrain_dev.testbed.node import import_image, leftovers
 
@@ -45,3 +47,11 @@ def real_node(testbed_bin: Path, images: ImageSet) -> Iterator[ControlPlane]:
             plane.stop()
         left = leftovers(Path(run_dir), store)
         assert not left, f"testbed down left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def labelbox() -> Iterator[FakeLabelbox]:
+    """A fake Labelbox the node's pods reach (it listens on the node's bridge address). A module
+    that needs an API key of its own defines its own `labelbox`."""
+    with FakeLabelbox.in_thread(api_key="lb-api-key-e2e", host=nc.node_ip()) as fake:
+        yield fake
