@@ -12,10 +12,11 @@ that is what stops a quick second pass from queueing the same Labelbox status tw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lbtrain.kube import (
@@ -38,6 +39,7 @@ from lbtrain.resources.status import ModelRunStatus
 from lbtrain.timestamps import iso, seconds_since
 from lbtrain_operator import (
     admission,
+    attempts,
     delivery,
     events,
     jobspec,
@@ -45,7 +47,9 @@ from lbtrain_operator import (
     outbox,
     podstate,
     runstatus,
+    scale,
     storage,
+    workers,
 )
 from lbtrain_operator import reasons as r
 from lbtrain_operator.burst import BurstGate
@@ -140,6 +144,7 @@ class Pass:
         self.now = utcnow()
         self.created = False  # this pass created the Job
         self.in_burst = False  # ... while other runs' Jobs were being created: hold the write
+        self.retired: str | None = None  # a failed attempt's Job, deleted once the next is stored
 
     @property
     def status(self) -> ModelRunStatus:
@@ -160,8 +165,9 @@ class Pass:
         name = jobspec.job_name(self.name)
         uid = self.body["metadata"]["uid"]
         if self.status.job_name:
+            name = self.status.job_name  # the current attempt's (`attempts`)
             cached = self.ctx.objects.job(self.key)
-            if cached is not None and _owned_by(cached, uid):
+            if cached is not None and cached["metadata"]["name"] == name and _owned_by(cached, uid):
                 return cached
             try:  # not in the watch's store (yet): ask the server, which has the last word
                 return await self.ctx.kube.get(JOBS, name, self.namespace)
@@ -273,7 +279,10 @@ class Pass:
             return Observation(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
         pods = self.ctx.objects.pods(self.key)
         limits = limits_of(job)
-        obs = observe(job, pods, self.now, limits)
+        if workers.is_gang(job):
+            obs = await self.observe_attempt(job, workers.of_job(pods, job), limits, templates)
+        else:
+            obs = observe(job, pods, self.now, limits)
         if podstate.volume_events_due(obs, pods, self.now):
             obs = podstate.volume_wait(obs, await self.volume_messages(obs), pods, self.now, limits)
         if runstatus.must_suspend(obs, runstatus.job_finished(job)):
@@ -281,6 +290,58 @@ class Pass:
                 JOBS, job["metadata"]["name"], {"spec": {"suspend": True}}, self.namespace
             )
         return obs
+
+    async def observe_attempt(
+        self, job: dict[str, Any], pods: list[dict[str, Any]], limits: podstate.Limits,
+        templates: Templates,
+    ) -> Observation:  # fmt: skip
+        """A run of several pods: its current attempt, or the next one once it failed."""
+        obs, following = attempts.observe(job, pods, attempts.stored(self.status), self.now, limits)
+        if following is None:
+            return obs
+        refused = await self.create_attempt(following, templates)
+        if refused is not None:
+            return replace(refused.observation(), attempts=obs.attempts)
+        self.retired = job["metadata"]["name"]
+        self.state.status = self.status.model_copy(update={"job_name": following})
+        message = r.MSG_JOB_CREATED_ATTEMPT.format(job=following, attempt=obs.attempt)
+        self.emit("Normal", r.JOB_CREATED, message)
+        return obs
+
+    async def create_attempt(self, name: str, templates: Templates) -> admission.Refused | None:
+        """The next attempt's Job (and its rendezvous Service), built as the first one was,
+        under the attempt's name; one an earlier operator made for this run is kept."""
+        uid = self.body["metadata"]["uid"]
+        admitted = admission.admit(self.run, uid, templates, self.ctx.settings)
+        if isinstance(admitted, admission.Refused):
+            return admitted
+        job = attempts.renamed(admitted.job, name)
+        refused = await self.ensure_service(scale.build_service(job, self.name, uid), uid)
+        if refused is not None:
+            return refused
+        try:
+            await self.ctx.kube.create(JOBS, job, self.namespace, decode=False)
+        except AlreadyExists:
+            existing = await self.ctx.kube.get(JOBS, name, self.namespace)
+            if not _owned_by(existing, uid):
+                raise Conflict(409, "Conflict", f"Job {name} belongs to another ModelRun") from None
+        except ApiError as exc:
+            refused = admission.refused_by_server(exc.status, exc.message)
+            if refused is None:
+                raise
+            return refused
+        return None
+
+    async def retire(self) -> None:
+        """Delete the failed attempt's Job (its pods with it) and Service, once the status that
+        names the next attempt is stored: a restart then never looks for a deleted Job."""
+        old = self.retired
+        if old is None or self.state.stored.job_name in (None, old):
+            return
+        for res, name in ((JOBS, old), (SERVICES, scale.service_name(old))):
+            with contextlib.suppress(NotFound):
+                await self.ctx.kube.delete(res, name, self.namespace, propagation="Background")
+        self.retired = None
 
     def apply(self, obs: Observation) -> None:
         """Fold an observation into the status (in memory), with its Events and metrics."""
@@ -475,6 +536,7 @@ async def reconcile(
         # call; the Events follow, outside the pass slots (`Context.event_slots`), so they
         # never delay a report or a write.
         wake = await step.report()
+        await step.retire()
         await step.post_events()
     finally:
         if step.events:  # the pass failed half-way; its Events still tell what it decided
