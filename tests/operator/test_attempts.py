@@ -152,7 +152,7 @@ def test_the_run_is_at_the_stage_every_pod_reached_with_a_row_per_pod() -> None:
     obs, following = observe(job, [training(job, 0), behind])
     assert following is None
     assert (obs.phase, obs.furthest_stage, obs.workers_up) == (Phase.PREPARING, "prepare", "2/2")
-    assert [(w.index, w.node, w.stage, w.state) for w in obs.workers] == [
+    assert [(w.index, w.node, w.stage, w.state) for w in obs.workers or ()] == [
         (0, "node-0", "train", "Running"),
         (1, "node-1", "prepare", "Pending"),
     ]
@@ -170,7 +170,7 @@ def test_a_pod_waiting_holds_the_run_and_says_why() -> None:
     obs, _ = observe(job, [training(job, 0), stuck])
     assert (obs.phase, obs.reason, obs.workers_up) == (Phase.PENDING, r.UNSCHEDULABLE, "1/2")
     assert msg in obs.message
-    assert obs.workers[1].reason == "Unschedulable"
+    assert obs.workers is not None and obs.workers[1].reason == "Unschedulable"
 
 
 def test_a_failed_attempt_is_retried_as_a_whole_once_no_rank_runs() -> None:

@@ -61,7 +61,7 @@ async def test_attempt_and_worker_rows_are_stored_and_shown(
     header, line = table[0], table[1]
 
     def cell(column: str) -> str:  # columns are aligned under their header
-        return line[header.index(column) :].split()[0]
+        return str(line[header.index(column) :].split()[0])
 
     assert cell("WORKERS") == "2/2"
     assert cell("ATTEMPT") == "2"
