@@ -16,8 +16,12 @@ import pytest
 
 from lbtrain_dev.images import ImageSet, ensure_images
 from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.cli import default_node_store
 from lbtrain_dev.testbed.node import import_image, leftovers
+from lbtrain_dev.testbed.s3server import S3Server, s3_server
+
+from .helpers import BUCKET
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +49,11 @@ def real_node(testbed_bin: Path, images: ImageSet) -> Iterator[ControlPlane]:
             plane.stop()
         left = leftovers(Path(run_dir), store)
         assert not left, f"testbed down left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def s3(real_node: ControlPlane, s3_binary: Path) -> Iterator[S3Server]:
+    """A real S3 server (versitygw) with BUCKET, where pods reach it. After the node is up: the
+    bridge address exists only then."""
+    with s3_server([BUCKET], host=nc.node_ip(), binary=s3_binary) as server:
+        yield server
