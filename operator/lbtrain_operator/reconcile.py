@@ -333,14 +333,15 @@ class Pass:
         return None
 
     async def retire(self) -> None:
-        """Delete the failed attempt's Job (its pods with it) and Service, once the status that
-        names the next attempt is stored: a restart then never looks for a deleted Job."""
+        """Delete the failed attempt's Job (its pods with it, in the background) once the status
+        that names the next attempt is stored: a restart then never looks for a deleted Job.
+        Its headless Service stays until the run is deleted (owned by it): it selects no pod,
+        and the operator's Role has no `delete` on Services."""
         old = self.retired
         if old is None or self.state.stored.job_name in (None, old):
             return
-        for res, name in ((JOBS, old), (SERVICES, scale.service_name(old))):
-            with contextlib.suppress(NotFound):
-                await self.ctx.kube.delete(res, name, self.namespace, propagation="Background")
+        with contextlib.suppress(NotFound):
+            await self.ctx.kube.delete(JOBS, old, self.namespace, propagation="Background")
         self.retired = None
 
     def apply(self, obs: Observation) -> None:
