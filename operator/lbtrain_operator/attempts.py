@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from lbtrain import contract
@@ -60,10 +60,16 @@ class Stored:
 
     attempt: int = 1
     failed: int = 0
+    reason: str | None = None  # the run's stored reason and message
+    message: str | None = None
 
 
 def stored(status: ModelRunStatus) -> Stored:
-    return Stored(status.attempt or 1, status.failed_attempts or 0)
+    return Stored(status.attempt or 1, status.failed_attempts or 0, status.reason, status.message)
+
+
+RETRY_REASONS: Final = frozenset({r.RETRYING, r.DISRUPTED})
+NOT_STARTED: Final = frozenset({r.WAITING_FOR_POD, r.CONTAINER_CREATING})
 
 
 def budget_of(job: dict[str, Any]) -> int:
@@ -124,6 +130,10 @@ def observe(
     end = workers.ended(job, pods, limits)
     if end is None:
         obs = workers.observe(job, pods, at, limits)
+        if obs.reason in NOT_STARTED and now.reason in RETRY_REASONS and now.message:
+            # A pod of the next attempt has not started: why the attempt exists says more than
+            # "waiting" (and Labelbox keeps the notice until every pod runs).
+            obs = replace(obs, reason=now.reason, message=now.message)
         return workers.with_attempt(obs, now.attempt, now.failed, rows), None
     decision = decide(now, end, budget_of(job))
     stage = workers.common_stage(job, pods)

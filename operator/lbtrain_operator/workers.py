@@ -162,8 +162,10 @@ class Ended:
     permanent: bool
 
 
-def _failed_at(pod: dict[str, Any]) -> str:
-    """When a failed pod ended: its last container's finish, else its DisruptionTarget time."""
+def _failed_at(pod: dict[str, Any]) -> tuple[str, bool]:
+    """When a failed pod ended (its first container's finish, else its DisruptionTarget time),
+    and whether it was being deleted: at the same second, a pod that failed by itself comes
+    before the ones the Job controller then stopped."""
     times = [
         str(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt") or "")
         for cs in podstate.container_statuses(pod)
@@ -171,7 +173,8 @@ def _failed_at(pod: dict[str, Any]) -> str:
     cond = podstate.conditions_of(pod).get("DisruptionTarget") or {}
     times.append(str(cond.get("lastTransitionTime") or ""))
     known = [t for t in times if t]
-    return min(known) if known else "~"  # unknown sorts last
+    deleting = bool(pod["metadata"].get("deletionTimestamp"))
+    return (min(known) if known else "~", deleting)  # unknown sorts last
 
 
 def ended(job: dict[str, Any], pods: Sequence[dict[str, Any]], limits: Limits) -> Ended | None:

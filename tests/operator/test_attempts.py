@@ -202,6 +202,17 @@ def test_the_last_attempt_failing_fails_the_run() -> None:
     assert "attempt 3 failed" in obs.message and "(index 0) on node node-0" in obs.message
 
 
+def test_the_next_attempt_says_why_it_exists_until_its_pods_start() -> None:
+    job = gang_job(f"{JOB}-a2")
+    why = Stored(2, 1, r.RETRYING, "attempt 1 failed: ...")
+    obs, _ = observe(job, [], why)
+    assert (obs.phase, obs.reason, obs.message) == (Phase.PENDING, r.RETRYING, why.message)
+    one = [rank(job, 0, export=running("export")), rank(job, 1)]
+    assert observe(job, one, why)[0].reason == r.RETRYING  # rank 1's containers are starting
+    both = [rank(job, i, export=running("export")) for i in (0, 1)]
+    assert observe(job, both, why)[0].reason == r.STAGE_RUNNING
+
+
 def test_an_eviction_gets_the_next_attempt_without_spending_the_budget() -> None:
     job = gang_job(f"{JOB}-a2", ("Failed", "PodFailurePolicy"), budget=0)
     obs, following = observe(job, [evicted(job, 1), killed(job, 0)], Stored(2, 0))
