@@ -116,7 +116,7 @@ async def test_a_failed_attempt_is_retried_as_a_whole_and_a_disruption_spends_no
     assert st["summary"] == summary  # rank 0's
     run_id = fake_cuid("gang")
     assert timeline(fake_labelbox, run_id) == FULL
-    attempts = [int(u.metadata["attempt"]) for u in fake_labelbox.status_updates(run_id)]
+    attempts = [int((u.metadata or {})["attempt"]) for u in fake_labelbox.status_updates(run_id)]
     assert attempts == sorted(attempts) and attempts[-1] == 3, attempts
 
 
