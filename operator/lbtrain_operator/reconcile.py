@@ -1,8 +1,9 @@
 """One reconcile pass over one ModelRun: ensure its Job, observe it, store its status, and
 tell Labelbox. This module only reads, writes and sends; every decision is a pure function of
 another module: which Job the run gets or why it gets none (`admission`), what the pods show
-(`podstate`), what the status becomes (`runstatus`), what Labelbox is due and when each step
-must be stored (`delivery`, `outbox`, `progress`).
+(`podstate`; `workers` and `attempts` for a run of several pods, which also say when its next
+attempt's Job is due), what the status becomes (`runstatus`), what Labelbox is due and when
+each step must be stored (`delivery`, `outbox`, `progress`).
 
 Only the run's own daemon (and, after it stopped, the deletion handler) writes the status, so the
 pass keeps the status it last wrote as the truth instead of a watch event that may lag behind:
