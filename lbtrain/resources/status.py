@@ -68,6 +68,18 @@ class LabelboxOutbox(WireModel):
         return self.model_dump(by_alias=True, mode="json")
 
 
+class WorkerRow(WireModel):
+    """One pod of the current attempt of a run of several pods, as `kubectl describe` lists it."""
+
+    index: int
+    pod: str | None = None
+    node: str | None = None
+    stage: str | None = None  # the stage container that runs or last ran: export, prepare, train
+    state: str  # Pending, Running, Succeeded, Failed
+    reason: str | None = None
+    restarts: int = 0
+
+
 class ModelRunStatus(WireModel):
     """`status` of a ModelRun."""
 
@@ -88,6 +100,13 @@ class ModelRunStatus(WireModel):
     running_time: str | None = None
     completion_time: str | None = None
     summary: dict[str, Any] | None = None
+    # A run of several pods: its current attempt (one Job each, `<job>`, then `<job>-a2`, ...),
+    # the failed attempts that spent its retry budget, and the current attempt's pods.
+    attempt: int | None = None
+    failed_attempts: int | None = None
+    workers: list[WorkerRow] | None = None
+    workers_up: str | None = None  # "running or done / wanted", the Workers column
+    workers_omitted: int | None = None  # pods beyond the rows listed
     conditions: list[Condition] = Field(default_factory=list)
     labelbox: LabelboxOutbox = Field(default_factory=LabelboxOutbox)
 

@@ -190,7 +190,8 @@ async def _report_cancellation(
     planned = cancellation.plan(state.status)
     if planned.delete_job:
         with contextlib.suppress(NotFound):
-            await ctx.kube.delete(JOBS, jobspec.job_name(name), namespace, propagation="Background")
+            job = state.status.job_name or jobspec.job_name(name)  # the current attempt's
+            await ctx.kube.delete(JOBS, job, namespace, propagation="Background")
     state.status = planned.status
     errors: list[Exception] = []
 

@@ -25,6 +25,7 @@ from lbtrain.resources.models import (
     Phase,
 )
 from lbtrain.resources.names import ANNOTATION_IMAGE_PULL_GRACE, ANNOTATION_VOLUME_GRACE
+from lbtrain.resources.status import WorkerRow
 from lbtrain.timestamps import parse_optional
 from lbtrain_operator import reasons as r
 
@@ -87,10 +88,33 @@ class Observation:
     attempts: int = 0  # pods that failed (disruptions excluded)
     running_time: str | None = None  # when the first stage of the newest pod started
     summary: dict[str, Any] = field(default_factory=dict)
+    # A run of several pods (`workers`, `attempts`); None for a run of one pod.
+    attempt: int | None = None
+    failed_attempts: int | None = None
+    workers: tuple[WorkerRow, ...] | None = None
+    workers_up: str | None = None
+    workers_omitted: int | None = None
 
     @property
     def finished(self) -> bool:
         return self.phase.finished
+
+
+# Read the same way by `workers`, for a run of several pods.
+def container_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return _statuses(pod)
+
+
+def conditions_of(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return _conditions(obj)
+
+
+def true_condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return _true(obj, type_)
+
+
+def started_at(pod: dict[str, Any]) -> str | None:
+    return _started_at(pod)
 
 
 @dataclass(frozen=True)
@@ -317,6 +341,15 @@ def observe_active_pod(pod: dict[str, Any], now: dt.datetime, limits: Limits) ->
     )
 
 
+def train_summary(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod's train container's termination-message summary."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs["name"] == contract.STAGE_TRAIN:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            return parse_summary(term.get("message"))
+    return {}
+
+
 def _succeeded_summary(
     pods: Sequence[dict[str, Any]],
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -324,11 +357,7 @@ def _succeeded_summary(
     done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
     if not done:
         return None, {}
-    for cs in (done[-1].get("status") or {}).get("containerStatuses") or []:
-        if cs["name"] == contract.STAGE_TRAIN:
-            term = (cs.get("state") or {}).get("terminated") or {}
-            return done[-1], parse_summary(term.get("message"))
-    return done[-1], {}
+    return done[-1], train_summary(done[-1])
 
 
 def observe(

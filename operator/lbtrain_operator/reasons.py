@@ -16,6 +16,9 @@ JOB_CREATED: Final = "JobCreated"
 MSG_JOB_CREATED: Final = (
     "created Job {job} from TrainingTemplate {template} (generation {generation})"
 )
+MSG_JOB_CREATED_ATTEMPT: Final = (
+    "created Job {job} for attempt {attempt}; it resumes from the last checkpoint"
+)
 MSG_TEMPLATE_EDITED: Final = (
     "; the template was edited since Labelbox listed it (generation {listed})"
 )
@@ -47,9 +50,25 @@ MSG_QUEUED_UNREADABLE: Final = (
 MSG_QUEUED_POSITION: Final = " (position {position} in the queue)"
 MSG_QUEUED_EVICTED: Final = "evicted by Kueue ({reason}: {detail}) and queued again; "
 
+# A run of several pods: one attempt is one Job; a failed one is retried as a whole.
+MSG_WORKER_FAILED: Final = "pod {pod} (index {index}) on node {node} failed: {detail}"
+MSG_ATTEMPT_RETRYING: Final = (
+    "attempt {attempt} failed: {detail}; attempt {next} resumes from the last checkpoint "
+    "({left} of backoffLimit {limit} retries left)"
+)
+MSG_ATTEMPT_DISRUPTED: Final = (
+    "attempt {attempt} was disrupted: {detail}; attempt {next} resumes from the last "
+    "checkpoint (a disruption is not counted as a failure)"
+)
+MSG_ATTEMPTS_EXHAUSTED: Final = (
+    "attempt {attempt} failed: {detail}; no retries are left (backoffLimit {limit})"
+)
+
 # --- running -------------------------------------------------------------------------------
 STAGE_RUNNING: Final = "StageRunning"
 MSG_STAGE_RUNNING: Final = "{stage} is running in pod {pod} on {node}"
+
+MSG_WORKERS_RUNNING: Final = "{stage} is running in {up}/{wanted} pods of Job {job}"
 
 COMPLETING: Final = "Completing"
 MSG_COMPLETING: Final = "the trainer finished; waiting for the Job to be marked Complete"

@@ -1,8 +1,9 @@
 """One reconcile pass over one ModelRun: ensure its Job, observe it, store its status, and
 tell Labelbox. This module only reads, writes and sends; every decision is a pure function of
 another module: which Job the run gets or why it gets none (`admission`), what the pods show
-(`podstate`), what the status becomes (`runstatus`), what Labelbox is due and when each step
-must be stored (`delivery`, `outbox`, `progress`).
+(`podstate`; `workers` and `attempts` for a run of several pods, which also say when its next
+attempt's Job is due), what the status becomes (`runstatus`), what Labelbox is due and when
+each step must be stored (`delivery`, `outbox`, `progress`).
 
 Only the run's own daemon (and, after it stopped, the deletion handler) writes the status, so the
 pass keeps the status it last wrote as the truth instead of a watch event that may lag behind:
@@ -16,7 +17,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lbtrain.kube import (
@@ -39,6 +40,7 @@ from lbtrain.resources.status import ModelRunStatus
 from lbtrain.timestamps import iso, seconds_since
 from lbtrain_operator import (
     admission,
+    attempts,
     delivery,
     events,
     jobspec,
@@ -47,7 +49,9 @@ from lbtrain_operator import (
     podstate,
     queueing,
     runstatus,
+    scale,
     storage,
+    workers,
 )
 from lbtrain_operator import reasons as r
 from lbtrain_operator.burst import BurstGate
@@ -143,6 +147,7 @@ class Pass:
         self.created = False  # this pass created the Job
         self.queued = False  # Kueue holds the run's Job: look again soon (`queueing.POLL_S`)
         self.in_burst = False  # ... while other runs' Jobs were being created: hold the write
+        self.retired: str | None = None  # a failed attempt's Job, deleted once the next is stored
 
     @property
     def status(self) -> ModelRunStatus:
@@ -163,8 +168,9 @@ class Pass:
         name = jobspec.job_name(self.name)
         uid = self.body["metadata"]["uid"]
         if self.status.job_name:
+            name = self.status.job_name  # the current attempt's (`attempts`)
             cached = self.ctx.objects.job(self.key)
-            if cached is not None and _owned_by(cached, uid):
+            if cached is not None and cached["metadata"]["name"] == name and _owned_by(cached, uid):
                 return cached
             try:  # not in the watch's store (yet): ask the server, which has the last word
                 return await self.ctx.kube.get(JOBS, name, self.namespace)
@@ -304,7 +310,10 @@ class Pass:
             # Its pods are created after the Job: their events wake the next pass.
             return Observation(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
         limits = limits_of(job)
-        obs = observe(job, pods, self.now, limits)
+        if workers.is_gang(job):
+            obs = await self.observe_attempt(job, workers.of_job(pods, job), limits, templates)
+        else:
+            obs = observe(job, pods, self.now, limits)
         if podstate.volume_events_due(obs, pods, self.now):
             obs = podstate.volume_wait(obs, await self.volume_messages(obs), pods, self.now, limits)
         if runstatus.must_suspend(obs, runstatus.job_finished(job)):
@@ -312,6 +321,59 @@ class Pass:
                 JOBS, job["metadata"]["name"], {"spec": {"suspend": True}}, self.namespace
             )
         return obs
+
+    async def observe_attempt(
+        self, job: dict[str, Any], pods: list[dict[str, Any]], limits: podstate.Limits,
+        templates: Templates,
+    ) -> Observation:  # fmt: skip
+        """A run of several pods: its current attempt, or the next one once it failed."""
+        obs, following = attempts.observe(job, pods, attempts.stored(self.status), self.now, limits)
+        if following is None:
+            return obs
+        refused = await self.create_attempt(following, templates)
+        if refused is not None:
+            return replace(refused.observation(), attempts=obs.attempts)
+        self.retired = job["metadata"]["name"]
+        self.state.status = self.status.model_copy(update={"job_name": following})
+        message = r.MSG_JOB_CREATED_ATTEMPT.format(job=following, attempt=obs.attempt)
+        self.emit("Normal", r.JOB_CREATED, message)
+        return obs
+
+    async def create_attempt(self, name: str, templates: Templates) -> admission.Refused | None:
+        """The next attempt's Job (and its rendezvous Service), built as the first one was,
+        under the attempt's name; one an earlier operator made for this run is kept."""
+        uid = self.body["metadata"]["uid"]
+        admitted = admission.admit(self.run, uid, templates, self.ctx.settings)
+        if isinstance(admitted, admission.Refused):
+            return admitted
+        job = attempts.renamed(admitted.job, name)
+        refused = await self.ensure_service(scale.build_service(job, self.name, uid), uid)
+        if refused is not None:
+            return refused
+        try:
+            await self.ctx.kube.create(JOBS, job, self.namespace, decode=False)
+        except AlreadyExists:
+            existing = await self.ctx.kube.get(JOBS, name, self.namespace)
+            if not _owned_by(existing, uid):
+                raise Conflict(409, "Conflict", f"Job {name} belongs to another ModelRun") from None
+        except ApiError as exc:
+            refused = admission.refused_by_server(exc.status, exc.message)
+            if refused is None:
+                raise
+            return refused
+        return None
+
+    async def retire(self) -> None:
+        """Delete the failed attempt's Job (its pods with it, in the background) once the status
+        that names the next attempt is stored: a restart then never looks for a deleted Job.
+        Its headless Service stays until the run is deleted (owned by it): it selects no pod,
+        and the operator's Role has no `delete` on Services."""
+        old = self.retired
+        if old is None or self.state.stored.job_name in (None, old):
+            return
+        with contextlib.suppress(NotFound):
+            await self.ctx.kube.delete(JOBS, old, self.namespace, propagation="Background")
+        self.retired = None
 
     def apply(self, obs: Observation) -> None:
         """Fold an observation into the status (in memory), with its Events and metrics."""
@@ -506,6 +568,7 @@ async def reconcile(
         # call; the Events follow, outside the pass slots (`Context.event_slots`), so they
         # never delay a report or a write.
         wake = await step.report()
+        await step.retire()
         await step.post_events()
     finally:
         if step.events:  # the pass failed half-way; its Events still tell what it decided

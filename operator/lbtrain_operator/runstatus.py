@@ -107,8 +107,18 @@ def fold(
     completion_time = status.completion_time
     if obs.finished and not completion_time:
         completion_time = stamp
+    gang: dict[str, Any] = {}
+    if obs.attempt is not None:  # a run of several pods: its attempt and its pods
+        gang = {
+            "attempt": obs.attempt,
+            "failed_attempts": obs.failed_attempts,
+            "workers": list(obs.workers) if obs.workers is not None else status.workers,
+            "workers_up": obs.workers_up or status.workers_up,
+            "workers_omitted": obs.workers_omitted or None,
+        }
     new = status.model_copy(
         update={
+            **gang,
             "phase": obs.phase,
             "reason": obs.reason,
             "message": obs.message[:MESSAGE_MAX],
@@ -126,6 +136,10 @@ def fold(
     queued = progress.to_enqueue(outbox.last_queued(box), progress.statuses_for(obs))
     error = progress.error_message(obs.reason, obs.message) if obs.phase is Phase.FAILED else None
     meta = progress.metadata(_meta_view(new), obs)
+    if obs.attempt is not None:
+        # Which attempt runs, and how many of its pods: one value per change, never an
+        # earlier attempt's (only the current attempt's pods are read).
+        meta |= {"attempt": obs.attempt, "workers": obs.workers_up or new.workers_up or ""}
     box = outbox.enqueue(box, queued, meta, error, progress.notice(obs))
     return new.model_copy(update={"labelbox": box})
 

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from lbtrain import contract
 from lbtrain.resources.models import ModelRun, TrainingTemplate
-from lbtrain.resources.names import GROUP_VERSION
+from lbtrain.resources.names import API_GROUP, GROUP_VERSION
 from lbtrain_operator import reasons as r
 from lbtrain_operator import storage
 
@@ -39,6 +39,9 @@ SERVICE_PREFIX: Final = "rdzv-"  # Service names are DNS-1035 labels: they start
 RENDEZVOUS_PORT_NAME: Final = "rendezvous"
 COMPLETION_INDEX: Final = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
+# The run's retry budget (its backoffLimit) on each attempt's Job, whose own backoffLimit is 0:
+# the operator retries the attempt as a whole (`attempts`).
+ANNOTATION_RETRY_BUDGET: Final = f"{API_GROUP}/retry-budget"
 # Volumes every pod of a run mounts as one filesystem wherever it runs. A claim named by the
 # template is trusted to be ReadWriteMany (its access mode is not the template's to say).
 SHARED_VOLUME_KINDS: Final = frozenset(
@@ -156,6 +159,8 @@ def indexed(job: dict[str, Any], scale: Scale) -> dict[str, Any]:
         "protocol": "TCP",
     }
     train["ports"] = [port]
+    annotations = job["metadata"].setdefault("annotations", {})
+    annotations[ANNOTATION_RETRY_BUDGET] = str(job["spec"].get("backoffLimit", 0))
     job["spec"] |= {
         "completionMode": "Indexed",
         "completions": scale.nodes,

@@ -20,6 +20,9 @@ from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.cli import default_node_store
 from lbtrain_dev.testbed.node import import_image, leftovers
+from lbtrain_dev.testbed.s3server import S3Server, s3_server
+
+from .helpers import BUCKET
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +58,11 @@ def labelbox() -> Iterator[FakeLabelbox]:
     that needs an API key of its own defines its own `labelbox`."""
     with FakeLabelbox.in_thread(api_key="lb-api-key-e2e", host=nc.node_ip()) as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def s3(real_node: ControlPlane, s3_binary: Path) -> Iterator[S3Server]:
+    """A real S3 server (versitygw) with BUCKET, where pods reach it. After the node is up: the
+    bridge address exists only then."""
+    with s3_server([BUCKET], host=nc.node_ip(), binary=s3_binary) as server:
+        yield server

@@ -8,8 +8,12 @@ from typing import Any
 from lbtrain_dev.fake_labelbox import FakeLabelbox
 from lbtrain_dev.images import ImageSet
 from lbtrain_dev.testbed import ControlPlane
+from lbtrain_dev.testbed.s3server import S3Server
 
 from ..helm.helpers import CHART, Helm, set_args
+
+BUCKET = "runs"  # the bucket the `s3` fixture's server has
+BUCKET_SECRET = "bucket-credentials"
 
 
 def imported_image_values(images: ImageSet) -> dict[str, Any]:
@@ -51,3 +55,28 @@ def install_lbtrain(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return helm
+
+
+def bucket_env(s3: S3Server) -> list[dict[str, Any]]:
+    """What a template author writes for an S3 destination: the endpoint in clear, the keys
+    from a Secret named BUCKET_SECRET in the run's namespace."""
+
+    def from_secret(name: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": BUCKET_SECRET, "key": key}}}
+
+    return [
+        {"name": "AWS_ENDPOINT_URL", "value": s3.endpoint},
+        {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+        from_secret("AWS_ACCESS_KEY_ID", "access-key-id"),
+        from_secret("AWS_SECRET_ACCESS_KEY", "secret-access-key"),
+    ]
+
+
+def bucket_secret(s3: S3Server, namespace: str) -> dict[str, Any]:
+    """The Secret `bucket_env` reads the keys from."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": BUCKET_SECRET, "namespace": namespace},
+        "stringData": {"access-key-id": s3.access_key, "secret-access-key": s3.secret_key},
+    }

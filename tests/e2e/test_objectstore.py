@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +23,10 @@ from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.images import ImageSet
 from lbtrain_dev.testbed import ControlPlane
 from lbtrain_dev.testbed import nodeconfig as nc
-from lbtrain_dev.testbed.s3server import S3Server, s3_server
+from lbtrain_dev.testbed.s3server import S3Server
 
 from ..helm.helpers import CHART, Helm, set_args
-from .helpers import imported_image_values
+from .helpers import BUCKET, bucket_env, bucket_secret, imported_image_values
 from .test_real_node import (
     API_KEY,
     FULL,
@@ -43,15 +42,6 @@ pytestmark = [pytest.mark.testbed, pytest.mark.trainer, pytest.mark.slow]
 
 RELEASE_NS = "lbtrain"
 S3_NS = "lbtrain-s3"
-BUCKET = "runs"
-SECRET = "bucket-credentials"
-
-
-@pytest.fixture(scope="module")
-def s3(real_node: ControlPlane, s3_binary: Path) -> Iterator[S3Server]:
-    # After the node is up: the bridge address exists only then.
-    with s3_server([BUCKET], host=nc.node_ip(), binary=s3_binary) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +65,7 @@ def installed(
     real_node.bind_hostpath_claim(
         tmp_path_factory.mktemp("artifacts"), RELEASE_NS, "lbtrain-artifacts"
     )
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": SECRET, "namespace": S3_NS},
-        "stringData": {"access-key-id": s3.access_key, "secret-access-key": s3.secret_key},
-    }
+    secret = bucket_secret(s3, S3_NS)
     kubectl("apply", "-f", "-", input=json.dumps(secret), check=True)
     helm = Helm(real_node.bin_dir / "helm", tmp_path_factory.mktemp("helm"), real_node.kubeconfig)
     values = {
@@ -106,20 +91,6 @@ def installed(
 async def kube(installed: ControlPlane) -> AsyncIterator[KubeClient]:
     async with KubeClient(load_config(str(installed.kubeconfig))) as client:
         yield client
-
-
-def bucket_env(s3: S3Server) -> list[dict[str, Any]]:
-    """What a template author writes: the endpoint in clear, the keys from a Secret."""
-
-    def from_secret(name: str, key: str) -> dict[str, Any]:
-        return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
-
-    return [
-        {"name": "AWS_ENDPOINT_URL", "value": s3.endpoint},
-        {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
-        from_secret("AWS_ACCESS_KEY_ID", "access-key-id"),
-        from_secret("AWS_SECRET_ACCESS_KEY", "secret-access-key"),
-    ]
 
 
 def apply_template(

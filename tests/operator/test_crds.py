@@ -53,6 +53,7 @@ def test_examples_apply_and_show_in_kubectl(kubectl, namespace) -> None:
         "LABELBOX",
         "MODEL",
         "TYPE",
+        "WORKERS",
         "AGE",
     ]
     explained = kubectl("explain", "modelrun.spec.modelRunId")
