@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.testbed,
     pytest.mark.trainer,
     pytest.mark.slow,
-    pytest.mark.usefixtures("crds", "lbsecret"),
+    pytest.mark.usefixtures("crds", "lbsecret", "pod_runner"),
 ]
 TYPE = "text_single_classification"
 FIELDS = [f for f in contract.PROGRESS_FIELDS if f != "modelRunId"]
@@ -79,7 +79,7 @@ async def follow(kube: KubeClient, namespace: str, name: str, timeout: float) ->
 
 @pytest.mark.timeout(420)
 async def test_progress_reaches_kubectl_and_labelbox_in_order_before_complete(
-    kube, namespace, fake_labelbox, start_operator, make_template, make_run, pod_runner, kubectl
+    kube, namespace, fake_labelbox, start_operator, make_template, make_run, kubectl
 ) -> None:
     run_id = await start("live", fake_labelbox, start_operator, make_template, make_run, 8)
     texts = await follow(kube, namespace, "live", 400)
@@ -106,7 +106,7 @@ async def test_progress_reaches_kubectl_and_labelbox_in_order_before_complete(
 
 @pytest.mark.timeout(600)
 async def test_labelbox_down_while_training_still_finishes_with_no_progress_after_complete(
-    kube, namespace, fake_labelbox, start_operator, make_template, make_run, pod_runner
+    kube, namespace, fake_labelbox, start_operator, make_template, make_run
 ) -> None:
     run_id = await start("dark", fake_labelbox, start_operator, make_template, make_run, 8)
     await kube.wait_for(

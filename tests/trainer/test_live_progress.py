@@ -89,7 +89,9 @@ def test_at_most_one_report_per_interval_and_the_last_still_leaves_at_close() ->
     assert sink.reports[-1]["step"] == 100 and sink.reports[-1]["epoch"] == 4
 
 
-def test_an_unreachable_operator_is_logged_once_then_quiet(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unreachable_operator_is_logged_once_then_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     live = LiveProgress("run-1", Recorder(fail=True), interval_s=0.0)
     with caplog.at_level(logging.WARNING, logger=lv.__name__):
         for step in range(1, 6):
