@@ -33,6 +33,8 @@ from lbtrain_operator.reconcile import Context
 from lbtrain_operator.settings import Settings
 
 log = logging.getLogger("lbtrain.operator")
+# The progress endpoint listens on every interface: trainer pods reach it through its Service.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -306,9 +308,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         memo.progress_runner = None
         if memo.progress_endpoint is not None:
             memo.progress_runner = await progress_server.start(
-                memo.progress_endpoint,
-                "0.0.0.0",
-                memo.progress_port,  # noqa: S104 (pods reach it)
+                memo.progress_endpoint, ALL_INTERFACES, memo.progress_port
             )
 
     @kopf.on.cleanup(registry=registry)
