@@ -540,14 +540,14 @@ def test_namespaced_by_default_and_watch_namespaces(render: Render) -> None:
     # progress needs cluster-wide (TokenReview is not namespaced), which goes with its port.
     docs = render({"operator.clusterScan": False})
     names = {r["metadata"]["name"] for r in find(docs, "ClusterRole")}
-    roles = {f"lbtrain-lbtrain-{role}" for role in ("view", "edit", "admin")}
-    assert names == roles | {"lbtrain-lbtrain-operator-progress"}
+    user_roles = {f"lbtrain-lbtrain-{role}" for role in ("view", "edit", "admin")}
+    assert names == user_roles | {"lbtrain-lbtrain-operator-progress"}
     progress = one(docs, "ClusterRole", "lbtrain-lbtrain-operator-progress")
     assert progress["rules"] == [
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
     ]
     docs = render({"operator.clusterScan": False, "operator.progressPort": 0})
-    assert {r["metadata"]["name"] for r in find(docs, "ClusterRole")} == roles
+    assert {r["metadata"]["name"] for r in find(docs, "ClusterRole")} == user_roles
 
     docs = render({"operator.watchNamespaces": ["team-a", "lbtrain", "team-b"]})
     ns_args = [a for a in args_of(docs, "operator") if a.startswith("--namespace")]
