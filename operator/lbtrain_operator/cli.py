@@ -165,8 +165,9 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--progress-port",
         type=int,
-        default=8082,
-        help="port of POST /progress, where rank 0 of each training pod reports (0 disables)",
+        default=0,
+        help="port of POST /progress, where rank 0 of each training pod reports (0: off; the "
+        "chart sets 8082)",
     )
     pr.add_argument(
         "--progress-url",
