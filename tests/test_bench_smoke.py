@@ -37,6 +37,7 @@ EXPECTED = {
         '"server": "keepalive"',
         '"server": "http10"',
     ],
+    "progress_bench.py": ["progress_bench: text_single_classification on cpu, 1 rounds"],
     "trainer_bench.py": [
         "| `text_single_classification` | BertForSequenceClassification, ",
         "total ",
