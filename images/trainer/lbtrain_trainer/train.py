@@ -331,8 +331,10 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
             state, resumed_from, train_rate = train_epochs(
                 task, model, dataset.split(Split.TRAIN), hp, runtime, checkpointer, live
             )
-        finally:
-            live.close()  # the last epoch's report leaves before the run can complete
+        except BaseException:
+            live.close(0)  # a failing (or terminated) run does not wait for a report
+            raise
+        live.close()  # the last epoch's report leaves before the run can complete
         if not runtime.is_main:
             return {"stage": "train", "status": "ok", "rank": runtime.rank}
         eval_examples = dataset.split(dataset.eval_split)
