@@ -71,7 +71,7 @@ class Sink:
 
 def steady_rate(history: list[dict[str, Any]], rows: int) -> float:
     steady = history[1:] or history
-    return rows * len(steady) / sum(h["seconds"] for h in steady)
+    return float(rows * len(steady) / sum(h["seconds"] for h in steady))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.controlplane import free_port
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
-from .test_live_progress import progress_of
+from ..e2e.helpers import progress_of
 from .test_operator_lifecycle import FULL
 from .test_progress_endpoint import issue_token
 
@@ -57,6 +57,7 @@ class Chaos:
 STEADY = Chaos(runs=100, kills=20, create_over_s=40, kill_over_s=70)
 SLOW_LABELBOX = Chaos(runs=60, kills=12, create_over_s=25, kill_over_s=50, slow_labelbox_s=2.5)
 BURST = Chaos(runs=80, kills=12, create_over_s=0, kill_over_s=40)
+LIMIT = aiohttp.ClientTimeout(total=2)
 PROGRESS = Chaos(runs=40, kills=10, create_over_s=20, kill_over_s=40, progress=4)
 
 
@@ -85,7 +86,7 @@ async def report_progress(
             }
             headers = {"Authorization": f"Bearer {token}"}
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.post(url, json=body, headers=headers, timeout=2) as answer:
+                async with session.post(url, json=body, headers=headers, timeout=LIMIT) as answer:
                     await answer.read()
 
 

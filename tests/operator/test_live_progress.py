@@ -15,10 +15,10 @@ import pytest
 
 from lbtrain import contract
 from lbtrain.kube import MODELRUNS, KubeClient
-from lbtrain_dev.fake_labelbox.state import StatusUpdate
 from lbtrain_dev.ids import fake_cuid
 from lbtrain_dev.testbed.controlplane import free_port
 
+from ..e2e.helpers import progress_of
 from .test_end_to_end import pod_runner, trainer_template  # noqa: F401 (a fixture)
 from .test_operator_lifecycle import FULL
 
@@ -30,15 +30,6 @@ pytestmark = [
 ]
 TYPE = "text_single_classification"
 FIELDS = [f for f in contract.PROGRESS_FIELDS if f != "modelRunId"]
-
-
-def progress_of(update: StatusUpdate) -> dict[str, Any] | None:
-    """The `progress` metadata of an update, nested or flattened (`progress.epoch`)."""
-    meta = update.metadata or {}
-    if isinstance(meta.get("progress"), dict):
-        return dict(meta["progress"])
-    flat = {k.removeprefix("progress."): v for k, v in meta.items() if k.startswith("progress.")}
-    return flat or None
 
 
 async def start(
