@@ -250,3 +250,45 @@ def test_progress_rides_on_a_pending_training_model_too() -> None:
     rep = outbox.next_report(box)
     assert rep is not None and rep.status is S.TRAINING_MODEL and rep.progress_at
     assert rep.metadata["progress"] == prog(1)
+
+
+# --- the Job the pod reports from --------------------------------------------------------------
+
+
+def test_with_a_progress_url_the_train_stage_alone_gets_a_progress_token_and_no_api_rights() -> (
+    None
+):
+    from lbtrain_operator.jobspec import PROGRESS_TOKEN_VOLUME, build_job
+    from lbtrain_operator.settings import Settings
+
+    from .builders import run, template
+
+    url = "http://lbtrain-operator-progress.lbtrain.svc:8082/progress"
+    job = build_job(run(), "uid-1", template(progressIntervalSeconds=7), Settings(progress_url=url))
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # still no Kubernetes API token
+    [volume] = [v for v in pod["volumes"] if v["name"] == PROGRESS_TOKEN_VOLUME]
+    assert volume["projected"]["sources"] == [
+        {
+            "serviceAccountToken": {
+                "audience": contract.PROGRESS_AUDIENCE,
+                "expirationSeconds": 600,
+                "path": "token",
+            }
+        }
+    ]
+    [train] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in train["env"]}
+    assert env[contract.ENV_PROGRESS_URL] == url
+    assert env[contract.ENV_PROGRESS_TOKEN_FILE] == contract.PROGRESS_TOKEN_FILE
+    assert env[contract.ENV_PROGRESS_INTERVAL_S] == "7"
+    mounts = {m["name"]: m for m in train["volumeMounts"]}
+    assert mounts[PROGRESS_TOKEN_VOLUME]["mountPath"] == contract.PROGRESS_TOKEN_DIR
+    assert mounts[PROGRESS_TOKEN_VOLUME]["readOnly"] is True
+    for stage in pod["initContainers"]:  # export and prepare neither report nor hold the token
+        assert PROGRESS_TOKEN_VOLUME not in {m["name"] for m in stage["volumeMounts"]}
+        assert contract.ENV_PROGRESS_URL not in {e["name"] for e in stage["env"]}
+    # Without a progress URL nothing of it is there.
+    plain = build_job(run(), "uid-1", template(), Settings())["spec"]["template"]["spec"]
+    assert PROGRESS_TOKEN_VOLUME not in {v["name"] for v in plain["volumes"]}
+    assert contract.ENV_PROGRESS_URL not in {e["name"] for e in plain["containers"][0]["env"]}
