@@ -273,7 +273,9 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         informers=informers,
         # A silent watch is re-opened every --watch-timeout seconds, plus the read timeout.
         informer_stale_after_s=args.watch_timeout + 60,
-        progress_endpoint=ProgressEndpoint(kube, progressed) if args.progress_port else None,
+        progress_endpoint=ProgressEndpoint(kube, progressed, metrics=ctx.metrics)
+        if args.progress_port
+        else None,
         progress_port=args.progress_port,
     )
     registry = kopf.OperatorRegistry()

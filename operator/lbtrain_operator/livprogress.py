@@ -34,6 +34,7 @@ FUTURE_SKEW_S: Final = 300.0
 BODY_MAX_BYTES: Final = 4096
 METRIC_NAME_MAX: Final = 64
 
+ACCEPTED = "Accepted"
 # Reasons a report is refused, with the HTTP status and the message logged (never the token).
 MISSING_TOKEN = "MissingToken"
 MSG_MISSING_TOKEN = "no bearer token"

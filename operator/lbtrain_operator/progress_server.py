@@ -8,8 +8,9 @@ run's `status.progress`. Then it wakes the run's daemon, which sends it to Label
 the run's daemon finds it even when another replica received it.
 
 A refused report is answered 400/401/403/409 and logged with its reason and the pod the token
-names, never the token. The trainer never waits on this endpoint for long, and a slow or
-absent answer only costs that report (the next one replaces it).
+names, never the token; `lbtrain_progress_reports_total{result}` counts each by its result.
+The trainer never waits on this endpoint for long, and a slow or absent answer only costs
+that report (the next one replaces it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lbtrain import contract
 from lbtrain.kube import JOBS, MODELRUNS, PODS, TOKENREVIEWS, KubeClient, NotFound
 from lbtrain.resources.status import replacing
 from lbtrain_operator import livprogress as lp
+from lbtrain_operator.metrics import Metrics
 
 log = logging.getLogger("lbtrain.operator.progress")
 RunKey = tuple[str, str]
@@ -53,8 +55,10 @@ class ProgressEndpoint:
         on_progress: Callable[[RunKey, dict[str, Any]], None],
         audience: str = contract.PROGRESS_AUDIENCE,
         clock: Callable[[], dt.datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.kube, self.on_progress, self.audience, self.clock = kube, on_progress, audience, clock
+        self.metrics = metrics or Metrics()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=lp.BODY_MAX_BYTES)
@@ -109,6 +113,7 @@ class ProgressEndpoint:
         refused, who, run, report = await self.decide(token, raw)
         if refused is not None or who is None or run is None:
             refused = refused or lp.Refusal(403, lp.NOT_A_RUN_POD, "refused")
+            self.metrics.progress_reports.labels(refused.reason).inc()
             log.warning(
                 "progress report refused",
                 extra={
@@ -121,6 +126,7 @@ class ProgressEndpoint:
             return web.json_response(
                 {"reason": refused.reason, "message": refused.message}, status=refused.code
             )
+        self.metrics.progress_reports.labels(lp.ACCEPTED).inc()
         name = run["metadata"]["name"]
         stored = (run.get("status") or {}).get("progress")
         if lp.newer(stored, report):

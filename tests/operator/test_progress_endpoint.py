@@ -200,6 +200,10 @@ async def test_reports_that_are_not_the_pods_own_are_refused_and_change_no_run(
             assert (code, answer["reason"]) == (want_code, want_reason), why
     assert await versions(kube, namespace) == before
     assert endpoint.woken == []
+    counted = endpoint.endpoint.metrics.progress_reports
+    assert counted.labels(lp.OTHER_RUN)._value.get() == 1
+    assert counted.labels(lp.TOKEN_REFUSED)._value.get() == 4
+    assert counted.labels(lp.ACCEPTED)._value.get() == 0
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert lp.OTHER_RUN in logged and f"{namespace}/run-a-train-x" in logged
     for token in (a["token"], forged_signature, unbound, api_audience):
