@@ -28,12 +28,12 @@ from lbtrain.kube import JOBS, MODELRUNS, PODS, ApiError, KubeClient
 from lbtrain.resources.models import LabelboxStatus
 from lbtrain.resources.names import LABEL_MODEL_RUN
 from lbtrain_dev.ids import fake_cuid
+from lbtrain_dev.liveprogress import issue_token
 from lbtrain_dev.testbed.controlplane import free_port
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
 from ..e2e.helpers import progress_of
 from .test_operator_lifecycle import FULL
-from .test_progress_endpoint import issue_token
 
 pytestmark = [
     pytest.mark.testbed,

@@ -15,93 +15,13 @@ import aiohttp
 import pytest
 
 from lbtrain import contract
-from lbtrain.kube import JOBS, MODELRUNS, PODS, SERVICEACCOUNTS, ApiError, KubeClient, NotFound
-from lbtrain.resources.names import GROUP_VERSION
-from lbtrain_dev.ids import fake_cuid
+from lbtrain.kube import MODELRUNS, PODS, KubeClient, NotFound
+from lbtrain_dev.liveprogress import issue_token, run_with_pod
 from lbtrain_dev.testbed.controlplane import free_port
 from lbtrain_operator import livprogress as lp
 from lbtrain_operator import progress_server
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("crds")]
-
-
-def owner(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
-    meta = obj["metadata"]
-    return {
-        "apiVersion": api_version,
-        "kind": kind,
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-    }
-
-
-async def run_with_pod(kube: KubeClient, namespace: str, name: str) -> dict[str, Any]:
-    """A ModelRun, its (suspended) Job and a pod of that Job, linked as the operator and the
-    Job controller link them; answers the objects and a token the API server bound to the pod
-    for the progress audience, as the kubelet projects it."""
-    run = await kube.create(
-        MODELRUNS,
-        {
-            "apiVersion": GROUP_VERSION,
-            "kind": "ModelRun",
-            "metadata": {"name": name},
-            "spec": {"modelRunId": fake_cuid(name), "modelType": "image_single_classification"},
-        },
-        namespace,
-    )
-    pod_spec = {
-        "restartPolicy": "Never",
-        "containers": [{"name": "train", "image": "127.0.0.1:1/none:0"}],
-    }
-    job = await kube.create(
-        JOBS,
-        {
-            "metadata": {
-                "name": f"{name}-train",
-                "ownerReferences": [owner(run, GROUP_VERSION, "ModelRun")],
-            },
-            "spec": {"suspend": True, "template": {"spec": pod_spec}},
-        },
-        namespace,
-    )
-    pod = await kube.create(
-        PODS,
-        {
-            "metadata": {
-                "name": f"{name}-train-x",
-                "ownerReferences": [owner(job, "batch/v1", "Job")],
-            },
-            "spec": pod_spec,
-        },
-        namespace,
-    )
-    token = await issue_token(kube, namespace, pod)
-    return {"run": run, "job": job, "pod": pod, "token": token}
-
-
-async def issue_token(
-    kube: KubeClient,
-    namespace: str,
-    pod: dict[str, Any] | None,
-    audience: str = contract.PROGRESS_AUDIENCE,
-) -> str:
-    spec: dict[str, Any] = {"audiences": [audience], "expirationSeconds": 600}
-    if pod is not None:
-        spec["boundObjectRef"] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "name": pod["metadata"]["name"],
-            "uid": pod["metadata"]["uid"],
-        }
-    path = SERVICEACCOUNTS.path(namespace, "default") + "/token"
-    for _ in range(100):  # the service-account controller makes `default` soon after the namespace
-        try:
-            answer = await kube.request("POST", path, body={"spec": spec})
-            return str(answer["status"]["token"])
-        except ApiError:  # not there yet
-            await asyncio.sleep(0.1)
-    raise AssertionError("the default service account never appeared")
 
 
 class Endpoint:
@@ -160,7 +80,8 @@ async def test_a_pod_reports_for_its_own_run_and_the_run_shows_it(
     assert (code, body) == (202, {"accepted": True})
     stored = (await kube.get(MODELRUNS, "run-a", namespace))["status"]["progress"]
     assert stored["text"] == "epoch 2/4 · 50% · ETA 20s"
-    assert (stored["epoch"], stored["step"], stored["pod"]) == (2, 20, "run-a-train-x")
+    assert (stored["epoch"], stored["step"]) == (2, 20)
+    assert stored["pod"] == a["pod"]["metadata"]["name"]
     assert endpoint.woken == [(namespace, "run-a")]
     # A late retry of an older report does not take the run back.
     code, _ = await endpoint.post(report(a["run"], epoch=1, second=-5), a["token"])
@@ -205,7 +126,7 @@ async def test_reports_that_are_not_the_pods_own_are_refused_and_change_no_run(
     assert counted.labels(lp.TOKEN_REFUSED)._value.get() == 4
     assert counted.labels(lp.ACCEPTED)._value.get() == 0
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
-    assert lp.OTHER_RUN in logged and f"{namespace}/run-a-train-x" in logged
+    assert lp.OTHER_RUN in logged and f"{namespace}/{a['pod']['metadata']['name']}" in logged
     for token in (a["token"], forged_signature, unbound, api_audience):
         assert token not in logged  # refused, logged, never with the token
 
