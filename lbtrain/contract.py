@@ -27,6 +27,33 @@ ENV_HYPERPARAMETERS: Final = "LBTRAIN_HYPERPARAMETERS"
 ENV_TERMINATION_MESSAGE_PATH: Final = "LBTRAIN_TERMINATION_MESSAGE_PATH"
 ENV_PRETRAINED: Final = "LBTRAIN_PRETRAINED"
 ENV_ALLOW_HUB_DOWNLOAD: Final = "LBTRAIN_ALLOW_HUB_DOWNLOAD"
+# Live training progress (docs/progress.md): where rank 0 POSTs its reports, the projected
+# service-account token (audience PROGRESS_AUDIENCE) it sends as a bearer token, re-read from
+# the file each time (the kubelet rotates it), and the least seconds between two reports (the
+# template's `progressIntervalSeconds`). Unset URL: the trainer reports nothing.
+ENV_PROGRESS_URL: Final = "LBTRAIN_PROGRESS_URL"
+ENV_PROGRESS_TOKEN_FILE: Final = "LBTRAIN_PROGRESS_TOKEN_FILE"
+ENV_PROGRESS_INTERVAL_S: Final = "LBTRAIN_PROGRESS_INTERVAL_SECONDS"
+PROGRESS_AUDIENCE: Final = "lbtrain-progress"
+PROGRESS_TOKEN_DIR: Final = "/var/run/secrets/lbtrain-progress"
+PROGRESS_TOKEN_FILE: Final = PROGRESS_TOKEN_DIR + "/token"
+# The shortest a projected token may live (the API server's floor is 10 minutes).
+PROGRESS_TOKEN_EXPIRY_S: Final = 600
+PROGRESS_PATH: Final = "/progress"
+# The fields of one report, as the trainer sends them and the operator checks them.
+PROGRESS_FIELDS: Final = (
+    "modelRunId",
+    "epoch",
+    "epochs",
+    "step",
+    "steps",
+    "trainLoss",
+    "validationMetric",
+    "validationValue",
+    "examplesPerSecond",
+    "etaSeconds",
+    "measuredAt",
+)
 # Set by a template's `env`, never by the operator (so not reserved): `true` lets the trainer
 # fetch media from loopback, link-local and cloud-metadata addresses, which it refuses by
 # default (row data is written by any Labelbox user); the tests' and the demo's servers need it.
@@ -61,6 +88,9 @@ RESERVED_ENV: Final = frozenset(
         ENV_PRETRAINED,
         ENV_NUM_NODES,
         ENV_RUN_UID,
+        ENV_PROGRESS_URL,
+        ENV_PROGRESS_TOKEN_FILE,
+        ENV_PROGRESS_INTERVAL_S,
     }
 )
 

@@ -37,6 +37,10 @@ EXPECTED = {
         '"server": "keepalive"',
         '"server": "http10"',
     ],
+    "progress_bench.py": [
+        "progress_bench: text_single_classification on cpu, 1 rounds",
+        "progress_bench: operator CPU per progress report",
+    ],
     "trainer_bench.py": [
         "| `text_single_classification` | BertForSequenceClassification, ",
         "total ",

@@ -32,6 +32,7 @@ from lbtrain.kube.resources import (
     SECRETS,
     SERVICEACCOUNTS,
     SERVICES,
+    TOKENREVIEWS,
     TRAININGTEMPLATES,
     Resource,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "SECRETS",
     "SERVICEACCOUNTS",
     "SERVICES",
+    "TOKENREVIEWS",
     "TRAININGTEMPLATES",
     "AlreadyExists",
     "ApiError",

@@ -45,5 +45,6 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 CRDS = Resource(
     "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
 )
+TOKENREVIEWS = Resource("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False)
 MODELRUNS = Resource(API_GROUP, API_VERSION, "modelruns", "ModelRun")
 TRAININGTEMPLATES = Resource(API_GROUP, API_VERSION, "trainingtemplates", "TrainingTemplate")

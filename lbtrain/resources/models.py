@@ -161,6 +161,8 @@ class TrainingTemplateSpec(WireModel):
     ttl_seconds_after_finished: int = 86400
     image_pull_grace_period_seconds: int = 300
     volume_grace_period_seconds: int = 600
+    # Least seconds between two live progress reports of the trainer (docs/progress.md).
+    progress_interval_seconds: int = 30
     shm_size_limit: str | int | None = "2Gi"
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     pod_security_context: dict[str, Any] | None = None

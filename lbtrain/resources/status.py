@@ -35,6 +35,8 @@ class SentReport(WireModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     error_message: str | None = None
     notice: str | None = None
+    # The `measuredAt` of the training progress the metadata carries (docs/progress.md).
+    progress_at: str | None = None
 
 
 class LabelboxOutbox(WireModel):
@@ -61,6 +63,12 @@ class LabelboxOutbox(WireModel):
     # "flat" (string values only), then "none"; and the rejection that made it so.
     metadata_form: str = "full"
     metadata_rejected: str | None = None
+    # Live training progress (docs/progress.md): the report queued for Labelbox (it rides on
+    # TRAINING_MODEL's metadata as `progress`), when it was queued (one per interval), and the
+    # `measuredAt` of the one Labelbox last acknowledged.
+    progress: dict[str, Any] | None = None
+    progress_queued_time: str | None = None
+    acknowledged_progress: str | None = None
 
     def wire(self) -> dict[str, Any]:
         """For a merge patch: unset fields are sent as null, which removes them from the

@@ -21,17 +21,20 @@ from lbtrain.contract import DEFAULT_LABELBOX_ENDPOINT, DEFAULT_LABELBOX_REST_EN
 from lbtrain.kube import JOBS, PODS, KubeClient, load_config
 from lbtrain.kube.config import ConfigError
 from lbtrain.resources.names import ANNOTATION_PREFIX, FINALIZER
-from lbtrain_operator import heap, logs
+from lbtrain_operator import heap, logs, progress_server
 from lbtrain_operator.diffbase import NoDiffBase
 from lbtrain_operator.handlers import register
 from lbtrain_operator.heartbeat import Heartbeat
 from lbtrain_operator.informer import Informer, RunKey, RunObjects
 from lbtrain_operator.labelbox import LabelboxReporter
 from lbtrain_operator.metrics import Metrics
+from lbtrain_operator.progress_server import ProgressEndpoint
 from lbtrain_operator.reconcile import Context
 from lbtrain_operator.settings import Settings
 
 log = logging.getLogger("lbtrain.operator")
+# The progress endpoint listens on every interface: trainer pods reach it through its Service.
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -158,6 +161,27 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds between heartbeat Lease renewals that prove watches work",
     )
+    pr = p.add_argument_group("live training progress (docs/progress.md)")
+    pr.add_argument(
+        "--progress-port",
+        type=int,
+        default=0,
+        help="port of POST /progress, where rank 0 of each training pod reports (0: off; the "
+        "chart sets 8082)",
+    )
+    pr.add_argument(
+        "--progress-url",
+        default=_env("LBTRAIN_PROGRESS_URL", ""),
+        help="the URL trainer pods reach that endpoint at, e.g. the chart's Service "
+        "(empty: trainer pods report no progress and get no progress token)",
+    )
+    pr.add_argument(
+        "--progress-interval",
+        type=_non_negative_float,
+        default=5.0,
+        help="least seconds between two progress updates of one run sent to Labelbox (the "
+        "template's progressIntervalSeconds paces the trainer's reports)",
+    )
     ops.add_argument(
         "--default-queue",
         default=_env("LBTRAIN_DEFAULT_QUEUE", "") or "",
@@ -214,6 +238,8 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         burst_max_hold_s=args.burst_max_hold,
         restricted_pods=not args.no_restricted_pods,
         default_queue=args.default_queue,
+        progress_url=args.progress_url,
+        progress_interval_s=args.progress_interval,
     )
     kube = KubeClient(config)
     reporter = LabelboxReporter(
@@ -227,6 +253,11 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
             waker.set()
 
     objects = RunObjects(on_change=wake)
+
+    def progressed(key: RunKey, progress: dict[str, Any]) -> None:
+        ctx.live_progress[key] = progress
+        wake(key)
+
     ctx = Context(
         kube=kube,
         reporter=reporter,
@@ -249,6 +280,10 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         informers=informers,
         # A silent watch is re-opened every --watch-timeout seconds, plus the read timeout.
         informer_stale_after_s=args.watch_timeout + 60,
+        progress_endpoint=ProgressEndpoint(kube, progressed, metrics=ctx.metrics)
+        if args.progress_port
+        else None,
+        progress_port=args.progress_port,
     )
     registry = kopf.OperatorRegistry()
     register(registry)
@@ -280,12 +315,19 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Memo, l
         settings.networking.request_timeout = 60
         memo.heartbeat_task = asyncio.create_task(memo.heartbeat.renew_forever())
         memo.informer_tasks = [asyncio.create_task(i.run()) for i in memo.informers]
+        memo.progress_runner = None
+        if memo.progress_endpoint is not None:
+            memo.progress_runner = await progress_server.start(
+                memo.progress_endpoint, ALL_INTERFACES, memo.progress_port
+            )
 
     @kopf.on.cleanup(registry=registry)
     async def close(memo: Any, **_: Any) -> None:
         memo.heartbeat_task.cancel()
         for task in memo.informer_tasks:
             task.cancel()
+        if memo.progress_runner is not None:
+            await memo.progress_runner.cleanup()
         await memo.ctx.kube.close()
         memo.ctx.reporter.close()
 

@@ -99,6 +99,43 @@ def _env(run: ModelRun, template: TrainingTemplate, settings: Settings) -> list[
     return env + list(tspec.env)
 
 
+PROGRESS_TOKEN_VOLUME = "lbtrain-progress-token"
+
+
+def progress_wiring(
+    template: TrainingTemplate, settings: Settings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, volumes, mounts) that let the train stage report live progress (docs/progress.md):
+    where to POST, how often at most, and a projected service-account token for the progress
+    audience only, short-lived and bound to the pod. It gives the pod no Kubernetes API
+    rights (the default token stays unmounted); none of it without a progress URL."""
+    if not settings.progress_url:
+        return [], [], []
+    env = [
+        {"name": contract.ENV_PROGRESS_URL, "value": settings.progress_url},
+        {"name": contract.ENV_PROGRESS_TOKEN_FILE, "value": contract.PROGRESS_TOKEN_FILE},
+        {
+            "name": contract.ENV_PROGRESS_INTERVAL_S,
+            "value": str(template.spec.progress_interval_seconds),
+        },
+    ]
+    token = {
+        "audience": contract.PROGRESS_AUDIENCE,
+        "expirationSeconds": contract.PROGRESS_TOKEN_EXPIRY_S,
+        "path": contract.PROGRESS_TOKEN_FILE.rsplit("/", 1)[1],
+    }
+    volume = {
+        "name": PROGRESS_TOKEN_VOLUME,
+        "projected": {"sources": [{"serviceAccountToken": token}]},
+    }
+    mount = {
+        "name": PROGRESS_TOKEN_VOLUME,
+        "mountPath": contract.PROGRESS_TOKEN_DIR,
+        "readOnly": True,
+    }
+    return env, [volume], [mount]
+
+
 def artifacts_destination(job: dict[str, Any]) -> str:
     """The expanded artifact destination a built Job gives its trainer."""
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -207,7 +244,9 @@ def build_job(
     scale = sc.scale_of(run, template)
     env = _env(run, template, settings)  # the same for every stage
     env += sc.stage_env(scale, run_uid)  # export once per multi-pod run
-    train_env = env + sc.launcher_env(scale, job_name(name))  # torchrun's, for train alone
+    progress_env, progress_volumes, progress_mounts = progress_wiring(template, settings)
+    # torchrun's variables and the progress channel are for train alone
+    train_env = env + sc.launcher_env(scale, job_name(name)) + progress_env
     train_command = sc.train_command(tspec.command, scale)
     volumes, mounts = storage.pod_storage(name, template)
     workspace: dict[str, Any] = {}
@@ -224,13 +263,20 @@ def build_job(
         ],
         "containers": [
             _container(
-                contract.STAGE_TRAIN, template, settings, train_env, True, mounts, train_command
+                contract.STAGE_TRAIN,
+                template,
+                settings,
+                train_env,
+                True,
+                mounts + progress_mounts,
+                train_command,
             ),
         ],
         "volumes": [
             {"name": WORKSPACE_VOLUME, "emptyDir": workspace},
             {"name": TMP_VOLUME, "emptyDir": {}},
             *volumes,
+            *progress_volumes,
             *tspec.volumes,
         ],
         "securityContext": _pod_security_context(template, settings),

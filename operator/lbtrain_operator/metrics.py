@@ -64,6 +64,12 @@ class Metrics:
             "ModelRuns with Labelbox statuses not yet acknowledged",
             registry=r,
         )
+        self.progress_reports = Counter(
+            "lbtrain_progress_reports_total",
+            "Live progress reports of trainer pods, by result (Accepted or the refusal reason)",
+            ["result"],
+            registry=r,
+        )
         self.active_runs = Gauge(
             "lbtrain_modelruns_active", "ModelRuns not finished, by phase", ["phase"], registry=r
         )

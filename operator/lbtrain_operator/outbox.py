@@ -7,7 +7,14 @@ Labelbox answered (`acknowledge`); a failed call keeps it in `sending` and backs
 rejects as *invalid* (a GraphQL validation error, not a transport failure): repeating it word
 for word would block every later status, COMPLETE included, so `rejected` replaces it with the
 same status and error message carrying flat string metadata, then none (`metadata_form`), and
-later reports keep that form. The functions here are pure: they take
+later reports keep that form.
+
+Live training progress (docs/progress.md) rides on TRAINING_MODEL: `queue_progress` puts a
+report in `progress` (at most one per interval, only while TRAINING_MODEL is the last status
+queued), every TRAINING_MODEL report carries it as the metadata key `progress`, and the outbox
+is not drained until Labelbox acknowledged it, so a newer progress is one more TRAINING_MODEL
+call: the same rank, never after a final status, and a final status queued first wins. The
+functions here are pure: they take
 the outbox and a time, and answer the new outbox. *When* each new outbox must be stored
 relative to the call is `delivery`'s business.
 """
@@ -37,6 +44,7 @@ class Report:
     metadata: dict[str, Any]
     error_message: str | None
     notice: str | None = None
+    progress_at: str | None = None
 
     def sent(self) -> SentReport:
         return SentReport(
@@ -44,11 +52,14 @@ class Report:
             metadata=self.metadata,
             error_message=self.error_message,
             notice=self.notice,
+            progress_at=self.progress_at,
         )
 
     @classmethod
     def of(cls, sent: SentReport) -> Report:
-        return cls(sent.status, dict(sent.metadata), sent.error_message, sent.notice)
+        return cls(
+            sent.status, dict(sent.metadata), sent.error_message, sent.notice, sent.progress_at
+        )
 
 
 def shaped(meta: dict[str, Any], form: str) -> dict[str, Any]:
@@ -69,17 +80,69 @@ def last_queued(box: Outbox) -> LabelboxStatus | None:
     return box.acknowledged
 
 
+def progress_at(box: Outbox) -> str | None:
+    """The `measuredAt` of the training progress queued, if any."""
+    stamp = (box.progress or {}).get("measuredAt")
+    return stamp if isinstance(stamp, str) else None
+
+
 def drained(box: Outbox) -> bool:
-    """Labelbox has everything: nothing queued, nothing in flight, no notice to tell."""
+    """Labelbox has everything: nothing queued, nothing in flight, no notice or training
+    progress to tell."""
     return (
         not box.pending
         and box.sending is None
         and (
             box.acknowledged is None
             or box.acknowledged.final
-            or box.acknowledged_notice == box.notice
+            or (
+                box.acknowledged_notice == box.notice
+                and (
+                    box.acknowledged is not LabelboxStatus.TRAINING_MODEL
+                    or box.acknowledged_progress == progress_at(box)
+                )
+            )
         )
     )
+
+
+def queue_progress(
+    box: Outbox, progress: dict[str, Any] | None, now: dt.datetime, interval_s: float
+) -> Outbox:
+    """Queue a newer training progress for Labelbox: only while TRAINING_MODEL is the last
+    status queued (never once a final one is), and at most one per `interval_s`."""
+    if progress is None or last_queued(box) is not LabelboxStatus.TRAINING_MODEL:
+        return box
+    stamp = progress.get("measuredAt")
+    if not isinstance(stamp, str) or stamp <= (progress_at(box) or ""):
+        return box
+    if box.progress_queued_time and now < parse_time(box.progress_queued_time) + dt.timedelta(
+        seconds=interval_s
+    ):
+        return box
+    return box.model_copy(update={"progress": dict(progress), "progress_queued_time": iso(now)})
+
+
+def progress_wakeup(
+    box: Outbox, progress: dict[str, Any] | None, now: dt.datetime, interval_s: float
+) -> float | None:
+    """Seconds until a newer progress held back by the interval may be queued (None: none is
+    held back)."""
+    stamp = (progress or {}).get("measuredAt")
+    if last_queued(box) is not LabelboxStatus.TRAINING_MODEL or not isinstance(stamp, str):
+        return None
+    if stamp <= (progress_at(box) or "") or not box.progress_queued_time:
+        return None
+    until = parse_time(box.progress_queued_time) + dt.timedelta(seconds=interval_s)
+    return max(0.0, (until - now).total_seconds())
+
+
+def _with_progress(box: Outbox, status: LabelboxStatus) -> tuple[dict[str, Any], str | None]:
+    """The metadata a report of `status` carries, and the progress it tells (if any)."""
+    if status is not LabelboxStatus.TRAINING_MODEL or box.progress is None:
+        return shaped(box.metadata, box.metadata_form), None
+    meta = {**box.metadata, "progress": box.progress}
+    return shaped(meta, box.metadata_form), progress_at(box)
 
 
 def enqueue(
@@ -111,10 +174,11 @@ def next_report(box: Outbox) -> Report | None:
     if box.pending:
         head = box.pending[0]
         error = box.error_message if head is LabelboxStatus.FAILED else None
-        return Report(head, shaped(box.metadata, box.metadata_form), error, box.notice)
+        meta, stamp = _with_progress(box, head)
+        return Report(head, meta, error, box.notice, stamp)
     if box.acknowledged is not None and not drained(box):
-        meta = shaped(box.metadata, box.metadata_form)
-        return Report(box.acknowledged, meta, None, box.notice)
+        meta, stamp = _with_progress(box, box.acknowledged)
+        return Report(box.acknowledged, meta, None, box.notice, stamp)
     return None
 
 
@@ -151,6 +215,7 @@ def acknowledge(box: Outbox, sent: Report, now: dt.datetime) -> Outbox:
             "sending": None,
             "acknowledged": sent.status,
             "acknowledged_notice": sent.notice,
+            "acknowledged_progress": sent.progress_at or box.acknowledged_progress,
             "attempts": 0,
             "last_error": None,
             "last_attempt_time": iso(now),

@@ -45,6 +45,7 @@ from lbtrain_operator import (
     events,
     jobspec,
     listing,
+    livprogress,
     outbox,
     podstate,
     queueing,
@@ -102,6 +103,9 @@ class Context:
     # lag behind a patch, and a stale status there must not make a second patch or Event.
     listed: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     listing_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # The last `status.progress` this replica's progress endpoint stored, by run: a daemon it
+    # wakes may still hold the body from before the watch event (`Pass.queue_progress`).
+    live_progress: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def listing_lock(self, namespace: str) -> asyncio.Lock:
         return self.listing_locks.setdefault(namespace, asyncio.Lock())
@@ -118,6 +122,7 @@ class Context:
     def forget(self, key: tuple[str, str]) -> None:
         """The run is done with (finished and reported, or deleted)."""
         self.runs.pop(key, None)
+        self.live_progress.pop(key, None)
         self.metrics.count_active(key, None)
         lock = self.run_locks.get(key)
         if lock is not None and not lock.locked():
@@ -393,6 +398,23 @@ class Pass:
         )
         self.ctx.metrics.count_active(self.key, self.status.phase)
 
+    def latest_progress(self) -> dict[str, Any] | None:
+        """The run's newest live progress: its `status.progress`, or the one this replica's
+        endpoint just stored (the body may not have it yet)."""
+        seen = (self.body.get("status") or {}).get("progress")
+        mine = self.ctx.live_progress.get(self.key)
+        if mine is not None and livprogress.newer(seen, mine):
+            return mine
+        return seen if isinstance(seen, dict) else None
+
+    def queue_progress(self) -> None:
+        """Queue the newest training progress for Labelbox (`outbox.queue_progress`)."""
+        progress = livprogress.labelbox_progress(self.latest_progress())
+        box = outbox.queue_progress(
+            self.status.labelbox, progress, self.now, self.ctx.settings.progress_interval_s
+        )
+        self.state.status = self.status.model_copy(update={"labelbox": box})
+
     async def write(self, state: RunState) -> None:
         await write_status(self.ctx.kube, self.name, self.namespace, state)
 
@@ -426,9 +448,14 @@ class Pass:
         else:
             self.ctx.backlog.add(self.key)
         self.ctx.metrics.backlog.set(len(self.ctx.backlog))
-        return delivery.wakeup(
+        wake = delivery.wakeup(
             self.status, self.state.stored, utcnow(), self.ctx.settings.report_wait_s
         )
+        progress = livprogress.labelbox_progress(self.latest_progress())
+        held = outbox.progress_wakeup(
+            self.status.labelbox, progress, utcnow(), self.ctx.settings.progress_interval_s
+        )
+        return wake if held is None else held if wake is None else min(wake, held)
 
     async def report(self) -> float | None:
         """Tell Labelbox what is due, each call stored ahead of it (`delivery`)."""
@@ -558,6 +585,7 @@ async def reconcile(
             await _store_synced(ctx.objects)  # before taking a slot: waiting here holds none
             async with ctx.kube_slots:
                 step.apply(await step.observe(templates))
+                step.queue_progress()
                 if not step.in_burst and not step.report_due():
                     await step.write(state)  # nothing to tell Labelbox: store it in this slot
             if step.in_burst:  # the run's Job exists; its status waits for the burst to pass

@@ -36,3 +36,8 @@ class Settings:
     default_queue: str = ""
     # Security context applied to trainer pods when the template sets none.
     restricted_pods: bool = True
+    # Live training progress (docs/progress.md): the URL trainer pods POST reports to (empty:
+    # they report nothing, and get no progress token), and the least seconds between two
+    # progress updates of one run sent to Labelbox (a guard against a flood).
+    progress_url: str = ""
+    progress_interval_s: float = 5.0

@@ -26,7 +26,7 @@ from lbtrain_dev.testbed import nodeconfig as nc
 from lbtrain_dev.testbed.s3server import S3Server
 
 from ..helm.helpers import CHART, Helm, set_args
-from .helpers import BUCKET, bucket_env, bucket_secret, imported_image_values
+from .helpers import BUCKET, bucket_env, bucket_secret, imported_image_values, timeline
 from .test_real_node import (
     API_KEY,
     FULL,
@@ -124,7 +124,7 @@ async def test_a_run_with_an_s3_destination_completes_with_its_weights_in_the_bu
     finally:
         print(show(installed, S3_NS))
     assert done["status"]["phase"] == "Succeeded", done["status"]
-    assert labelbox.statuses(run_id) == FULL
+    assert timeline(labelbox.status_updates(run_id)) == FULL
     folder = s3.bucket_path(BUCKET) / "lbtrain" / run_id
     for relative in ("model/weights.pt", "model/model.json", "checkpoint/last.pt"):
         assert (folder / relative).stat().st_size > 0, relative

@@ -48,6 +48,7 @@ from lbtrain_dev.testbed.registry import Registry
 from lbtrain_trainer.synthetic import make_dataset
 
 from ..helm.helpers import REPO, Helm, set_args
+from .helpers import check_progress, timeline
 
 pytestmark = [pytest.mark.testbed, pytest.mark.trainer, pytest.mark.slow]
 
@@ -164,6 +165,7 @@ def installed(
         },
         # Faster loops for a test, and text logs to read in the failure output.
         "operator.extraArgs": ["--resync-interval=2", "--report-backoff-max=1"],
+        "operator.progressInterval": 1,
     }
     result = helm(
         "install", "lbtrain", pushed.chart, f"--version={pushed.tag}", "--plain-http",
@@ -288,6 +290,25 @@ def show(plane: ControlPlane, namespace: str) -> str:
     )
 
 
+async def progress_column(plane: ControlPlane, name: str, timeout: float = 600) -> list[str]:
+    """The PROGRESS column of `kubectl get mr NAME`, each change, until the run has finished."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = plane.kubectl(
+            "get", "mr", name, "-n", RELEASE_NS, "-o",
+            "custom-columns=PROGRESS:.status.progress.text,PHASE:.status.phase", "--no-headers",
+        )  # fmt: skip
+        text, _, phase = done.stdout.strip().rpartition(" ")
+        text = text.strip()
+        if text and text != "<none>" and (not seen or seen[-1] != text):
+            seen.append(text)
+        if phase in ("Succeeded", "Failed"):
+            return seen
+        await asyncio.sleep(0.5)
+    return seen
+
+
 # --- the promise -------------------------------------------------------------------------------
 def pulled_image_ids(pod: dict[str, Any]) -> dict[str, str]:
     statuses = pod["status"].get("initContainerStatuses", []) + pod["status"]["containerStatuses"]
@@ -309,11 +330,20 @@ async def test_helm_install_then_train_model_completes_on_a_real_pod(
     await post_model_run(url, run_id)
     name = (await model_run(kube, run_id))["metadata"]["name"]
     try:
+        columns = asyncio.create_task(progress_column(installed, name))
         done = await until_phase(kube, name, RELEASE_NS, {"Succeeded", "Failed"}, 600)
     finally:
         print(show(installed, RELEASE_NS))
     assert done["status"]["phase"] == "Succeeded", done["status"]
-    assert labelbox.statuses(run_id) == FULL
+    updates = labelbox.status_updates(run_id)
+    assert timeline(updates) == FULL
+    # Live progress (docs/progress.md): rank 0 reported through the operator's Service with its
+    # projected token; Labelbox got it in order before COMPLETE, and `kubectl get` showed it
+    # change while the run trained.
+    told = check_progress(updates)
+    assert told[-1]["epoch"] == told[-1]["epochs"]
+    seen = await columns
+    assert len(seen) >= 2 and seen[-1].startswith("epoch "), seen
     predictions = labelbox.predictions(run_id)
     assert [p for p in predictions if "answer" in p], "predictions reached Labelbox"
     assert [p for p in predictions if "metricValue" in p], "metrics reached Labelbox"

@@ -30,7 +30,7 @@ from lbtrain_trainer.hyperparams import RESULTS_KEY
 from lbtrain_trainer.synthetic import make_dataset
 
 from ..helm.helpers import CHART, Helm, set_args
-from .helpers import BUCKET, bucket_env, bucket_secret, imported_image_values
+from .helpers import BUCKET, bucket_env, bucket_secret, imported_image_values, timeline
 
 pytestmark = [pytest.mark.testbed, pytest.mark.trainer, pytest.mark.slow]
 
@@ -139,7 +139,8 @@ async def test_two_processes_in_one_pod_train_one_model_as_one_process_does(
         print(installed.kubectl("logs", "-n", NS, "job/two-train", "-c", "train").stdout[-6000:])
     for name, status in done.items():
         assert status["phase"] == "Succeeded", (name, status)
-        assert labelbox.statuses(ids[name]) == FULL, name  # one ordered timeline
+        # One ordered timeline (TRAINING_MODEL again for each newer progress, from rank 0).
+        assert timeline(labelbox.status_updates(ids[name])) == FULL, name
         assert len(labelbox.imports(ids[name])) == 1, name  # predictions uploaded once
 
     # The two-process run was one pod whose train container ran torchrun with two ranks.
@@ -185,16 +186,6 @@ async def create_run(
     await kube.create(MODELRUNS, {"metadata": {"name": name}, "spec": spec}, NS)
 
 
-def timeline(labelbox: FakeLabelbox, run_id: str) -> list[str]:
-    """The statuses Labelbox went through, each once (a status is sent again when only its
-    metadata changed, e.g. a wait's notice)."""
-    out: list[str] = []
-    for status in labelbox.statuses(run_id):
-        if not out or out[-1] != status:
-            out.append(status)
-    return out
-
-
 def exports(labelbox: FakeLabelbox, run_id: str) -> int:
     """How many Labelbox exports of the model run were started (pods and attempts together)."""
     return sum(
@@ -236,7 +227,7 @@ async def test_two_pods_of_two_processes_train_one_model_as_one_process_does(
         diagnose(installed, "gang-train")
     for name, status in done.items():
         assert status["phase"] == "Succeeded", (name, status)
-        assert labelbox.statuses(ids[name]) == FULL, name  # one ordered timeline
+        assert timeline(labelbox.status_updates(ids[name])) == FULL, name  # one ordered timeline
         assert len(labelbox.imports(ids[name])) == 1, name  # predictions uploaded once
     gang = done["gang"]
     assert (gang["attempt"], gang["failedAttempts"], gang["jobName"]) == (1, 0, "gang-train")
@@ -314,7 +305,7 @@ async def test_a_killed_rank_ends_the_attempt_and_the_next_one_resumes_to_comple
     summary = done["summary"]  # rank 0's (pod index 0's train container)
     assert summary["resumed_from_epoch"] > 0, summary  # attempt 2 began past epoch 0
     assert summary["epochs_completed"] == 40, summary
-    assert timeline(labelbox, run_id) == FULL
+    assert timeline(labelbox.status_updates(run_id)) == FULL
     assert len(labelbox.imports(run_id)) == 1
     # Two pods and two attempts, one export: attempt 2 reused what attempt 1's pod 0 prepared.
     assert exports(labelbox, run_id) == 1

@@ -271,6 +271,9 @@ def test_defaults(render: Render) -> None:
         "--api-key-secret=lbtrain-labelbox",
         "--metrics-port=9090",
         "--liveness-port=8081",
+        "--progress-port=8082",
+        "--progress-url=http://lbtrain-operator-progress.lbtrain.svc:8082/progress",
+        "--progress-interval=5",
         "--log-level=INFO",
         "--log-format=json",
     ]
@@ -533,11 +536,18 @@ def test_namespaced_by_default_and_watch_namespaces(render: Render) -> None:
         "namespaces",
     ]
     assert all(set(r["verbs"]) == {"list", "watch"} for r in scan["rules"])
-    # No ClusterRole for the operator; the only ones left are the user-facing roles.
-    names = {
-        r["metadata"]["name"] for r in find(render({"operator.clusterScan": False}), "ClusterRole")
-    }
-    assert names == {f"lbtrain-lbtrain-{role}" for role in ("view", "edit", "admin")}
+    # No ClusterRole for the operator's workloads: the user-facing roles, and the one rule live
+    # progress needs cluster-wide (TokenReview is not namespaced), which goes with its port.
+    docs = render({"operator.clusterScan": False})
+    names = {r["metadata"]["name"] for r in find(docs, "ClusterRole")}
+    user_roles = {f"lbtrain-lbtrain-{role}" for role in ("view", "edit", "admin")}
+    assert names == user_roles | {"lbtrain-lbtrain-operator-progress"}
+    progress = one(docs, "ClusterRole", "lbtrain-lbtrain-operator-progress")
+    assert progress["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+    docs = render({"operator.clusterScan": False, "operator.progressPort": 0})
+    assert {r["metadata"]["name"] for r in find(docs, "ClusterRole")} == user_roles
 
     docs = render({"operator.watchNamespaces": ["team-a", "lbtrain", "team-b"]})
     ns_args = [a for a in args_of(docs, "operator") if a.startswith("--namespace")]
@@ -632,9 +642,18 @@ def test_network_policies(render: Render) -> None:
         assert {(p["port"], p["protocol"]) for p in dns} == {(53, "UDP"), (53, "TCP")}
         api = spec["egress"][1]["ports"]
         assert {p["port"] for p in api} == {443, 6443}
-    # Only the webhook port is open to ingress; the operator takes no ingress at all.
+    # Only the webhook port is open to ingress; the operator takes ingress only on its progress
+    # port, from trainer pods (docs/progress.md), and none at all without it.
     assert webhook["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
-    assert operator["ingress"] == []
+    trainer_pods = {"matchLabels": {"app.kubernetes.io/managed-by": "lbtrain"}}
+    assert operator["ingress"] == [
+        {
+            "ports": [{"port": "progress", "protocol": "TCP"}],
+            "from": [{"namespaceSelector": {}, "podSelector": trainer_pods}],
+        }
+    ]
+    off = one(render({"operator.progressPort": 0}), "NetworkPolicy", "lbtrain-operator")
+    assert off["spec"]["ingress"] == []
     assert len(webhook["egress"]) == 2, "the webhook never calls Labelbox"
     assert operator["egress"][2]["ports"] == [{"port": 443, "protocol": "TCP"}]
     # Selectors match the pods.

@@ -44,7 +44,8 @@ def test_a_load_balancer_webhook_service_has_no_metrics_port(render: Render) -> 
 
 def test_metrics_off_means_no_metrics_service(render: Render) -> None:
     docs = render({"webhook.metricsPort": 0, "operator.metricsPort": 0})
-    assert {s["metadata"]["name"] for s in find(docs, "Service")} == {"lbtrain-webhook"}
+    services = {s["metadata"]["name"] for s in find(docs, "Service")}
+    assert services == {"lbtrain-webhook", "lbtrain-operator-progress"}
 
 
 def test_service_monitors_scrape_the_metrics_services_only(render: Render) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lbtrain import contract
@@ -129,7 +130,9 @@ def test_reserved_environment_is_refused_naming_each_variable():
 
 
 def test_every_contract_variable_the_operator_sets_is_reserved():
-    got = admit(run(model_type="ner"), "u", [template_object("t", "ner")], SETTINGS)
+    # With live progress on (a progress URL), as the chart runs the operator.
+    settings = dataclasses.replace(SETTINGS, progress_url="http://op.lbtrain.svc:8082/progress")
+    got = admit(run(model_type="ner"), "u", [template_object("t", "ner")], settings)
     assert isinstance(got, Admitted)
     train = got.job["spec"]["template"]["spec"]["containers"][0]
     set_by_operator = {e["name"] for e in train["env"]}

@@ -3,27 +3,36 @@ through their stages by the fake kubelet. For every run: one Job, and a Labelbox
 never goes backwards, has nothing after its final status, repeats a status at most once per
 crash, and ends in COMPLETE. Also with a Labelbox that takes each update and answers late (a
 kill then lands while Labelbox has the update and the operator does not know), and during a
-burst of creations (the first status writes held by the burst gate).
+burst of creations (the first status writes held by the burst gate), and with live training
+progress on: each training pod reports its progress to the operator's endpoint, with a token the
+API server bound to it, while the operator is killed; the progress updates at Labelbox never go
+back, and none comes with or after the final status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 
+from lbtrain import contract
 from lbtrain.kube import JOBS, MODELRUNS, PODS, ApiError, KubeClient
 from lbtrain.resources.models import LabelboxStatus
 from lbtrain.resources.names import LABEL_MODEL_RUN
 from lbtrain_dev.ids import fake_cuid
+from lbtrain_dev.liveprogress import issue_token
+from lbtrain_dev.testbed.controlplane import free_port
 from lbtrain_dev.testbed.fake_kubelet import FakeKubelet
 
+from ..e2e.helpers import progress_of
 from .test_operator_lifecycle import FULL
 
 pytestmark = [
@@ -42,15 +51,53 @@ class Chaos:
     create_over_s: float  # runs are created evenly over this time (0: all at once, a burst)
     kill_over_s: float  # kills fall at random moments in this window
     slow_labelbox_s: float = 0.0  # every update is taken at once and answered this much later
+    progress: int = 0  # live progress reports each training pod sends (docs/progress.md)
 
 
 STEADY = Chaos(runs=100, kills=20, create_over_s=40, kill_over_s=70)
 SLOW_LABELBOX = Chaos(runs=60, kills=12, create_over_s=25, kill_over_s=50, slow_labelbox_s=2.5)
 BURST = Chaos(runs=80, kills=12, create_over_s=0, kill_over_s=40)
+LIMIT = aiohttp.ClientTimeout(total=2)
+PROGRESS = Chaos(runs=40, kills=10, create_over_s=20, kill_over_s=40, progress=4)
 
 
-async def drive_pods(kubelet: FakeKubelet, rng: random.Random, stop: asyncio.Event) -> None:
-    """The kubelet: every new pod is scheduled and run through its stages, 0.2-1.5 s each."""
+async def report_progress(
+    kube: KubeClient, pod: dict[str, Any], url: str, reports: int, rng: random.Random
+) -> None:
+    """Rank 0 of a training pod: `reports` reports, 0.2-0.5 s apart, with a token bound to the
+    pod; a report the operator does not take (it is down) is lost, as in the trainer."""
+    token = await issue_token(kube, pod["metadata"]["namespace"], pod)
+    run_id = fake_cuid(pod["metadata"]["labels"][LABEL_MODEL_RUN])
+    async with aiohttp.ClientSession() as session:
+        for epoch in range(1, reports + 1):
+            await asyncio.sleep(rng.uniform(0.2, 0.5))
+            body = {
+                "modelRunId": run_id,
+                "epoch": epoch,
+                "epochs": reports,
+                "step": epoch,
+                "steps": reports,
+                "trainLoss": 1.0 / epoch,
+                "validationMetric": None,
+                "validationValue": None,
+                "examplesPerSecond": 10.0,
+                "etaSeconds": float(reports - epoch),
+                "measuredAt": dt.datetime.now(dt.UTC).isoformat(),
+            }
+            headers = {"Authorization": f"Bearer {token}"}
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.post(url, json=body, headers=headers, timeout=LIMIT) as answer:
+                    await answer.read()
+
+
+async def drive_pods(
+    kubelet: FakeKubelet,
+    rng: random.Random,
+    stop: asyncio.Event,
+    progress: tuple[KubeClient, str, int] | None = None,
+) -> None:
+    """The kubelet: every new pod is scheduled and run through its stages, 0.2-1.5 s each;
+    with `progress` (client, endpoint URL, reports), the train stage reports progress too."""
     seen: set[str] = set()
     tasks: list[asyncio.Task[None]] = []
 
@@ -59,6 +106,8 @@ async def drive_pods(kubelet: FakeKubelet, rng: random.Random, stop: asyncio.Eve
         for stage in ("export", "prepare", "train"):
             await asyncio.sleep(rng.uniform(0.2, 1.5))
             await kubelet.run_stage(pod, stage)
+        if progress is not None:
+            await report_progress(progress[0], pod, progress[1], progress[2], rng)
         await asyncio.sleep(rng.uniform(0.2, 1.5))
         await kubelet.succeed(pod)
 
@@ -129,13 +178,26 @@ def timeline_faults(updates: list[Any], kills: int) -> tuple[list[str], int]:
                 break
     if list(dict.fromkeys(statuses)) != FULL:
         faults.append(f"not the full timeline: {' '.join(statuses)}")
-    repeats = sum(1 for a, b in itertools.pairwise(statuses) if a == b)
+    # A repeat is the same call again; a newer progress is a new call of the same status.
+    told = [progress_of(u) for u in updates]
+    stamps = [p["measuredAt"] for p in told if p]
+    if stamps != sorted(stamps):
+        faults.append(f"progress goes backwards: {stamps}")
+    if final_at is not None and any(told[final_at:]):
+        faults.append(f"progress with or after the final status: {' '.join(statuses)}")
+    repeats = sum(
+        1
+        for (a, pa), (b, pb) in itertools.pairwise(zip(statuses, told, strict=True))
+        if a == b and pa == pb
+    )
     if repeats > kills:
         faults.append(f"{repeats} repeats for {kills} crashes: {' '.join(statuses)}")
     return faults, repeats
 
 
-@pytest.mark.parametrize("chaos", [STEADY, SLOW_LABELBOX, BURST], ids=["steady", "slow", "burst"])
+@pytest.mark.parametrize(
+    "chaos", [STEADY, SLOW_LABELBOX, BURST, PROGRESS], ids=["steady", "slow", "burst", "progress"]
+)
 async def test_random_kills_never_turn_labelbox_back(
     chaos: Chaos,
     kube,
@@ -152,9 +214,13 @@ async def test_random_kills_never_turn_labelbox_back(
     if chaos.slow_labelbox_s:
         fake_labelbox.timeout_hang_s = chaos.slow_labelbox_s
         fake_labelbox.fail("slow", operations=["updateTrainingPipeline"])
-    op = start_operator()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"
+    extra = [f"--progress-port={port}", f"--progress-url={url}", "--progress-interval=0"]
+    op = start_operator(*extra)
     stop = asyncio.Event()
-    kubelet_task = asyncio.create_task(drive_pods(kubelet, rng, stop))
+    progress = (kube, url, chaos.progress) if chaos.progress else None
+    kubelet_task = asyncio.create_task(drive_pods(kubelet, rng, stop, progress))
 
     async def killer() -> int:
         nonlocal op
@@ -164,7 +230,7 @@ async def test_random_kills_never_turn_labelbox_back(
             await asyncio.sleep(max(0.0, started + moment - asyncio.get_running_loop().time()))
             op.kill()
             await asyncio.sleep(rng.uniform(0, 2))
-            op = start_operator()
+            op = start_operator(*extra)
         return len(moments)
 
     kill_task = asyncio.create_task(killer())
@@ -196,3 +262,13 @@ async def test_random_kills_never_turn_labelbox_back(
         )
     assert kills == chaos.kills
     assert not faults, dict(itertools.islice(faults.items(), 10))
+    if chaos.progress:
+        # Progress was exercised: it reached Labelbox for some runs. Reports sent while the
+        # operator is down (much of the kill window: each restart takes seconds) are lost, as a
+        # trainer's are, and a run's whole training here lasts about two seconds.
+        told = [
+            n for n in names if any(map(progress_of, fake_labelbox.status_updates(fake_cuid(n))))
+        ]
+        with capsys.disabled():
+            print(f"progress reached Labelbox for {len(told)} of {len(names)} runs")
+        assert len(told) >= 3, len(told)

@@ -51,6 +51,7 @@ def test_examples_apply_and_show_in_kubectl(kubectl, namespace) -> None:
         "PHASE",
         "REASON",
         "LABELBOX",
+        "PROGRESS",
         "MODEL",
         "TYPE",
         "WORKERS",

@@ -255,6 +255,21 @@ class World:
     # None, "strings" (a non-string metadata value, like the strict fake) or "any" metadata.
     strict: str | None = None
     rejections: int = 0
+    # Live training progress: reports the trainer made so far (each newer than the last), and
+    # whether this run makes any.
+    progressing: bool = False
+    progress_made: int = 0
+
+    def progress(self) -> dict[str, Any] | None:
+        """The run's newest live progress, maybe a newer one than last pass's."""
+        if not self.progressing:
+            return None
+        if not self.healthy and self.data.draw(st.booleans()):
+            self.progress_made += 1
+        if not self.progress_made:
+            return None
+        n = self.progress_made
+        return {"epoch": n, "measuredAt": (T0 + dt.timedelta(seconds=n)).isoformat()}
 
     def invalid(self, report: outbox.Report) -> bool:
         if self.strict == "strings":
@@ -317,6 +332,11 @@ async def operate(world: World, path: list[Observation], ack_delay: float) -> Ru
         try:
             if not state.status.finished:
                 state.status = runstatus.fold(state.status, path[at], world.tick(), 1)
+                if path[at].phase is Phase.TRAINING:  # as `reconcile.Pass.queue_progress`
+                    box = outbox.queue_progress(
+                        state.status.labelbox, world.progress(), world.now, 1.0
+                    )
+                    state.status = state.status.model_copy(update={"labelbox": box})
             await delivery.deliver(state, world.store, world.send, world.tick, ack_delay)
         except Crash:
             state = RunState.from_status(json.loads(json.dumps(world.stored)))  # restart
@@ -344,6 +364,11 @@ def check_timeline(world: World, path: list[Observation]) -> None:
     assert distinct == progress.statuses_for(path[-1]) or (
         distinct == [S.EXPORTING_DATA, *progress.statuses_for(path[-1])]
     ), distinct
+    # Live progress: only on TRAINING_MODEL, never going back, never on or after a final.
+    told = [rep.progress_at for rep in got if rep.progress_at]
+    assert told == sorted(told), told
+    assert all(rep.status is S.TRAINING_MODEL for rep in got if rep.progress_at)
+    assert not any(rep.progress_at for rep in got[finals[0] :])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -355,6 +380,7 @@ def check_timeline(world: World, path: list[Observation]) -> None:
     crashes=st.integers(0, 6),
     ack_delay=st.sampled_from([0.0, 2.0, 30.0]),
     strict=st.sampled_from([None, None, "strings", "any"]),
+    progressing=st.booleans(),
 )
 def test_labelbox_never_goes_backwards_whatever_the_crashes(
     data: st.DataObject,
@@ -364,11 +390,14 @@ def test_labelbox_never_goes_backwards_whatever_the_crashes(
     crashes: int,
     ack_delay: float,
     strict: str | None,
+    progressing: bool,
 ) -> None:
     if ends == "complete":
         stages = 3
     path = life(stages, ends, waits)
-    world = World(data=data, crashes_left=crashes, strict=strict)
+    if progressing and stages == 3:  # a training long enough for several progress reports
+        path = [*path[:-1], *[path[-2]] * 6, path[-1]]
+    world = World(data=data, crashes_left=crashes, strict=strict, progressing=progressing)
     state = asyncio.run(operate(world, path, ack_delay))
     check_timeline(world, path)
     # A Labelbox that rejects the metadata still gets every status, the final one included,

@@ -6,7 +6,9 @@ and writes back exactly the status a kubelet writes: `initContainerStatuses`,
 `containerStatuses`, exit codes, reasons, termination messages, the pod phase. Images are not
 run: an image the runner can map (by default, the trainer image) becomes this checkout's
 `lbtrain` command; any other image is refused with a clear waiting reason, as a kubelet that
-cannot pull it would. `emptyDir` (and, for development, PVC) volumes become folders, and every
+cannot pull it would. `emptyDir` (and, for development, PVC) volumes become folders, a projected
+`serviceAccountToken` volume a folder holding a token the API server binds to the pod (as the
+kubelet asks for it: TokenRequest, the pod as bound object, the volume's audience), and every
 environment value under a mount path is rewritten to the folder, so the trainer's workspace and
 termination-message paths land on this machine. Deleting the pod stops its processes.
 """
@@ -26,7 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lbtrain.kube import PODS, SECRETS, ApiError, ApiUnreachable, KubeClient, NotFound, Resource
+from lbtrain.kube import (
+    PODS,
+    SECRETS,
+    SERVICEACCOUNTS,
+    ApiError,
+    ApiUnreachable,
+    KubeClient,
+    NotFound,
+    Resource,
+)
 from lbtrain.resources.names import LABEL_MODEL_RUN
 from lbtrain_dev.testbed import fake_kubelet as fk
 
@@ -167,6 +178,7 @@ class LocalPodRunner:
         spec, name = pod["spec"], pod["metadata"]["name"]
         inits, mains = spec.get("initContainers") or [], spec.get("containers") or []
         mounts = self._volumes(spec, run.root)
+        await self._project_tokens(pod, mounts)
         statuses: dict[str, dict[str, Any]] = {
             c["name"]: fk.waiting(c["name"], c.get("image", "")) for c in inits + mains
         }
@@ -226,11 +238,34 @@ class LocalPodRunner:
                 return
         await report("Succeeded")
 
+    async def _project_tokens(self, pod: dict[str, Any], folders: dict[str, Path]) -> None:
+        """Write the service-account tokens of the pod's projected volumes, bound to the pod."""
+        account = pod["spec"].get("serviceAccountName") or "default"
+        path = SERVICEACCOUNTS.path(self.namespace, account) + "/token"
+        for volume in pod["spec"].get("volumes") or []:
+            for source in (volume.get("projected") or {}).get("sources") or []:
+                token = source.get("serviceAccountToken")
+                if token is None:
+                    continue
+                spec: dict[str, Any] = {
+                    "expirationSeconds": token.get("expirationSeconds", 3600),
+                    "boundObjectRef": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": pod["metadata"]["name"],
+                        "uid": pod["metadata"]["uid"],
+                    },
+                }
+                if token.get("audience"):
+                    spec["audiences"] = [token["audience"]]
+                answer = await self.kube.request("POST", path, body={"spec": spec})
+                (folders[volume["name"]] / token["path"]).write_text(answer["status"]["token"])
+
     def _volumes(self, spec: dict[str, Any], root: Path) -> dict[str, Path]:
         """Local folders for the pod's volumes, by volume name."""
         folders: dict[str, Path] = {}
         for volume in spec.get("volumes") or []:
-            if "emptyDir" in volume:
+            if "emptyDir" in volume or "projected" in volume:
                 folders[volume["name"]] = root / "volumes" / volume["name"]
             elif "persistentVolumeClaim" in volume:
                 claim = volume["persistentVolumeClaim"]["claimName"]

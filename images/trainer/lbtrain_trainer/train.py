@@ -24,11 +24,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lbtrain_trainer import features, hyperparams, labelbox_io
+from lbtrain_trainer import features, hyperparams, labelbox_io, live_progress
 from lbtrain_trainer.artifacts import Destination, open_checked
 from lbtrain_trainer.checkpoint import Checkpointer, State, fingerprint, load_everywhere
 from lbtrain_trainer.evaluation import Evaluation, evaluate
 from lbtrain_trainer.hyperparams import RESULTS_KEY, Hyperparameters
+from lbtrain_trainer.live_progress import LiveProgress, Position
 from lbtrain_trainer.manifest import Example, PreparedDataset
 from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.outputs import RowOutput
@@ -147,9 +148,12 @@ def train_epochs(
     hp: Hyperparameters,
     runtime: Runtime,
     checkpointer: Checkpointer,
+    live: LiveProgress | None = None,
 ) -> tuple[State, int, float]:
     """Train from the checkpoint (if any) to ``hp.epochs``; return the state, the epoch the
-    run resumed from, and training throughput in examples per second."""
+    run resumed from, and training throughput in examples per second. `live` (rank 0's)
+    hears where training is at each epoch end and, when it is due, mid-epoch."""
+    live = live or LiveProgress("", None)
     loader = _loader(task, train_examples, hp, runtime, train=True)
     optimizer = make_optimizer(model.parameters(), hp, runtime)
     scheduler = make_scheduler(optimizer, max(1, hp.epochs * len(loader)), hp.warmup_fraction)
@@ -161,6 +165,22 @@ def train_epochs(
         scheduler.load_state_dict(state.scheduler)
         log.info("resuming after epoch %d of %d", state.epoch, hp.epochs)
     seen, seconds = 0, 0.0
+    per_epoch = len(loader)
+    per_step = hp.batch_size * runtime.world_size
+
+    def position(epoch: int, batches: int, loss: float, elapsed: float, examples: int) -> Position:
+        done = (epoch - resumed_from) * per_epoch + batches
+        return Position(
+            epoch=epoch + 1,
+            epochs=hp.epochs,
+            step=epoch * per_epoch + batches,
+            steps=hp.epochs * per_epoch,
+            train_loss=loss / max(1, batches),
+            examples_per_s=examples / elapsed if elapsed > 0 else None,
+            elapsed_s=elapsed,
+            steps_this_attempt=done,
+        )
+
     model.train()
     upcoming: Iterator[Any] | None = None
     for epoch in range(state.epoch, hp.epochs):
@@ -175,6 +195,10 @@ def train_epochs(
         for batch in batches_of_epoch:
             summed += train_step(task, model, batch, optimizer, scheduler, runtime)
             batches += 1
+            if live.due():  # one clock read; the loss is read (a device sync) only when due
+                so_far = seconds + time.perf_counter() - started
+                examples = seen + min(len(train_examples), batches * per_step)
+                live.offer(position(epoch, batches, float(summed), so_far, examples))
         total = float(summed)
         elapsed = time.perf_counter() - started
         if hp.num_workers > 0 and epoch + 1 < hp.epochs:
@@ -182,6 +206,7 @@ def train_epochs(
             # writes the checkpoint, instead of the next epoch waiting for its first batches.
             upcoming = _epoch_batches(loader, epoch + 1)
         seen, seconds = seen + len(train_examples), seconds + elapsed
+        live.offer(position(epoch, batches, total, seconds, seen))
         state.epoch = epoch + 1
         state.history.append(
             {
@@ -301,9 +326,15 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
         )
         model = prepare_model(task.build_model(), runtime, task.channels_last, hp.compile)
         checkpointer = Checkpointer(destination, fingerprint(task.describe(), hp))
-        state, resumed_from, train_rate = train_epochs(
-            task, model, dataset.split(Split.TRAIN), hp, runtime, checkpointer
-        )
+        live = live_progress.from_env(runtime.is_main)
+        try:
+            state, resumed_from, train_rate = train_epochs(
+                task, model, dataset.split(Split.TRAIN), hp, runtime, checkpointer, live
+            )
+        except BaseException:
+            live.close(0)  # a failing (or terminated) run does not wait for a report
+            raise
+        live.close()  # the last epoch's report leaves before the run can complete
         if not runtime.is_main:
             return {"stage": "train", "status": "ok", "rank": runtime.rank}
         eval_examples = dataset.split(dataset.eval_split)
