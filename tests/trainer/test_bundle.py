@@ -7,6 +7,10 @@ read leaves the workspace untouched. The stages themselves: ``test_export_once.p
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -176,3 +180,66 @@ def test_a_failed_read_while_waiting_is_tried_again(tmp_path: Path, caplog):
     assert marker["model_run_id"] == "mr" and naps == [sp.POLL_S]
     assert "reading it failed" in caplog.text and "waiting for pod 0" in caplog.text
     assert (tmp_path / "pod-1" / "prepared/dataset.json").read_bytes() == b"{}"
+
+
+def _leader_and_follower(tmp_path: Path) -> tuple[Settings, Settings]:
+    leader = Settings(
+        model_run_id="mr",
+        model_type="ner",
+        workspace=tmp_path / "pod-0",
+        artifacts=str(tmp_path / "shared"),
+        num_nodes=2,
+        completion_index=0,
+        run_uid="u",
+    )
+    return leader, dataclasses.replace(leader, workspace=tmp_path / "pod-1", completion_index=1)
+
+
+@pytest.mark.parametrize("evil", ["../escaped.txt", "/tmp/absolute.txt", "link"])
+def test_a_bundle_member_outside_the_workspace_or_not_a_file_is_refused(tmp_path: Path, evil):
+    """A bundle whose marker matches (someone with write access to the destination wrote both)
+    but that names a path outside the workspace, or holds a link, unpacks nothing."""
+    leader, follower = _leader_and_follower(tmp_path)
+    published = _workspace_with(leader.workspace, {"prepared/dataset.json": b"{}"})
+    dest = Destination(leader.artifact_destination)
+    marker = bd.publish(published, dest, sp.settings_key(leader), leader.model_run_id)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [("prepared/dataset.json", b"{}"), (evil, b"owned")]:
+            info = tarfile.TarInfo(name)
+            if name == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            else:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if name != "link" else None)
+    data = raw.getvalue()
+    (tmp_path / "shared" / bd.BUNDLE).write_bytes(data)
+    marker |= {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (tmp_path / "shared" / bd.MARKER).write_text(json.dumps(marker))
+
+    ws = Workspace(follower.workspace)
+    with pytest.raises(tarfile.TarError, match=r"outside the workspace|not a regular file"):
+        bd.try_fetch(ws, dest, sp.settings_key(follower))
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/absolute.txt").exists()
+    assert not (ws.root / "prepared").exists() and not ws.bundle_marker_file.exists()
+
+
+def test_a_bug_while_waiting_ends_the_wait_instead_of_hiding_it(tmp_path: Path, monkeypatch):
+    """Pod 0 trains and waits for this pod in the rendezvous: a wait that retried an error no
+    retry can fix (here a TypeError, as an unpack call that the image's Python rejects) would
+    hang the run until the rendezvous timed out."""
+    leader, follower = _leader_and_follower(tmp_path)
+    published = _workspace_with(leader.workspace, {"prepared/dataset.json": b"{}"})
+    dest = Destination(leader.artifact_destination)
+    bd.publish(published, dest, sp.settings_key(leader), leader.model_run_id)
+
+    def broken(tar: tarfile.TarFile, staging: Path) -> None:
+        raise TypeError("extractall() got an unexpected keyword argument 'filter'")
+
+    monkeypatch.setattr(bd, "_unpack", broken)
+    naps: list[float] = []
+    with pytest.raises(TypeError, match="filter"):
+        sp.wait_for_bundle(
+            follower, Workspace(follower.workspace), dest, sp.Role(1, 2), sleep=naps.append
+        )
+    assert naps == []  # no retry

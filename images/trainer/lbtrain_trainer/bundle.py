@@ -206,6 +206,29 @@ class _Reading(io.RawIOBase):
         return self._sha.hexdigest()
 
 
+def _unpack(tar: tarfile.TarFile, staging: Path) -> None:
+    """Unpack a streamed tar's regular files and folders under ``staging``, refusing anything
+    else: an absolute name, a ``..``, a link or a device (a tampered bundle could otherwise
+    write outside the workspace). By hand rather than ``extractall(filter="data")``: the trainer
+    image's Python (Debian 12's 3.11.2) predates that argument (3.11.4)."""
+    for member in tar:
+        parts = Path(member.name).parts
+        if not parts or Path(member.name).is_absolute() or ".." in parts:
+            raise tarfile.TarError(f"bundle member {member.name!r} is outside the workspace")
+        target = staging.joinpath(*parts)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if not member.isfile():
+            raise tarfile.TarError(f"bundle member {member.name!r} is not a regular file")
+        source = tar.extractfile(member)
+        if source is None:  # a regular file always has a reader; be explicit for mypy
+            raise tarfile.TarError(f"bundle member {member.name!r} cannot be read")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as out:
+            shutil.copyfileobj(source, out, CHUNK)
+
+
 def _move_into(staging: Path, root: Path) -> None:
     """Move what was unpacked into the workspace (renames: the same filesystem)."""
     for entry in sorted(staging.rglob("*")):
@@ -236,7 +259,7 @@ def try_fetch(
             reading = _Reading(src)
             try:
                 with tarfile.open(fileobj=reading, mode="r|") as tar:
-                    tar.extractall(staging, filter="data")
+                    _unpack(tar, staging)
                 reading.drain()
             except (tarfile.TarError, EOFError) as exc:  # torn or tampered: the marker says
                 reading.drain()

@@ -47,6 +47,10 @@ LOG_EVERY_S: Final = 30.0  # how often it says it still waits (and at every chan
 # A waiting pod's reason to look again (paired with its message), beside bundle's own.
 READ_FAILED: Final = "ReadFailed"
 MSG_READ_FAILED: Final = "reading it failed ({error}); trying again"
+# Errors that a retry cannot fix: a bug in this trainer, not a store that hiccuped. Pod 0 is
+# healthy and waits for this pod in the rendezvous, so a wait that swallowed them would hang
+# the run until the rendezvous timed out.
+PROGRAMMING_ERRORS: Final = (TypeError, AttributeError, NameError, ImportError, AssertionError)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ def wait_for_bundle(
     while True:
         try:
             marker, problem = bundle.try_fetch(ws, dest, settings_key(settings))
+        except PROGRAMMING_ERRORS:
+            raise  # not the store's: waiting would hide it while pod 0 waits for this pod
         except Exception as exc:  # the store's hiccup: pod 0 fails the Job if it lasts
             marker, problem = None, Problem(READ_FAILED, MSG_READ_FAILED.format(error=exc))
         if marker is not None:
