@@ -138,7 +138,7 @@ def install_chart(
 
 def smoke_template(ranks: int) -> dict[str, Any]:
     """The shape's TrainingTemplate as the chart would install it, as far as --smoke needs it."""
-    spec = {"modelType": SHAPES[ranks].model_type, "image": "127.0.0.1:1/trainer:smoke"}
+    spec = {"modelType": SHAPES[ranks].model_type, "image": "127.0.0.1:1/trainer:smoke", "gpus": 0}
     spec |= shape_spec(ranks, "http://127.0.0.1:1")
     return {"metadata": {"name": f"scale-{ranks}"}, "spec": spec}
 

@@ -167,7 +167,11 @@ class ScaleBench:
         run.mark("post", time.monotonic())
         created = await self.kube.create(MODELRUNS, body, NAMESPACE)
         try:
-            await self.helper.wait(run)
+            try:
+                await self.helper.wait(run)
+            except RuntimeError as exc:
+                mr = await self.kube.get(MODELRUNS, name, NAMESPACE)
+                raise RuntimeError(f"{exc}; ModelRun status {mr.get('status')}") from exc
             if shape.ranks not in self.models:
                 await self.keep_model(shape, name, run.run_id, created["metadata"]["uid"])
         finally:
