@@ -1,6 +1,6 @@
 """Real node: scale-out startup, a ModelRun of 1, 2 or 4 ranks against the same Job created bare.
 
-    .venv/bin/python bench/scale_bench.py [--ranks 1,2,4] [--runs 3] [--rows 24] [--no-write]
+    .venv/bin/python bench/scale_bench.py [--ranks 1,2,4] [--runs 3] [--rows 40] [--no-write]
     .venv/bin/python bench/scale_bench.py --smoke   # no node: checks the bench still runs
 
 Needs what bench/realnode_bench.py needs (root, the testbed binaries, the two images) and the
@@ -180,7 +180,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--ranks", default="1,2,4", help="shapes, by rank count (default %(default)s)")
     p.add_argument("--runs", type=int, default=3, help="pairs per shape (default %(default)s)")
-    p.add_argument("--rows", type=int, default=24, help="text rows per run (default %(default)s)")
+    p.add_argument("--rows", type=int, default=40, help="text rows per run (default %(default)s)")
     p.add_argument("--run-timeout-s", type=float, default=300.0)
     p.add_argument("--cleanup-timeout-s", type=float, default=120.0)
     p.add_argument("--node-wait-s", type=float, default=1200.0)
