@@ -185,6 +185,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cleanup-timeout-s", type=float, default=120.0)
     p.add_argument("--node-wait-s", type=float, default=1200.0)
     p.add_argument("--keep-logs", action="store_true")
+    p.add_argument("--images", help="a file holding images/build.sh's output (default: run it)")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--smoke", action="store_true", help=f"no node, no images: {SMOKE}")
     args = p.parse_args(argv)
@@ -208,9 +209,10 @@ def main(argv: list[str]) -> int:
             asyncio.run(smoke_templates(plane.kubeconfig))
             results = asyncio.run(measure(plane, labelbox, args))
         return finish(results, args, argv, load_before, "none (--smoke)")
-    from lbtrain_dev.images import ensure_images
+    from lbtrain_dev.images import ensure_images, parse_built
 
-    images = ensure_images()
+    # --images: build.sh's two lines, saved from an earlier run (no wait on the build lock).
+    images = parse_built(Path(args.images).read_text()) if args.images else ensure_images()
     s3_binary = ensure_s3_binary()
     with node(args) as plane, tempfile.TemporaryDirectory(prefix="lbtrain-bench-") as tmp:
         for image in (images.lbtrain, images.trainer):
