@@ -37,6 +37,10 @@ EXPECTED = {
         '"server": "keepalive"',
         '"server": "http10"',
     ],
+    "scale_bench.py": [
+        "scale_bench: 3 shapes measured, 1 pairs each",
+        "| **ratio bare / ModelRun**",
+    ],
     "progress_bench.py": [
         "progress_bench: text_single_classification on cpu, 1 rounds",
         "progress_bench: operator CPU per progress report",
