@@ -139,6 +139,19 @@ def test_extra_objects_must_be_objects_or_strings(helm: Helm) -> None:
 # --- NetworkPolicy extension points -------------------------------------------------------------
 
 
+# Trainer pods (in any namespace the operator serves) reach the operator's live-progress port;
+# what a report may change is decided by its TokenReview, not by the network (docs/progress.md).
+PROGRESS_INGRESS = {
+    "ports": [{"port": "progress", "protocol": "TCP"}],
+    "from": [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "lbtrain"}},
+        }
+    ],
+}
+
+
 def test_extra_egress_and_ingress_are_appended_to_both_policies(render: Render) -> None:
     plain = {p["metadata"]["name"]: p["spec"] for p in find(render(), "NetworkPolicy")}
     docs = render(
@@ -150,8 +163,8 @@ def test_extra_egress_and_ingress_are_appended_to_both_policies(render: Render) 
         # The chart's own rules stay, in order; the extras come after them.
         assert spec["egress"] == [*plain[name]["egress"], PROXY_EGRESS], name
         assert spec["ingress"] == [*plain[name]["ingress"], MESH_INGRESS], name
-    # The operator takes no ingress of its own: the extra rule is all it gets.
-    assert extended["lbtrain-operator"]["ingress"] == [MESH_INGRESS]
+    # The operator's own ingress is the progress port, from trainer pods only; then the extra.
+    assert extended["lbtrain-operator"]["ingress"] == [PROGRESS_INGRESS, MESH_INGRESS]
 
 
 def test_extra_ingress_keeps_the_metrics_rule(render: Render) -> None:
@@ -159,6 +172,7 @@ def test_extra_ingress_keeps_the_metrics_rule(render: Render) -> None:
     docs = render({**scrape, "networkPolicy.extraIngress": [MESH_INGRESS]})
     operator = one(docs, "NetworkPolicy", "lbtrain-operator")["spec"]
     assert operator["ingress"] == [
+        PROGRESS_INGRESS,
         {"ports": [{"port": "metrics", "protocol": "TCP"}]},
         MESH_INGRESS,
     ]
