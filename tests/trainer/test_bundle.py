@@ -108,10 +108,8 @@ def _workspace_with(root: Path, files: dict[str, bytes]) -> Workspace:
     return Workspace(root)
 
 
-def test_a_tampered_bundle_of_the_same_size_is_refused_and_the_workspace_untouched(
-    tmp_path: Path,
-):
-    settings = Settings(
+def _leader_and_follower(tmp_path: Path) -> tuple[Settings, Settings]:
+    leader = Settings(
         model_run_id="mr",
         model_type="ner",
         workspace=tmp_path / "pod-0",
@@ -120,6 +118,13 @@ def test_a_tampered_bundle_of_the_same_size_is_refused_and_the_workspace_untouch
         completion_index=0,
         run_uid="u",
     )
+    return leader, dataclasses.replace(leader, workspace=tmp_path / "pod-1", completion_index=1)
+
+
+def test_a_tampered_bundle_of_the_same_size_is_refused_and_the_workspace_untouched(
+    tmp_path: Path,
+):
+    settings, _ = _leader_and_follower(tmp_path)
     files = {
         "hyperparameters.json": b"{}",
         "prepared/dataset.json": b'{"examples": []}',
@@ -152,15 +157,7 @@ def test_a_tampered_bundle_of_the_same_size_is_refused_and_the_workspace_untouch
 
 
 def test_a_failed_read_while_waiting_is_tried_again(tmp_path: Path, caplog):
-    leader = Settings(
-        model_run_id="mr",
-        model_type="ner",
-        workspace=tmp_path / "pod-0",
-        artifacts=str(tmp_path / "shared"),
-        num_nodes=2,
-        completion_index=0,
-        run_uid="u",
-    )
+    leader, _ = _leader_and_follower(tmp_path)
     published = _workspace_with(leader.workspace, {"prepared/dataset.json": b"{}"})
     follower = dataclasses.replace(leader, workspace=tmp_path / "pod-1", completion_index=1)
     dest = Destination(leader.artifact_destination)
@@ -180,19 +177,6 @@ def test_a_failed_read_while_waiting_is_tried_again(tmp_path: Path, caplog):
     assert marker["model_run_id"] == "mr" and naps == [sp.POLL_S]
     assert "reading it failed" in caplog.text and "waiting for pod 0" in caplog.text
     assert (tmp_path / "pod-1" / "prepared/dataset.json").read_bytes() == b"{}"
-
-
-def _leader_and_follower(tmp_path: Path) -> tuple[Settings, Settings]:
-    leader = Settings(
-        model_run_id="mr",
-        model_type="ner",
-        workspace=tmp_path / "pod-0",
-        artifacts=str(tmp_path / "shared"),
-        num_nodes=2,
-        completion_index=0,
-        run_uid="u",
-    )
-    return leader, dataclasses.replace(leader, workspace=tmp_path / "pod-1", completion_index=1)
 
 
 @pytest.mark.parametrize("evil", ["../escaped.txt", "/tmp/absolute.txt", "link"])
