@@ -89,9 +89,9 @@ def loader_host_ms(task: Any, examples: list[Any], hp: Any, runtime: Any, epochs
     (workers, pinned memory on CUDA), the consumer doing nothing: receiving each batch from a
     worker (a file descriptor per tensor storage), pinning, queueing indices. All its threads
     count (the pin-memory thread too); the workers, separate processes, do not."""
-    from lbtrain_trainer import train
+    from lbtrain_trainer import loaders
 
-    loader = train._loader(task, examples, hp, runtime, train=True)
+    loader = loaders.make_loader(task, examples, hp, runtime, train=True)
     batches = iter(loader)
     next(batches)  # the workers are up
     per_epoch = []

@@ -227,9 +227,13 @@ def percent(report: Mapping[str, Any]) -> float:
 
 
 def column_text(report: Mapping[str, Any]) -> str:
-    """What `kubectl get mr` shows: `epoch 3/10 · 41% · ETA 12m30s` (an ETA as text: a future
-    time in a `date` column prints `<invalid>`)."""
+    """What `kubectl get mr` shows: `epoch 3/10 · 41% · accuracy 0.812 · ETA 12m30s` (the last
+    validation value once there is one; an ETA as text: a future time in a `date` column
+    prints `<invalid>`)."""
     text = f"epoch {report['epoch']}/{report['epochs']} · {percent(report):.0f}%"
+    metric, value = report.get("validationMetric"), report.get("validationValue")
+    if metric and isinstance(value, int | float):
+        text = f"{text} · {metric} {value:.3f}"
     eta = report.get("etaSeconds")
     return text if eta is None else f"{text} · ETA {human_duration(eta)}"
 

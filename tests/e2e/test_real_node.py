@@ -342,6 +342,11 @@ async def test_helm_install_then_train_model_completes_on_a_real_pod(
     # change while the run trained.
     told = check_progress(updates)
     assert told[-1]["epoch"] == told[-1]["epochs"]
+    # validated after every epoch (validate_every_epochs 1): the last report carries the last
+    # epoch's accuracy on the validation split, and so does the run's PROGRESS column
+    assert told[-1]["validationMetric"] == "accuracy", told[-1]
+    assert 0.0 <= float(told[-1]["validationValue"]) <= 1.0, told[-1]
+    assert " · accuracy " in done["status"]["progress"]["text"], done["status"]["progress"]
     seen = await columns
     assert len(seen) >= 2 and seen[-1].startswith("epoch "), seen
     predictions = labelbox.predictions(run_id)

@@ -165,6 +165,8 @@ def test_the_column_reads_epoch_percent_and_eta_as_text() -> None:
     assert lp.column_text(report()) == "epoch 3/10 · 41% · ETA 12m30s"
     assert lp.column_text(report(etaSeconds=None)) == "epoch 3/10 · 41%"
     assert lp.column_text(report(etaSeconds=2 * 86400 + 3600)) == "epoch 3/10 · 41% · ETA 2d01h"
+    validated = report(validationMetric="accuracy", validationValue=0.81234)
+    assert lp.column_text(validated) == "epoch 3/10 · 41% · accuracy 0.812 · ETA 12m30s"
 
 
 def test_status_progress_has_the_numbers_describe_shows() -> None:

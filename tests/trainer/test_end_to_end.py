@@ -170,6 +170,11 @@ def test_stages_as_separate_processes_reach_the_held_out_bars(seed, model_type):
     assert set(results["metrics"]["per_class"]) == set(run.dataset.classes)
     assert results["hyperparameters"]["model_size"] == "small"
     assert results["throughput"]["train_examples_per_s"] > 0
+    # every epoch was validated (validate_every_epochs 1) on the headline metric
+    history = results["loss_history"]
+    assert len(history) == results["epochs_completed"]
+    assert {e.get("validation_metric") for e in history} == {headline}
+    assert all(0.0 <= e["validation_value"] <= 1.0 for e in history)
     card = json.loads((run.artifacts / "model" / "model.json").read_text())
     assert card["classes"] == list(run.dataset.classes)
     if model_type.startswith("text") or model_type == "ner":

@@ -187,4 +187,6 @@ def test_a_small_training_reports_several_times_in_order_ending_with_its_last_ep
     assert [r["step"] for r in reports] == sorted(r["step"] for r in reports)
     last = reports[-1]
     assert (last["epoch"], last["step"]) == (4, last["steps"]) and last["etaSeconds"] == 0.0
+    # validated after every epoch: the last report carries the last epoch's accuracy
+    assert last["validationMetric"] == "accuracy" and 0.0 <= last["validationValue"] <= 1.0
     assert {auth for auth, _ in endpoint.received} == {"Bearer a-projected-token"}

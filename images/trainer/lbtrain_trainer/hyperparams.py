@@ -46,6 +46,9 @@ class Hyperparameters:
     min_examples_per_class: int = 2
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
+    # The headline metric on the validation split every N epochs and after the last, on rank 0
+    # (live progress and the loss history show it); 0: only the final evaluation.
+    validate_every_epochs: int = 1
     skip_broken_media: bool = False
     # Write the splits lbtrain hash-assigned (rows Labelbox left unassigned) back to the model
     # run (assign_data_rows_to_split), so Labelbox's split filters show what was trained on.
@@ -166,8 +169,9 @@ def _check_ranges(hp: Hyperparameters) -> None:
     ):
         if not 0 <= getattr(hp, name) <= 1:
             raise BadInputError(f"hyperparameter {name} must be in [0, 1]")
-    if hp.num_workers < 0 or hp.cpu_threads < 0:
-        raise BadInputError("hyperparameters num_workers and cpu_threads must be >= 0")
+    for name in ("num_workers", "cpu_threads", "validate_every_epochs"):
+        if getattr(hp, name) < 0:
+            raise BadInputError(f"hyperparameter {name} must be >= 0")
 
 
 def resolve_hyperparameters(

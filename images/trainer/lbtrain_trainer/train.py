@@ -12,17 +12,14 @@ upload Labelbox partly rejects still completes
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lbtrain_trainer import features, hyperparams, labelbox_io, live_progress
 from lbtrain_trainer.artifacts import Destination, open_checked
@@ -30,12 +27,12 @@ from lbtrain_trainer.checkpoint import Checkpointer, State, fingerprint, load_ev
 from lbtrain_trainer.evaluation import Evaluation, evaluate
 from lbtrain_trainer.hyperparams import RESULTS_KEY, Hyperparameters
 from lbtrain_trainer.live_progress import LiveProgress, Position
+from lbtrain_trainer.loaders import epoch_batches, make_loader, predict_all
 from lbtrain_trainer.manifest import Example, PreparedDataset
 from lbtrain_trainer.modeltypes import registry
 from lbtrain_trainer.outputs import RowOutput
 from lbtrain_trainer.runtime import (
     Runtime,
-    eval_mode,
     make_optimizer,
     make_scheduler,
     prepare_model,
@@ -48,79 +45,12 @@ from lbtrain_trainer.settings import Settings
 from lbtrain_trainer.splits import Split, SplitPlan
 from lbtrain_trainer.tasks import make_task
 from lbtrain_trainer.tasks.base import Task, TaskContext
+from lbtrain_trainer.validation import Validated, Validator, epoch_validator, is_due
 from lbtrain_trainer.workspace import Workspace
 
 log = logging.getLogger(__name__)
 MAX_GRAD_NORM = 5.0
 WEIGHTS = "model/weights.pt"
-
-
-class ExampleList(Dataset[Example]):
-    """The examples of a split as a map-style dataset (the task's collate loads the media)."""
-
-    def __init__(self, examples: Sequence[Example]) -> None:
-        self.examples = list(examples)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, index: int) -> Example:
-        return self.examples[index]
-
-
-def _init_worker(worker_id: int) -> None:
-    """A DataLoader worker tokenizes one batch at a time: the ``tokenizers`` thread pool
-    (on by default, as many threads as cores, in every worker) would only compete for the
-    cores with the main process, whose Python thread launches the training step."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _loader(
-    task: Task, examples: Sequence[Example], hp: Hyperparameters, runtime: Runtime, train: bool
-) -> DataLoader[Any]:
-    dataset = ExampleList(examples)
-    sampler: DistributedSampler[Example] | None = None
-    if train and runtime.distributed:
-        sampler = DistributedSampler(
-            dataset,
-            num_replicas=runtime.world_size,
-            rank=runtime.rank,
-            shuffle=True,
-            seed=hp.seed,
-        )
-    generator = torch.Generator().manual_seed(hp.seed)
-    return DataLoader(
-        dataset,
-        batch_size=hp.batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        collate_fn=functools.partial(task.collate, train=train),
-        num_workers=hp.num_workers,
-        worker_init_fn=_init_worker if hp.num_workers > 0 else None,
-        pin_memory=runtime.cuda,
-        generator=generator,
-        persistent_workers=train and hp.num_workers > 0,
-    )
-
-
-def _epoch_batches(loader: DataLoader[Any], epoch: int) -> Iterator[Any]:
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    return iter(loader)
-
-
-def predict_all(
-    task: Task, model: nn.Module, examples: Sequence[Example], hp: Hyperparameters, runtime: Runtime
-) -> list[RowOutput]:
-    outputs: list[RowOutput] = []
-    loader = _loader(task, examples, hp, runtime, train=False)
-    size = hp.batch_size
-    # The plain module: a DDP wrapper would broadcast buffers to ranks that are not predicting.
-    plain = unwrap(model)
-    with eval_mode(plain):
-        for i, batch in enumerate(loader):
-            outputs += task.predict(plain, batch, examples[i * size : (i + 1) * size], runtime)
-    return outputs
 
 
 def train_step(
@@ -149,12 +79,15 @@ def train_epochs(
     runtime: Runtime,
     checkpointer: Checkpointer,
     live: LiveProgress | None = None,
+    validate: Validator | None = None,
 ) -> tuple[State, int, float]:
     """Train from the checkpoint (if any) to ``hp.epochs``; return the state, the epoch the
     run resumed from, and training throughput in examples per second. `live` (rank 0's)
-    hears where training is at each epoch end and, when it is due, mid-epoch."""
+    hears where training is at each epoch end and, when it is due, mid-epoch; `validate`
+    (rank 0's, :mod:`lbtrain_trainer.validation`) measures the model after the epochs
+    ``hp.validate_every_epochs`` names, before that epoch's report and checkpoint."""
     live = live or LiveProgress("", None)
-    loader = _loader(task, train_examples, hp, runtime, train=True)
+    loader = make_loader(task, train_examples, hp, runtime, train=True)
     optimizer = make_optimizer(model.parameters(), hp, runtime)
     scheduler = make_scheduler(optimizer, max(1, hp.epochs * len(loader)), hp.warmup_fraction)
     state = load_everywhere(checkpointer, runtime.distributed, runtime.rank) or State()
@@ -164,6 +97,7 @@ def train_epochs(
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         log.info("resuming after epoch %d of %d", state.epoch, hp.epochs)
+    validated = Validated.from_history(state.history)  # a resumed run reports its last one
     seen, seconds = 0, 0.0
     per_epoch = len(loader)
     per_step = hp.batch_size * runtime.world_size
@@ -179,13 +113,15 @@ def train_epochs(
             examples_per_s=examples / elapsed if elapsed > 0 else None,
             elapsed_s=elapsed,
             steps_this_attempt=done,
+            validation_metric=validated.metric if validated else None,
+            validation_value=validated.value if validated else None,
         )
 
     model.train()
     upcoming: Iterator[Any] | None = None
     for epoch in range(state.epoch, hp.epochs):
         torch.manual_seed(hp.seed + epoch)  # augmentation draws repeat on resume
-        batches_of_epoch = upcoming if upcoming is not None else _epoch_batches(loader, epoch)
+        batches_of_epoch = upcoming if upcoming is not None else epoch_batches(loader, epoch)
         upcoming = None
         started, batches = time.perf_counter(), 0
         # The loss is summed on the device and read once per epoch: reading it every step
@@ -204,19 +140,26 @@ def train_epochs(
         if hp.num_workers > 0 and epoch + 1 < hp.epochs:
             # Start the next epoch's loading now: the workers fill their queues while rank 0
             # writes the checkpoint, instead of the next epoch waiting for its first batches.
-            upcoming = _epoch_batches(loader, epoch + 1)
+            upcoming = epoch_batches(loader, epoch + 1)
         seen, seconds = seen + len(train_examples), seconds + elapsed
+        entry: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": round(total / max(1, batches), 5),
+            "seconds": round(elapsed, 3),
+        }
+        if validate is not None and is_due(epoch + 1, hp.epochs, hp.validate_every_epochs):
+            validated = validate(model)
+            entry.update(validated.history())
         live.offer(position(epoch, batches, total, seconds, seen))
         state.epoch = epoch + 1
-        state.history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": round(total / max(1, batches), 5),
-                "seconds": round(elapsed, 3),
-            }
-        )
+        state.history.append(entry)
         log.info(
-            "epoch %d/%d: loss %.4f (%.1fs)", epoch + 1, hp.epochs, total / max(1, batches), elapsed
+            "epoch %d/%d: loss %.4f (%.1fs)%s",
+            epoch + 1,
+            hp.epochs,
+            total / max(1, batches),
+            elapsed,
+            f", validation {validated.metric} {validated.value:.4f}" if validated else "",
         )
         if runtime.is_main:
             state.model = unwrap(model).state_dict()
@@ -327,9 +270,10 @@ def run_train(settings: Settings, model_run: Any | None = None) -> dict[str, Any
         model = prepare_model(task.build_model(), runtime, task.channels_last, hp.compile)
         checkpointer = Checkpointer(destination, fingerprint(task.describe(), hp))
         live = live_progress.from_env(runtime.is_main)
+        validate = epoch_validator(task, dataset, hp, runtime, settings.model_run_id)
         try:
             state, resumed_from, train_rate = train_epochs(
-                task, model, dataset.split(Split.TRAIN), hp, runtime, checkpointer, live
+                task, model, dataset.split(Split.TRAIN), hp, runtime, checkpointer, live, validate
             )
         except BaseException:
             live.close(0)  # a failing (or terminated) run does not wait for a report
