@@ -261,9 +261,17 @@ class Pass:
         (`attemptstep`)."""
         uid = self.body["metadata"]["uid"]
         step = await attemptstep.observe(
-            self.ctx.kube, self.run, uid, job, pods, self.status, self.now, limits, templates,
+            self.ctx.kube,
+            self.run,
+            uid,
+            job,
+            pods,
+            self.status,
+            self.now,
+            limits,
+            templates,
             self.ctx.settings,
-        )  # fmt: skip
+        )
         self.state.status = step.status
         if step.retired is not None:
             self.retired = step.retired
