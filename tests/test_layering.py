@@ -35,6 +35,7 @@ PURE_OPERATOR_MODULES = (
     "jobspec",
     "listing",
     "outbox",
+    "owners",
     "podstate",
     "progress",
     "reasons",
@@ -47,6 +48,8 @@ IO_MODULES = (
     "labelbox",
     "prometheus_client",
     "lbtrain.kube",
+    "lbtrain_operator.attemptstep",
+    "lbtrain_operator.children",
     "lbtrain_operator.cli",
     "lbtrain_operator.events",
     "lbtrain_operator.handlers",
@@ -54,6 +57,7 @@ IO_MODULES = (
     "lbtrain_operator.informer",
     "lbtrain_operator.labelbox",
     "lbtrain_operator.metrics",
+    "lbtrain_operator.queuestep",
     "lbtrain_operator.reconcile",
 )
 

@@ -21,7 +21,7 @@ Service (for several pods) exactly those created before it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,9 @@ from lbtrain_operator.settings import Settings
 # The API server's answers that mean "this Job can never be created" (malformed or invalid):
 # retrying cannot help. Anything else (429, 5xx, 409) is retried by the pass.
 REFUSING_STATUSES = frozenset({400, 422})
+
+# The TrainingTemplate objects of a run's namespace, as a pass reads them.
+Templates = Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True)

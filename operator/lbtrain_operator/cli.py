@@ -17,11 +17,10 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from lbtrain.contract import DEFAULT_LABELBOX_ENDPOINT, DEFAULT_LABELBOX_REST_ENDPOINT
 from lbtrain.kube import JOBS, PODS, KubeClient, load_config
 from lbtrain.kube.config import ConfigError
 from lbtrain.resources.names import ANNOTATION_PREFIX, FINALIZER
-from lbtrain_operator import heap, logs, progress_server
+from lbtrain_operator import flags, heap, logs, progress_server
 from lbtrain_operator.diffbase import NoDiffBase
 from lbtrain_operator.handlers import register
 from lbtrain_operator.heartbeat import Heartbeat
@@ -49,12 +48,13 @@ def parser() -> argparse.ArgumentParser:
         "run (EXPORTING_DATA, PREPARING_DATA, TRAINING_MODEL, COMPLETE or FAILED).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    k = p.add_argument_group("Kubernetes")
-    k.add_argument(
-        "--kubeconfig",
-        default=_env("KUBECONFIG"),
-        help="kubeconfig file; in-cluster config when unset (env KUBECONFIG)",
-    )
+    groups = {
+        name: p.add_argument_group(name)
+        for name in (flags.KUBERNETES, flags.LABELBOX, flags.OPERATIONS, flags.PROGRESS)
+    }
+    k = groups[flags.KUBERNETES]
+    flags.KUBECONFIG.add_to(k)
+    # The two flags that are not of the table's shape: one of them at most, and a list.
     scope = k.add_mutually_exclusive_group()
     scope.add_argument(
         "-n",
@@ -69,147 +69,8 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="watch every namespace (needs cluster-wide RBAC)",
     )
-    k.add_argument(
-        "--watch-timeout",
-        type=int,
-        default=300,
-        help="seconds before the API server ends a watch and it is re-opened",
-    )
-    lb = p.add_argument_group("Labelbox")
-    lb.add_argument(
-        "--labelbox-endpoint", default=_env("LABELBOX_ENDPOINT", DEFAULT_LABELBOX_ENDPOINT)
-    )
-    lb.add_argument(
-        "--labelbox-rest-endpoint",
-        default=_env("LABELBOX_REST_ENDPOINT", DEFAULT_LABELBOX_REST_ENDPOINT),
-    )
-    lb.add_argument(
-        "--labelbox-api-key-file",
-        type=Path,
-        default=_env("LABELBOX_API_KEY_FILE"),
-        help="file holding the API key the operator reports with (else env LABELBOX_API_KEY)",
-    )
-    lb.add_argument(
-        "--api-key-secret",
-        default=_env("LBTRAIN_API_KEY_SECRET", "lbtrain-labelbox"),
-        help="Secret (in the run's namespace, key 'api-key') that trainer pods read the "
-        "API key from, unless the template names another",
-    )
-    lb.add_argument(
-        "--report-backoff-max",
-        type=float,
-        default=300.0,
-        help="longest wait between retries of a failed Labelbox report, seconds",
-    )
-    lb.add_argument(
-        "--report-wait",
-        type=_non_negative_float,
-        default=2.0,
-        help="how long Labelbox's acknowledgement of a status may wait to be stored with the "
-        "run's next status write before it is written on its own (0: at once); a phase and "
-        "its Labelbox call are always stored before the call is made, seconds",
-    )
-    lb.add_argument(
-        "--cancel-report-timeout",
-        type=float,
-        default=60.0,
-        help="how long deleting a ModelRun waits to tell Labelbox 'cancelled', seconds",
-    )
-    ops = p.add_argument_group("operations")
-    ops.add_argument(
-        "--resync-interval",
-        type=float,
-        default=30.0,
-        help="re-examine each unfinished run at least this often, seconds",
-    )
-    ops.add_argument(
-        "--max-concurrent-passes",
-        type=_positive_int,
-        default=32,
-        help="how many reconcile passes may talk to the API server at once; a burst of new "
-        "runs waits its turn instead of piling requests (and memory) on the API server",
-    )
-    ops.add_argument(
-        "--burst-quiet",
-        type=_non_negative_float,
-        default=1.0,
-        help="while Jobs are created less than this many seconds apart (a burst of new runs), "
-        "each new run's first status write and Events wait until Job creation has been quiet "
-        "this long, so the burst's Jobs exist sooner (0: never wait)",
-    )
-    ops.add_argument(
-        "--burst-max-hold",
-        type=_non_negative_float,
-        default=30.0,
-        help="longest a new run's first status write waits for a burst to pass, seconds",
-    )
-    ops.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(_env("LBTRAIN_METRICS_PORT", "9090") or 9090),
-        help="Prometheus metrics port (0 disables)",
-    )
-    ops.add_argument(
-        "--liveness-port",
-        type=int,
-        default=8081,
-        help="serves /healthz, which fails when watches stall (0 disables)",
-    )
-    ops.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=10.0,
-        help="seconds between heartbeat Lease renewals that prove watches work",
-    )
-    pr = p.add_argument_group("live training progress (docs/progress.md)")
-    pr.add_argument(
-        "--progress-port",
-        type=int,
-        default=0,
-        help="port of POST /progress, where rank 0 of each training pod reports (0: off; the "
-        "chart sets 8082)",
-    )
-    pr.add_argument(
-        "--progress-url",
-        default=_env("LBTRAIN_PROGRESS_URL", ""),
-        help="the URL trainer pods reach that endpoint at, e.g. the chart's Service "
-        "(empty: trainer pods report no progress and get no progress token)",
-    )
-    pr.add_argument(
-        "--progress-interval",
-        type=_non_negative_float,
-        default=5.0,
-        help="least seconds between two progress updates of one run sent to Labelbox (the "
-        "template's progressIntervalSeconds paces the trainer's reports)",
-    )
-    ops.add_argument(
-        "--default-queue",
-        default=_env("LBTRAIN_DEFAULT_QUEUE", "") or "",
-        help="Kueue LocalQueue for runs whose ModelRun and TrainingTemplate name no queueName "
-        "(empty: such runs are not queued)",
-    )
-    ops.add_argument(
-        "--no-restricted-pods",
-        action="store_true",
-        help="do not apply the restricted security context to trainer pods",
-    )
-    ops.add_argument("--log-level", default=_env("LBTRAIN_LOG_LEVEL", "INFO"))
-    ops.add_argument("--log-format", choices=["json", "text"], default="json")
+    flags.add_all(groups)
     return p
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
-    return value
 
 
 def _api_key(args: argparse.Namespace) -> str | None:

@@ -25,7 +25,6 @@ from lbtrain.resources.names import (
     ANNOTATION_TEMPLATE,
     ANNOTATION_TEMPLATE_GENERATION,
     ANNOTATION_VOLUME_GRACE,
-    GROUP_VERSION,
     LABEL_MANAGED_BY,
     LABEL_MODEL_RUN,
     LABEL_MODEL_TYPE,
@@ -34,9 +33,9 @@ from lbtrain.resources.names import (
     MANAGED_BY,
     label_value,
 )
+from lbtrain_operator import owners, storage
 from lbtrain_operator import reasons as r
 from lbtrain_operator import scale as sc
-from lbtrain_operator import storage
 from lbtrain_operator.settings import Settings
 
 WORKSPACE_VOLUME = "workspace"
@@ -300,16 +299,7 @@ def build_job(
             "namespace": run.metadata.namespace,
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [
-                {
-                    "apiVersion": GROUP_VERSION,
-                    "kind": "ModelRun",
-                    "name": name,
-                    "uid": run_uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owners.run_reference(name, run_uid)],
         },
         "spec": {
             "backoffLimit": backoff,

@@ -29,6 +29,7 @@ from typing import Any
 
 from lbtrain.kube import Resource
 from lbtrain.resources.models import Phase
+from lbtrain_operator import owners
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Observation, furthest_stage
 
@@ -106,8 +107,7 @@ def workload_of(
     Job of the same name has another owner UID)."""
     uid = job["metadata"]["uid"]
     for workload in workloads:
-        owners = (workload.get("metadata") or {}).get("ownerReferences") or []
-        if any(o.get("uid") == uid for o in owners):
+        if owners.owned_by(workload, uid):
             return dict(workload)
     return None
 

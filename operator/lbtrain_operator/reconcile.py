@@ -3,7 +3,10 @@ tell Labelbox. This module only reads, writes and sends; every decision is a pur
 another module: which Job the run gets or why it gets none (`admission`), what the pods show
 (`podstate`; `workers` and `attempts` for a run of several pods, which also say when its next
 attempt's Job is due), what the status becomes (`runstatus`), what Labelbox is due and when
-each step must be stored (`delivery`, `outbox`, `progress`).
+each step must be stored (`delivery`, `outbox`, `progress`). The steps with I/O of their own are
+modules too: creating or adopting the objects the run owns (`children`), the next attempt of a
+run of several pods (`attemptstep`) and a run whose Job Kueue holds (`queuestep`); this module
+orders them.
 
 Only the run's own daemon (and, after it stopped, the deletion handler) writes the status, so the
 pass keeps the status it last wrote as the truth instead of a watch event that may lag behind:
@@ -13,24 +16,18 @@ that is what stops a quick second pass from queueing the same Labelbox status tw
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from lbtrain.kube import (
     EVENTS,
     JOBS,
     MODELRUNS,
-    PERSISTENTVOLUMECLAIMS,
-    SERVICES,
     TRAININGTEMPLATES,
-    AlreadyExists,
-    ApiError,
     ApiUnreachable,
-    Conflict,
     KubeClient,
     NotFound,
 )
@@ -40,18 +37,19 @@ from lbtrain.resources.status import ModelRunStatus
 from lbtrain.timestamps import iso, seconds_since
 from lbtrain_operator import (
     admission,
-    attempts,
+    attemptstep,
+    children,
     delivery,
     events,
     jobspec,
     listing,
     livprogress,
     outbox,
+    owners,
     podstate,
     queueing,
+    queuestep,
     runstatus,
-    scale,
-    storage,
     workers,
 )
 from lbtrain_operator import reasons as r
@@ -69,7 +67,7 @@ from lbtrain_operator.podstate import Observation, limits_of, observe
 from lbtrain_operator.settings import Settings
 
 log = logging.getLogger("lbtrain.operator")
-Templates = Sequence[Mapping[str, Any]]  # the TrainingTemplate objects of the run's namespace
+Templates = admission.Templates
 SYNC_WAIT_S = 30.0
 EVENT_POSTS_IN_FLIGHT = 8
 
@@ -172,97 +170,48 @@ class Pass:
         """The run's Job (created as admission built it when missing), or a failure."""
         name = jobspec.job_name(self.name)
         uid = self.body["metadata"]["uid"]
+        kube = self.ctx.kube
         if self.status.job_name:
-            name = self.status.job_name  # the current attempt's (`attempts`)
+            name = self.status.job_name  # the current attempt's (`attemptstep`)
             cached = self.ctx.objects.job(self.key)
-            if cached is not None and cached["metadata"]["name"] == name and _owned_by(cached, uid):
+            if (
+                cached is not None
+                and cached["metadata"]["name"] == name
+                and owners.owned_by(cached, uid)
+            ):
                 return cached
             try:  # not in the watch's store (yet): ask the server, which has the last word
-                return await self.ctx.kube.get(JOBS, name, self.namespace)
+                return await kube.get(JOBS, name, self.namespace)
             except NotFound:
                 return admission.job_deleted(name).observation()
-        # No Job recorded yet: create it straight away (one request, not a GET first). If an
-        # earlier operator created it and died before recording it, the create says so.
+        # No Job recorded yet: create it straight away (`children`). If an earlier operator
+        # created it and died before recording it, the create says so.
         admitted = admission.admit(self.run, uid, templates, self.ctx.settings, self.body)
         if isinstance(admitted, admission.Refused):
             return admitted.observation()
         job, template = admitted.job, admitted.template
         if admitted.claim is not None:
-            refused = await self.ensure_claim(admitted.claim, uid)
+            refused = await children.ensure_claim(
+                kube, admitted.claim, self.namespace, self.name, uid
+            )
             if refused is not None:
                 return refused.observation()
         if admitted.service is not None:
-            refused = await self.ensure_service(admitted.service, uid)
+            refused = await children.ensure_service(kube, admitted.service, self.namespace, uid)
             if refused is not None:
                 return refused.observation()
-        try:
-            # The answer echoes the Job (the largest body a pass handles); nothing reads it.
-            await self.ctx.kube.create(JOBS, job, self.namespace, decode=False)
-            created = job
-            self.created = True
+        got = await children.ensure_job(kube, job, self.namespace, uid)
+        if isinstance(got, admission.Refused):
+            return got.observation()
+        created, self.created = got
+        if self.created:
             self.in_burst = self.ctx.burst.job_created()
-        except AlreadyExists:
-            created = await self.ctx.kube.get(JOBS, name, self.namespace)
-            if not _owned_by(created, uid):
-                # A Job of a deleted ModelRun of the same name, not yet garbage-collected.
-                raise Conflict(
-                    409,
-                    "Conflict",
-                    f"Job {name} belongs to another ModelRun; waiting "
-                    "for the garbage collector to remove it",
-                ) from None
-        except ApiError as exc:
-            refused = admission.refused_by_server(exc.status, exc.message)
-            if refused is None:
-                raise
-            return refused.observation()
         self.state.status = runstatus.record_job(self.status, name, template, self.now)
         waited = seconds_since(self.body["metadata"].get("creationTimestamp"), self.now)
         if waited is not None:
             self.ctx.metrics.time_to_job.observe(waited)
         self.emit("Normal", r.JOB_CREATED, runstatus.job_created_message(name, self.run, template))
         return created
-
-    async def ensure_claim(self, claim: dict[str, Any], uid: str) -> admission.Refused | None:
-        """Create the run's artifacts claim before its Job; an existing one is reused only when
-        it was made for this run (`storage.claim_owner`)."""
-        name = claim["metadata"]["name"]
-        try:
-            await self.ctx.kube.create(PERSISTENTVOLUMECLAIMS, claim, self.namespace, decode=False)
-            return None
-        except AlreadyExists:
-            existing = await self.ctx.kube.get(PERSISTENTVOLUMECLAIMS, name, self.namespace)
-        except ApiError as exc:
-            refused = admission.claim_refused_by_server(name, exc.status, exc.message)
-            if refused is None:
-                raise
-            return refused
-        owner = storage.claim_owner(existing, self.name, uid)
-        return None if owner is None else admission.claim_taken(name, owner)
-
-    async def ensure_service(self, service: dict[str, Any], uid: str) -> admission.Refused | None:
-        """Create the headless Service the pods of a multi-pod run find rank 0 through, before
-        its Job (`scale.build_service`); one left by an earlier operator for this run is kept."""
-        name = service["metadata"]["name"]
-        try:
-            await self.ctx.kube.create(SERVICES, service, self.namespace, decode=False)
-            return None
-        except AlreadyExists:
-            existing = await self.ctx.kube.get(SERVICES, name, self.namespace)
-        except ApiError as exc:
-            refused = admission.service_refused_by_server(name, exc.status, exc.message)
-            if refused is None:
-                raise
-            return refused
-        if not _owned_by(existing, uid):
-            # A Service of a deleted ModelRun of the same name, not yet garbage-collected.
-            raise Conflict(
-                409,
-                "Conflict",
-                f"Service {name} belongs to another ModelRun; waiting for the garbage "
-                "collector to remove it",
-            )
-        return None
 
     async def volume_messages(self, obs: Observation) -> list[str]:
         """The kubelet's messages about the volumes of a pod that is starting (FailedMount,
@@ -277,31 +226,6 @@ class Pass:
         )
         return podstate.volume_event_messages(listed.get("items") or [])
 
-    async def queued_observation(
-        self, job: dict[str, Any], pods: Sequence[dict[str, Any]]
-    ) -> Observation:
-        """Why Kueue holds the Job: its Workload (none yet right after the Job was created) and
-        the Workload's place from the visibility API, which may not be served (left out then)."""
-        workload = pending = unreadable = None
-        if not self.created:
-            try:
-                listed = await self.ctx.kube.list(
-                    queueing.WORKLOADS,
-                    self.namespace,
-                    label_selector=queueing.workload_selector(job),
-                )
-                workload = queueing.workload_of(job, listed.get("items") or [])
-            except ApiError as exc:
-                if exc.status not in queueing.NO_KUEUE_STATUSES:
-                    raise
-                unreadable = exc.message
-        queue = queueing.queue_of(job)
-        if workload is not None and queue:
-            path = queueing.VISIBLE_LOCALQUEUES.path(self.namespace, queue) + "/pendingworkloads"
-            with contextlib.suppress(ApiError, ApiUnreachable):
-                pending = await self.ctx.kube.request("GET", path)
-        return queueing.observe_queued(job, workload, pending, pods, unreadable)
-
     async def observe(self, templates: Templates) -> Observation:
         got = await self.ensure_job(templates)
         if isinstance(got, Observation):
@@ -310,7 +234,9 @@ class Pass:
         pods = self.ctx.objects.pods(self.key)
         if queueing.held(job):
             self.queued = True
-            return await self.queued_observation(job, pods)
+            return await queuestep.observe(
+                self.ctx.kube, self.namespace, job, pods, just_created=self.created
+            )
         if self.created:
             # Its pods are created after the Job: their events wake the next pass.
             return Observation(Phase.PENDING, r.WAITING_FOR_POD, r.MSG_WAITING_FOR_POD)
@@ -331,54 +257,34 @@ class Pass:
         self, job: dict[str, Any], pods: list[dict[str, Any]], limits: podstate.Limits,
         templates: Templates,
     ) -> Observation:  # fmt: skip
-        """A run of several pods: its current attempt, or the next one once it failed."""
-        obs, following = attempts.observe(job, pods, attempts.stored(self.status), self.now, limits)
-        if following is None:
-            return obs
-        refused = await self.create_attempt(following, templates)
-        if refused is not None:
-            return replace(refused.observation(), attempts=obs.attempts)
-        self.retired = job["metadata"]["name"]
-        self.state.status = self.status.model_copy(update={"job_name": following})
-        message = r.MSG_JOB_CREATED_ATTEMPT.format(job=following, attempt=obs.attempt)
-        self.emit("Normal", r.JOB_CREATED, message)
-        return obs
-
-    async def create_attempt(self, name: str, templates: Templates) -> admission.Refused | None:
-        """The next attempt's Job (and its rendezvous Service), built as the first one was,
-        under the attempt's name; one an earlier operator made for this run is kept."""
+        """A run of several pods: its current attempt, or the next one once it failed
+        (`attemptstep`)."""
         uid = self.body["metadata"]["uid"]
-        admitted = admission.admit(self.run, uid, templates, self.ctx.settings)
-        if isinstance(admitted, admission.Refused):
-            return admitted
-        job = attempts.renamed(admitted.job, name)
-        refused = await self.ensure_service(scale.build_service(job, self.name, uid), uid)
-        if refused is not None:
-            return refused
-        try:
-            await self.ctx.kube.create(JOBS, job, self.namespace, decode=False)
-        except AlreadyExists:
-            existing = await self.ctx.kube.get(JOBS, name, self.namespace)
-            if not _owned_by(existing, uid):
-                raise Conflict(409, "Conflict", f"Job {name} belongs to another ModelRun") from None
-        except ApiError as exc:
-            refused = admission.refused_by_server(exc.status, exc.message)
-            if refused is None:
-                raise
-            return refused
-        return None
+        step = await attemptstep.observe(
+            self.ctx.kube,
+            self.run,
+            uid,
+            job,
+            pods,
+            self.status,
+            self.now,
+            limits,
+            templates,
+            self.ctx.settings,
+        )
+        self.state.status = step.status
+        if step.retired is not None:
+            self.retired = step.retired
+        if step.created is not None:
+            self.emit("Normal", r.JOB_CREATED, step.created)
+        return step.observation
 
     async def retire(self) -> None:
-        """Delete the failed attempt's Job (its pods with it, in the background) once the status
-        that names the next attempt is stored: a restart then never looks for a deleted Job.
-        Its headless Service stays until the run is deleted (owned by it): it selects no pod,
-        and the operator's Role has no `delete` on Services."""
-        old = self.retired
-        if old is None or self.state.stored.job_name in (None, old):
-            return
-        with contextlib.suppress(NotFound):
-            await self.ctx.kube.delete(JOBS, old, self.namespace, propagation="Background")
-        self.retired = None
+        """Delete the failed attempt's Job once the status that names the next attempt is
+        stored (`attemptstep.retire`)."""
+        stored = self.state.stored.job_name
+        if await attemptstep.retire(self.ctx.kube, self.namespace, self.retired, stored):
+            self.retired = None
 
     def apply(self, obs: Observation) -> None:
         """Fold an observation into the status (in memory), with its Events and metrics."""
@@ -563,11 +469,6 @@ async def _store_synced(objects: RunObjects) -> None:
             await asyncio.wait_for(objects.synced.wait(), SYNC_WAIT_S)
         except TimeoutError:
             raise ApiUnreachable("the pod and Job watches have not listed yet") from None
-
-
-def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    """Whether `obj` belongs to the ModelRun `uid` (not to a deleted one of the same name)."""
-    return any(o.get("uid") == uid for o in obj["metadata"].get("ownerReferences") or [])
 
 
 async def reconcile(

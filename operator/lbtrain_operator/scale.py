@@ -31,9 +31,9 @@ from typing import Any, Final
 
 from lbtrain import contract
 from lbtrain.resources.models import ModelRun, TrainingTemplate
-from lbtrain.resources.names import API_GROUP, GROUP_VERSION
+from lbtrain.resources.names import API_GROUP
+from lbtrain_operator import owners, storage
 from lbtrain_operator import reasons as r
-from lbtrain_operator import storage
 
 SERVICE_PREFIX: Final = "rdzv-"  # Service names are DNS-1035 labels: they start with a letter
 RENDEZVOUS_PORT_NAME: Final = "rendezvous"
@@ -188,16 +188,7 @@ def build_service(job: dict[str, Any], run_name: str, run_uid: str) -> dict[str,
             "name": service_name(name),
             "namespace": meta.get("namespace"),
             "labels": dict(meta.get("labels") or {}),
-            "ownerReferences": [
-                {
-                    "apiVersion": GROUP_VERSION,
-                    "kind": "ModelRun",
-                    "name": run_name,
-                    "uid": run_uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owners.run_reference(run_name, run_uid)],
         },
         "spec": {
             "clusterIP": "None",

@@ -33,12 +33,12 @@ from lbtrain.resources.models import ModelRun, Retention, TrainingTemplate
 from lbtrain.resources.names import (
     ANNOTATION_MODEL_RUN_ID,
     ANNOTATION_MODEL_RUN_UID,
-    GROUP_VERSION,
     LABEL_MANAGED_BY,
     LABEL_MODEL_RUN,
     MANAGED_BY,
     is_label_value,
 )
+from lbtrain_operator import owners
 
 CLAIM_SUFFIX: Final = "-artifacts"
 CLAIM_VOLUME: Final = "run-artifacts"
@@ -95,15 +95,7 @@ def build_claim(run: ModelRun, run_uid: str, template: TrainingTemplate) -> dict
         "annotations": annotations,
     }
     if template.spec.artifacts.retention is Retention.DELETE:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": GROUP_VERSION,
-                "kind": "ModelRun",
-                "name": name,
-                "uid": run_uid,
-                "blockOwnerDeletion": True,
-            }
-        ]
+        metadata["ownerReferences"] = [owners.run_reference(name, run_uid, controller=False)]
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -118,9 +110,8 @@ def claim_owner(existing: Mapping[str, Any], run_name: str, run_uid: str) -> str
     meta = existing.get("metadata") or {}
     labels = meta.get("labels") or {}
     made_for = (meta.get("annotations") or {}).get(ANNOTATION_MODEL_RUN_UID)
-    refs = [o for o in meta.get("ownerReferences") or [] if isinstance(o, Mapping)]
     labelled = labels.get(LABEL_MODEL_RUN)
-    other_owner = next((o for o in refs if o.get("uid") != run_uid), None)
+    other_owner = owners.other_owner(existing, run_uid)
     if made_for == run_uid and other_owner is None:
         if labelled and is_label_value(run_name) and labelled != run_name:
             return f"ModelRun {labelled} (its {LABEL_MODEL_RUN} label)"

@@ -51,6 +51,33 @@ async def train(kubelet: FakeKubelet, pods: dict[int, dict[str, Any]]) -> None:
             await kubelet.run_stage(pod, stage)
 
 
+async def start_gang(
+    kubelet: FakeKubelet,
+    start_operator: Any,
+    make_template: Any,
+    make_run: Any,
+    name: str,
+    **template: Any,
+) -> dict[int, dict[str, Any]]:
+    """Start the operator on a run of two pods (`GANG`, with `template` over it) and train its
+    first attempt's pods up to the train stage; answer them by completion index."""
+    await make_template(**{**GANG, **template})
+    start_operator()
+    await make_run(name)
+    pods = await attempt_pods(kubelet, f"{name}-train")
+    await train(kubelet, pods)
+    return pods
+
+
+async def others_stop(
+    kube: KubeClient, namespace: str, kubelet: FakeKubelet, pod: dict[str, Any]
+) -> None:
+    """After a rank ended, the Job controller stops `pod`, another rank of the attempt, and its
+    container ends on SIGTERM (exit code 143)."""
+    await stopped(kube, namespace, pod)
+    await kubelet.fail(pod, exit_code=143)
+
+
 def timeline(fake: FakeLabelbox, run_id: str) -> list[str]:
     out: list[str] = []
     for status in fake.statuses(run_id):
@@ -68,11 +95,7 @@ async def test_a_failed_attempt_is_retried_as_a_whole_and_a_disruption_spends_no
     make_template: Any,
     make_run: Any,
 ) -> None:
-    await make_template(**GANG)
-    start_operator()
-    await make_run("gang")
-    first = await attempt_pods(kubelet, "gang-train")
-    await train(kubelet, first)
+    first = await start_gang(kubelet, start_operator, make_template, make_run, "gang")
     st = await until(kube, namespace, "gang", lambda s: s.get("phase") == "Training")
     assert (st["workersUp"], st["attempt"], st["failedAttempts"]) == ("2/2", 1, 0)
     assert [(w["index"], w["stage"], w["node"]) for w in st["workers"]] == [
@@ -83,8 +106,7 @@ async def test_a_failed_attempt_is_retried_as_a_whole_and_a_disruption_spends_no
 
     # Rank 1 is killed; the Job controller stops rank 0 (the kubelet reports it ended).
     await kubelet.fail(first[1], exit_code=137)
-    await stopped(kube, namespace, first[0])
-    await kubelet.fail(first[0], exit_code=143)
+    await others_stop(kube, namespace, kubelet, first[0])
     st = await until(kube, namespace, "gang", lambda s: s.get("attempt") == 2)
     assert (st["reason"], st["failedAttempts"], st["jobName"]) == ("Retrying", 1, "gang-train-a2")
     assert (
@@ -101,8 +123,7 @@ async def test_a_failed_attempt_is_retried_as_a_whole_and_a_disruption_spends_no
     second = await attempt_pods(kubelet, "gang-train-a2")
     await train(kubelet, second)
     await kubelet.evict(second[0])
-    await stopped(kube, namespace, second[1])
-    await kubelet.fail(second[1], exit_code=143)
+    await others_stop(kube, namespace, kubelet, second[1])
     st = await until(kube, namespace, "gang", lambda s: s.get("attempt") == 3)
     assert (st["reason"], st["failedAttempts"]) == ("Disrupted", 1)
 
@@ -150,14 +171,11 @@ async def test_the_last_attempt_failing_fails_the_run_once(
     make_template: Any,
     make_run: Any,
 ) -> None:
-    await make_template(**{**GANG, "backoffLimit": 0})
-    start_operator()
-    await make_run("doomed")
-    pods = await attempt_pods(kubelet, "doomed-train")
-    await train(kubelet, pods)
+    pods = await start_gang(
+        kubelet, start_operator, make_template, make_run, "doomed", backoffLimit=0
+    )
     await kubelet.fail(pods[0], exit_code=1, message="CUDA error")
-    await stopped(kube, namespace, pods[1])
-    await kubelet.fail(pods[1], exit_code=143)
+    await others_stop(kube, namespace, kubelet, pods[1])
     st = await until_acknowledged(kube, namespace, "doomed", "FAILED")
     assert (st["phase"], st["reason"], st["attempt"], st["failedAttempts"]) == (
         "Failed",
