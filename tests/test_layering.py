@@ -59,6 +59,7 @@ IO_MODULES = (
     "lbtrain_operator.metrics",
     "lbtrain_operator.queuestep",
     "lbtrain_operator.reconcile",
+    "lbtrain_operator.templatesource",
 )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from lbtrain.kube import JOBS, KubeClient, NotFound
 from lbtrain.resources.models import ModelRun
 from lbtrain.resources.status import ModelRunStatus
-from lbtrain_operator import admission, attempts, children, scale
+from lbtrain_operator import admission, attempts, children, scale, templatesource
 from lbtrain_operator import reasons as r
 from lbtrain_operator.podstate import Limits, Observation
 from lbtrain_operator.settings import Settings
@@ -74,7 +74,7 @@ async def create(
 ) -> admission.Refused | None:
     """The next attempt's Job (and its rendezvous Service), built as the first one was,
     under the attempt's name; one an earlier operator made for this run is kept."""
-    admitted = admission.admit(run, uid, templates, settings)
+    admitted = await templatesource.admit(kube, run, uid, templates, settings)
     if isinstance(admitted, admission.Refused):
         return admitted
     job = attempts.renamed(admitted.job, name)

@@ -50,6 +50,7 @@ from lbtrain_operator import (
     queueing,
     queuestep,
     runstatus,
+    templatesource,
     workers,
 )
 from lbtrain_operator import reasons as r
@@ -186,7 +187,9 @@ class Pass:
                 return admission.job_deleted(name).observation()
         # No Job recorded yet: create it straight away (`children`). If an earlier operator
         # created it and died before recording it, the create says so.
-        admitted = admission.admit(self.run, uid, templates, self.ctx.settings, self.body)
+        admitted = await templatesource.admit(
+            kube, self.run, uid, templates, self.ctx.settings, self.body
+        )
         if isinstance(admitted, admission.Refused):
             return admitted.observation()
         job, template = admitted.job, admitted.template
