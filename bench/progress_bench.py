@@ -6,9 +6,9 @@
 
 The trainer's own loop (``train.train_epochs``) trains the text classifier on synthetic rows
 that went through the export media step and the prepare stage (as ``trainer_bench.py`` sets
-them up), alternately (off then on, the next round on then off) without a reporter and with rank
-0's ``LiveProgress`` posting every report
-to a real HTTP endpoint on loopback, ``--rounds`` times each, each from a fresh model. Reports
+them up), without a reporter and with rank 0's ``LiveProgress`` posting every report to a real
+HTTP endpoint on loopback, ``--rounds`` times each, each from a fresh model, the order
+alternating by round (off then on, then on then off: a drifting machine favours neither). Reports
 go at most every ``--interval-s`` (default 1 s: 30 times the templates' default, a stress; every
 step reads the clock, and a due step reads the loss from the device). The figure is the median
 over rounds of steady examples/s (epochs after the first) with progress on over off; the issue's

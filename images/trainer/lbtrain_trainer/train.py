@@ -147,9 +147,11 @@ def train_epochs(
             "loss": round(total / max(1, batches), 5),
             "seconds": round(elapsed, 3),
         }
+        checked = ""
         if validate is not None and is_due(epoch + 1, hp.epochs, hp.validate_every_epochs):
             validated = validate(model)
             entry.update(validated.history())
+            checked = f", validation {validated.metric} {validated.value:.4f}"
         live.offer(position(epoch, batches, total, seconds, seen))
         state.epoch = epoch + 1
         state.history.append(entry)
@@ -159,7 +161,7 @@ def train_epochs(
             hp.epochs,
             total / max(1, batches),
             elapsed,
-            f", validation {validated.metric} {validated.value:.4f}" if validated else "",
+            checked,  # only an epoch that was validated: an older value is not this epoch's
         )
         if runtime.is_main:
             state.model = unwrap(model).state_dict()
