@@ -162,6 +162,15 @@ async def test_three_queued_runs_train_one_at_a_time_and_the_waiting_ones_say_wh
     ids = {name: await new_run(kube, labelbox, name) for name in names}
 
     # A fourth run, queued behind the three, deleted while it waits: its Workload goes too.
+    # It is created only once Kueue has admitted one of the three: the operator makes the four
+    # Jobs concurrently, and a fourth made while the quota is still free could be the one admitted.
+    deadline = time.monotonic() + 120
+    while not any(
+        j["metadata"]["name"] in own and j["spec"].get("suspend") is False
+        for j in (await kube.list(JOBS, NS))["items"]
+    ):
+        assert time.monotonic() < deadline, "Kueue admitted none of the three runs"
+        await asyncio.sleep(0.5)
     await new_run(kube, labelbox, "d")
     job_d = await kube.wait_for(JOBS, "d-train", NS, lambda j: True, timeout=60, interval=0.5)
     assert job_d["spec"]["suspend"] is True
