@@ -26,7 +26,9 @@ without idling a core. Progress goes to the log every few seconds
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import logging
 import re
 import threading
@@ -53,6 +55,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("http://", "https://", "data:")
+# Rows read from the export at a time, by the download thread that finds none left (see _Rows).
+ROWS_PER_READ = 2048
 URI_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Why a URI the trainer does not read is not read, by scheme (anything else: the generic one).
 UNREAD_SCHEMES = {
@@ -159,14 +163,23 @@ class _Rows:
     Why not a queue fed by the main thread: with 16 download threads holding the GIL in turn,
     the feeding thread got too few turns to keep the queue full, and threads sat in
     ``Queue.get`` (py-spy: 8% of their time, a server that closes every connection). A lock
-    around the row iterator hands each thread its next row at once, and memory stays bounded:
-    rows are read from the export as they are taken.
+    around the row iterator hands each thread its next row at once.
+
+    Why ``ROWS_PER_READ`` at a time: reading a row from the export (the SDK's objects, the row
+    written to the export file, its parse) costs 110-160 µs of CPU while 15 other threads
+    download, two to three times its ~50 µs alone: every thread's socket call hands the GIL
+    around. The thread that finds the batch empty reads the next one under the lock while the
+    others finish the file they hold and then wait on it, so the reading runs nearly alone
+    (media step, 8,000 PNGs from a server that closes every connection: 680-760 µs of CPU per
+    file against 770-860 row by row, the same as reading every row first). Memory stays
+    bounded by the batch: rows are ``(id, row_data)`` pairs.
     """
 
     def __init__(
         self, items: Iterable[tuple[str, str]], index: MediaIndex, media_dir: Path
     ) -> None:
         self._items = iter(items)
+        self._batch: collections.deque[tuple[str, str]] = collections.deque()
         self._lock = threading.Lock()
         self._index = index
         self._media_dir = media_dir
@@ -178,9 +191,11 @@ class _Rows:
         None when there are no more or the download was stopped."""
         with self._lock:
             while not self.stop.is_set():
-                item = next(self._items, None)
-                if item is None:
-                    return None
+                if not self._batch:
+                    self._batch.extend(itertools.islice(self._items, ROWS_PER_READ))
+                    if not self._batch:
+                        return None
+                item = self._batch.popleft()
                 if self._earlier and _reusable(self._index.get(item[0]), self._media_dir):
                     progress.add(kept=1)
                     continue
