@@ -21,6 +21,7 @@ from lbtrain.kube import JOBS, PODS, KubeClient, load_config
 from lbtrain.kube.config import ConfigError
 from lbtrain.resources.names import ANNOTATION_PREFIX, FINALIZER
 from lbtrain_operator import flags, heap, logs, progress_server
+from lbtrain_operator.context import Context
 from lbtrain_operator.diffbase import NoDiffBase
 from lbtrain_operator.handlers import register
 from lbtrain_operator.heartbeat import Heartbeat
@@ -28,7 +29,6 @@ from lbtrain_operator.informer import Informer, RunKey, RunObjects
 from lbtrain_operator.labelbox import LabelboxReporter
 from lbtrain_operator.metrics import Metrics
 from lbtrain_operator.progress_server import ProgressEndpoint
-from lbtrain_operator.reconcile import Context
 from lbtrain_operator.settings import Settings
 
 log = logging.getLogger("lbtrain.operator")

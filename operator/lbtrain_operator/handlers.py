@@ -21,16 +21,11 @@ from lbtrain.kube import JOBS, MODELRUNS, ApiError, ApiUnreachable, NotFound
 from lbtrain.resources.models import ModelRun
 from lbtrain.resources.names import API_GROUP, API_VERSION
 from lbtrain_operator import cancellation, delivery, events, jobspec, outbox
+from lbtrain_operator.context import Context, utcnow
 from lbtrain_operator.delivery import RunState
 from lbtrain_operator.heartbeat import HEARTBEAT_LEASE
-from lbtrain_operator.reconcile import (
-    Context,
-    list_templates,
-    reconcile,
-    send_report,
-    utcnow,
-    write_status,
-)
+from lbtrain_operator.reconcile import reconcile, send_report, write_status
+from lbtrain_operator.templatestatus import list_templates
 
 log = logging.getLogger("lbtrain.operator")
 RETRY_AFTER_API_ERROR_S = 5.0

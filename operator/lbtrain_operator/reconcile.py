@@ -6,7 +6,7 @@ attempt's Job is due), what the status becomes (`runstatus`), what Labelbox is d
 each step must be stored (`delivery`, `outbox`, `progress`). The steps with I/O of their own are
 modules too: creating or adopting the objects the run owns (`children`), the next attempt of a
 run of several pods (`attemptstep`) and a run whose Job Kueue holds (`queuestep`); this module
-orders them.
+orders them. What every pass shares is `context.Context`.
 
 Only the run's own daemon (and, after it stopped, the deletion handler) writes the status, so the
 pass keeps the status it last wrote as the truth instead of a watch event that may lag behind:
@@ -16,25 +16,21 @@ that is what stops a quick second pass from queueing the same Labelbox status tw
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from lbtrain.kube import (
     EVENTS,
     JOBS,
     MODELRUNS,
-    TRAININGTEMPLATES,
     ApiUnreachable,
     KubeClient,
     NotFound,
 )
-from lbtrain.resources.catalogue import NAME_CONFLICT, Catalogue, listing_of
 from lbtrain.resources.models import ModelRun, Phase
 from lbtrain.resources.status import ModelRunStatus
-from lbtrain.timestamps import iso, seconds_since
+from lbtrain.timestamps import seconds_since
 from lbtrain_operator import (
     admission,
     attemptstep,
@@ -42,7 +38,6 @@ from lbtrain_operator import (
     delivery,
     events,
     jobspec,
-    listing,
     livprogress,
     outbox,
     owners,
@@ -54,82 +49,19 @@ from lbtrain_operator import (
     workers,
 )
 from lbtrain_operator import reasons as r
-from lbtrain_operator.burst import BurstGate
+from lbtrain_operator.context import Context, utcnow
 from lbtrain_operator.delivery import RunState
 from lbtrain_operator.informer import RunObjects
 from lbtrain_operator.labelbox import (
-    LabelboxReporter,
     ModelRunNotFound,
     ReportError,
     ReportRejected,
 )
-from lbtrain_operator.metrics import Metrics
 from lbtrain_operator.podstate import Observation, limits_of, observe
-from lbtrain_operator.settings import Settings
 
 log = logging.getLogger("lbtrain.operator")
 Templates = admission.Templates
 SYNC_WAIT_S = 30.0
-EVENT_POSTS_IN_FLIGHT = 8
-
-
-@dataclass
-class Context:
-    """What every pass needs, created once at operator start.
-
-    `kube_slots` bounds how many passes talk to the API server at once: a burst of new runs
-    then queues here, in order, instead of as hundreds of requests and bodies in flight (which
-    is what the operator's peak memory followed). Labelbox reports are not held by it.
-    `burst` holds a new run's first status write while a burst's Jobs are being created.
-    `event_slots` bounds Event posts on their own, so that Events never hold up status writes
-    and never take more than a few of the client's connections.
-    """
-
-    kube: KubeClient
-    reporter: LabelboxReporter
-    settings: Settings
-    metrics: Metrics = field(default_factory=Metrics)
-    backlog: set[tuple[str, str]] = field(default_factory=set)
-    objects: RunObjects = field(default_factory=RunObjects)
-    kube_slots: asyncio.Semaphore = field(init=False)
-    event_slots: asyncio.Semaphore = field(init=False)
-    burst: BurstGate = field(init=False)
-    # Each run's status as its daemon holds it, and a lock its passes hold: a deletion
-    # handler waits for the pass in progress and carries on from the daemon's truth.
-    runs: dict[tuple[str, str], RunState] = field(default_factory=dict)
-    run_locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    # The TrainingTemplate statuses this operator wrote, by (namespace, name, uid): the index may
-    # lag behind a patch, and a stale status there must not make a second patch or Event.
-    listed: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-    listing_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    # The last `status.progress` this replica's progress endpoint stored, by run: a daemon it
-    # wakes may still hold the body from before the watch event (`Pass.queue_progress`).
-    live_progress: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-
-    def listing_lock(self, namespace: str) -> asyncio.Lock:
-        return self.listing_locks.setdefault(namespace, asyncio.Lock())
-
-    def __post_init__(self) -> None:
-        s = self.settings
-        self.kube_slots = asyncio.Semaphore(s.max_concurrent_passes)
-        self.event_slots = asyncio.Semaphore(EVENT_POSTS_IN_FLIGHT)
-        self.burst = BurstGate(s.burst_quiet_s, s.burst_max_hold_s)
-
-    def run_lock(self, key: tuple[str, str]) -> asyncio.Lock:
-        return self.run_locks.setdefault(key, asyncio.Lock())
-
-    def forget(self, key: tuple[str, str]) -> None:
-        """The run is done with (finished and reported, or deleted)."""
-        self.runs.pop(key, None)
-        self.live_progress.pop(key, None)
-        self.metrics.count_active(key, None)
-        lock = self.run_locks.get(key)
-        if lock is not None and not lock.locked():
-            del self.run_locks[key]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class Pass:
@@ -419,50 +351,6 @@ async def send_report(
         "labelbox status sent", extra={"model_run_id": model_run_id, "status": report.status.value}
     )
     return outbox.acknowledge(box, report, utcnow()), None
-
-
-async def list_templates(ctx: Context, namespace: str, templates: Templates) -> None:
-    """Bring each TrainingTemplate's status (task, `Listed`) in line with the catalogue, with a
-    Warning on a template that newly lost its Labelbox name. One namespace at a time: each
-    template's change recomputes all of them (a deleted winner frees its loser)."""
-    catalogue = Catalogue.of_objects(templates)
-    by_name = {t["metadata"]["name"]: t for t in templates}
-    async with ctx.listing_lock(namespace):
-        present = {(namespace, name, t["metadata"].get("uid", "")) for name, t in by_name.items()}
-        for gone in [k for k in ctx.listed if k[0] == namespace and k not in present]:
-            del ctx.listed[gone]
-        for item in map(listing_of, templates):
-            if item is None:
-                continue
-            body = by_name[item.template]
-            key = (namespace, item.template, item.uid)
-            current = ctx.listed.get(key, body.get("status"))
-            wanted = listing.template_status(catalogue, item, current, iso(utcnow()))
-            if wanted is None:
-                continue
-            try:
-                await ctx.kube.patch(
-                    TRAININGTEMPLATES,
-                    item.template,
-                    {"status": wanted},
-                    namespace,
-                    subresource="status",
-                    decode=False,
-                )
-            except NotFound:
-                continue
-            ctx.listed[key] = wanted
-            if listing.newly_conflicted(current, wanted):
-                message = wanted["conditions"][0]["message"]
-                event = events.event_body(body, "Warning", NAME_CONFLICT, message, utcnow())
-                await events.post(ctx.kube, event)
-                log.warning(
-                    "TrainingTemplate not listed: another one has its Labelbox name",
-                    extra={
-                        "template": f"{namespace}/{item.template}",
-                        "model_type": item.labelbox_name,
-                    },
-                )
 
 
 async def _store_synced(objects: RunObjects) -> None:
