@@ -49,6 +49,7 @@ from lbtrain_operator import (
     workers,
 )
 from lbtrain_operator import reasons as r
+from lbtrain_operator.admission import Templates
 from lbtrain_operator.context import Context, utcnow
 from lbtrain_operator.delivery import RunState
 from lbtrain_operator.informer import RunObjects
@@ -60,7 +61,6 @@ from lbtrain_operator.labelbox import (
 from lbtrain_operator.podstate import Observation, limits_of, observe
 
 log = logging.getLogger("lbtrain.operator")
-Templates = admission.Templates
 SYNC_WAIT_S = 30.0
 
 
