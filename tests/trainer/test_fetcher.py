@@ -5,12 +5,14 @@ made of (routes, body decoding, the image header sniff)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import io
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -285,3 +287,43 @@ def test_a_server_with_nagle_on_costs_no_delayed_ack_per_file(http10):
         assert bodies == [bytes([i]) * 3000 for i in range(files)]
         assert server.connections == (files + 1 if http10 else 1)
     assert elapsed < files * 0.020, f"{elapsed / files * 1000:.1f} ms per file"
+
+
+def _stalling_server(answer: bytes) -> tuple[socket.socket, str]:
+    """A listening socket on loopback that sends ``answer`` to each connection, then nothing."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                conn.sendall(answer)
+            held.append(conn)  # open and silent until the test ends
+
+    held: list[socket.socket] = []
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/x.png"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"],
+    ids=["no-answer", "body-stalls"],
+)
+def test_a_server_that_goes_silent_times_out_as_a_transient_error(answer):
+    """The sockets are blocking with the kernel keeping the timeout (no poll per call): a read
+    the kernel gave up on must be a timeout, not the early end of an answer."""
+    listener, url = _stalling_server(answer)
+    client = Fetcher(attempts=1, allow_loopback=True, timeout_s=0.3)
+    start = time.monotonic()
+    try:
+        with pytest.raises(TransientMediaError, match="TimeoutError: the server sent nothing"):
+            client.get(url)
+    finally:
+        client.close()
+        listener.close()
+    assert time.monotonic() - start < 3

@@ -72,8 +72,9 @@ class ExportScan:
 
     The rows are scanned on their way from Labelbox to the media downloads (:meth:`sources`),
     so that the first download starts with the first row instead of after the whole export
-    was written and read back (2 s of a 20k-image stage). They are read by the download
-    threads, one at a time under ``media``'s row lock, so the scan needs no lock of its own.
+    was written and read back (2 s of a 20k-image stage). They are read one at a time under
+    ``media``'s row lock (by a download thread, or by the stage's main thread when download
+    processes fetch), so the scan needs no lock of its own.
     """
 
     def __init__(self, model_run_id: str, model_id: str) -> None:

@@ -256,8 +256,10 @@ class Fetcher:
         backoff_s: float | None = None,
         *,
         allow_loopback: bool = False,
+        timeout_s: float = TIMEOUT_S,
     ) -> None:
         self.allow_loopback = allow_loopback  # fetch from 127.0.0.1 too (test servers)
+        self.timeout_s = timeout_s  # to connect, and for each read
         self.attempts = max(1, ATTEMPTS if attempts is None else attempts)
         self.backoff_s = BACKOFF_S if backoff_s is None else backoff_s
         self._proxies = urllib.request.getproxies()
@@ -381,8 +383,8 @@ class Fetcher:
     def _connect(self, route: Route) -> http.client.HTTPConnection:
         host, port = (route.proxy[0], route.proxy[1]) if route.proxy else (route.host, route.port)
         if route.scheme == "http":
-            return LeanHTTPConnection(host, port, timeout=TIMEOUT_S)
-        conn = LeanHTTPSConnection(host, port, timeout=TIMEOUT_S, context=self._context())
+            return LeanHTTPConnection(host, port, timeout=self.timeout_s)
+        conn = LeanHTTPSConnection(host, port, timeout=self.timeout_s, context=self._context())
         if route.proxy:
             auth = route.proxy[2]
             conn.set_tunnel(

@@ -8,11 +8,22 @@ handful of plain ``Name: value`` lines, so :class:`LeanResponse` splits them its
 same :class:`http.client.HTTPMessage` (``getheader`` and ``headers`` work as before) and sets
 what ``HTTPResponse.begin`` sets; body reading (length, chunked, close) is ``http.client``'s.
 Obsolete line folding (a line that starts with a space continues the previous header) is kept.
+
+Plain HTTP connections open their sockets with
+:func:`lbtrain_trainer.kernel_timeouts.create_connection` (blocking, the kernel keeps the
+timeout: no ``poll`` before each call), and responses read through a
+:class:`~lbtrain_trainer.kernel_timeouts.SocketReader`, so a read that times out is a
+:class:`TimeoutError`, not an early end of the body.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
+import socket
+from typing import Any
+
+from lbtrain_trainer.kernel_timeouts import SocketReader, create_connection
 
 MAX_LINE = 65536  # http.client's limits
 MAX_HEADERS = 100
@@ -37,7 +48,15 @@ def parse_header_lines(lines: list[bytes]) -> http.client.HTTPMessage:
 
 
 class LeanResponse(http.client.HTTPResponse):
-    """``HTTPResponse`` with :func:`parse_header_lines` instead of ``email.parser``."""
+    """``HTTPResponse`` with :func:`parse_header_lines` instead of ``email.parser``, reading
+    through a :class:`SocketReader`."""
+
+    def __init__(
+        self, sock: socket.socket, debuglevel: int = 0, method: str | None = None, url: Any = None
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        # ``detach``: the SocketIO under ``makefile``'s reader now belongs to the new one.
+        self.fp = io.BufferedReader(SocketReader(self.fp.detach()))
 
     def _header_lines(self) -> list[bytes]:
         lines: list[bytes] = []
@@ -91,6 +110,15 @@ class LeanResponse(http.client.HTTPResponse):
 class LeanHTTPConnection(http.client.HTTPConnection):
     response_class = LeanResponse
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The hook http.client connects through (its own tests replace it the same way).
+        self._create_connection = create_connection
+
 
 class LeanHTTPSConnection(http.client.HTTPSConnection):
+    """Sockets with Python timeouts: a blocking TLS socket whose read the kernel timed out would
+    be read again by ``ssl`` (it waits for more data on a blocking socket), never timing out.
+    A TLS handshake per connection costs far more than the ``poll`` calls saved."""
+
     response_class = LeanResponse
