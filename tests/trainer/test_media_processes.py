@@ -14,6 +14,8 @@ import pytest
 
 from lbtrain_dev.media_server import MediaServer
 from lbtrain_trainer import media
+from lbtrain_trainer.errors import BadInputError
+from lbtrain_trainer.hyperparams import resolve_hyperparameters
 from lbtrain_trainer.media_processes import processes_for, split_threads
 
 pytest.importorskip("PIL")
@@ -166,3 +168,13 @@ def test_a_download_process_that_dies_fails_the_stage_as_transient(server, tmp_p
             allow_loopback=True,
         )
     assert _children() == []
+
+
+def test_download_processes_is_a_hyperparameter_checked_before_any_download():
+    hp, ignored = resolve_hyperparameters(
+        "image_single_classification", {"download_processes": "1"}, {"download_processes": 3}
+    )
+    assert (hp.download_processes, ignored) == (3, [])  # the model run's config wins
+    assert resolve_hyperparameters("image_single_classification", {})[0].download_processes == 0
+    with pytest.raises(BadInputError, match="download_processes must be >= 0"):
+        resolve_hyperparameters("image_single_classification", {"download_processes": -1})

@@ -60,6 +60,7 @@ def fetch_media(
         ws.media_dir,
         max_side=hp.max_image_side,
         concurrency=hp.download_concurrency,
+        processes=hp.download_processes or None,
         total=rows,
         allow_loopback=settings.allow_loopback_media,
     )
@@ -154,6 +155,7 @@ def run_export(settings: Settings, model_run: Any | None = None) -> dict[str, An
         ws.media_dir,
         max_side=hp.max_image_side,
         concurrency=hp.download_concurrency,
+        processes=hp.download_processes or None,
         allow_loopback=settings.allow_loopback_media,
     )
     rows = scan.rows

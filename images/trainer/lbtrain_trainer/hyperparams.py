@@ -70,6 +70,9 @@ class Hyperparameters:
     cpu_threads: int = 0
     # Export: media download threads, and keep-alive connections per host (one per thread).
     download_concurrency: int = 16
+    # Export: processes the image downloads run in, sharing those threads; 0: one per CPU of the
+    # container's quota (at most 8, each with at least 4 threads); 1: the stage's own threads.
+    download_processes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,7 +172,7 @@ def _check_ranges(hp: Hyperparameters) -> None:
     ):
         if not 0 <= getattr(hp, name) <= 1:
             raise BadInputError(f"hyperparameter {name} must be in [0, 1]")
-    for name in ("num_workers", "cpu_threads", "validate_every_epochs"):
+    for name in ("num_workers", "cpu_threads", "validate_every_epochs", "download_processes"):
         if getattr(hp, name) < 0:
             raise BadInputError(f"hyperparameter {name} must be >= 0")
 

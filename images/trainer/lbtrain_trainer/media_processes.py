@@ -9,8 +9,9 @@ and 0.80-0.92 in two processes of 8 (``bench/README.md``, "export"). A pod with 
 gains more.
 
 How: :func:`processes_for` gives one process per CPU of the container's quota, each with at
-least :data:`MIN_THREADS_PER_PROCESS` of the ``download_concurrency`` threads; with one, the
-stage downloads in its own threads and starts nothing (:mod:`lbtrain_trainer.media`). Each
+least :data:`MIN_THREADS_PER_PROCESS` of the ``download_concurrency`` threads (the
+``download_processes`` hyperparameter overrides it); with one, the stage downloads in its own
+threads and starts nothing (:mod:`lbtrain_trainer.media`). Each
 process is ``python -m lbtrain_trainer.media_processes CONFIG``: its threads fetch and store rows
 exactly as the stage's own would (:class:`lbtrain_trainer.media_row.RowFetch`). The stage keeps
 everything else: it reads the export's rows, skips what an earlier attempt stored, writes the
@@ -315,7 +316,11 @@ def worker_main(argv: list[str]) -> int:
         fetcher,
         threading.BoundedSemaphore(config.decode_slots),
     )
-    inbox, outbox = _Inbox(sys.stdin.buffer), _Outbox(sys.stdout.buffer)
+    # The outcomes get stdout's pipe to themselves: anything else printed goes to stderr (the
+    # container log) instead of into the stage's messages.
+    outcomes = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    inbox, outbox = _Inbox(sys.stdin.buffer), _Outbox(outcomes)
     stop = threading.Event()
     failures: list[BaseException] = []
 
