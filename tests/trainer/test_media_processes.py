@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,21 @@ def _children() -> list[int]:
     return found
 
 
+def _download(
+    items: Iterable[tuple[str, str]], media_dir: Path, processes: int = 2
+) -> media.MediaSummary:
+    """The export's image download of ``items``: 4 threads over ``processes`` processes."""
+    return media.download_all(
+        items,
+        "image",
+        media_dir,
+        max_side=1024,
+        concurrency=4,
+        processes=processes,
+        allow_loopback=True,
+    )
+
+
 @pytest.fixture
 def server() -> Iterator[MediaServer]:
     with MediaServer.running() as running:
@@ -69,15 +84,7 @@ def test_processes_store_what_the_threads_store(server, tmp_path):
     outcomes = {}
     for processes in (1, 2):
         media_dir = tmp_path / str(processes)
-        summary = media.download_all(
-            items,
-            "image",
-            media_dir,
-            max_side=1024,
-            concurrency=4,
-            processes=processes,
-            allow_loopback=True,
-        )
+        summary = _download(items, media_dir, processes)
         assert (summary.fetched, summary.broken, summary.kept) == (60, 3, 0)
         assert summary.bytes == sum(len(png) for png in pngs)
         with media.MediaIndex(media_dir) as index:
@@ -93,18 +100,8 @@ def test_processes_store_what_the_threads_store(server, tmp_path):
 
 def test_rows_an_earlier_attempt_stored_are_not_sent_to_the_processes(server, tmp_path):
     items = [(f"dr-{i}", server.add(f"k/{i}.png", _png(i), "image/png")) for i in range(40)]
-    media.download_all(
-        items[:25],
-        "image",
-        tmp_path,
-        max_side=64,
-        concurrency=4,
-        processes=2,
-        allow_loopback=True,
-    )
-    again = media.download_all(
-        items, "image", tmp_path, max_side=64, concurrency=4, processes=2, allow_loopback=True
-    )
+    _download(items[:25], tmp_path)
+    again = _download(items, tmp_path)
     assert (again.fetched, again.kept) == (15, 25)
     assert server.requests == 40
 
@@ -113,15 +110,7 @@ def test_a_server_that_keeps_failing_fails_the_stage_from_a_process(server, tmp_
     items = [(f"dr-{i}", server.add(f"f/{i}.png", _png(i), "image/png")) for i in range(10)]
     server.fail("f/3.png", times=100, status=502)
     with pytest.raises(media.TransientMediaError, match="HTTP 502"):
-        media.download_all(
-            items,
-            "image",
-            tmp_path,
-            max_side=64,
-            concurrency=4,
-            processes=2,
-            allow_loopback=True,
-        )
+        _download(items, tmp_path)
     with media.MediaIndex(tmp_path) as index:
         assert index.get("dr-3") is None  # not recorded: the next attempt fetches it
     assert _children() == []
@@ -136,15 +125,7 @@ def test_rows_that_cannot_be_read_stop_the_processes(server, tmp_path):
         raise RuntimeError("Labelbox export failed halfway")
 
     with pytest.raises(RuntimeError, match="halfway"):
-        media.download_all(
-            rows(),
-            "image",
-            tmp_path,
-            max_side=64,
-            concurrency=4,
-            processes=2,
-            allow_loopback=True,
-        )
+        _download(rows(), tmp_path)
     assert _children() == []
 
 
@@ -158,15 +139,7 @@ def test_a_download_process_that_dies_fails_the_stage_as_transient(server, tmp_p
             yield f"dr-{i}", url
 
     with pytest.raises(media.TransientMediaError, match="exit code -9"):
-        media.download_all(
-            rows(),
-            "image",
-            tmp_path,
-            max_side=64,
-            concurrency=4,
-            processes=2,
-            allow_loopback=True,
-        )
+        _download(rows(), tmp_path)
     assert _children() == []
 
 

@@ -216,9 +216,7 @@ def _download_in_threads(
                 return
             row_id, row_data = item
             try:
-                entry, nbytes = job.fetch_one(row_id, row_data)
-            except BrokenMediaError as exc:
-                entry, nbytes = MediaEntry(error=media_error(row_data, exc)), 0
+                entry, nbytes = job.outcome(row_id, row_data)
             except BaseException as exc:  # transient, or a bug: fail the stage
                 failures.append(exc)
                 rows.stop.set()

@@ -49,9 +49,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from lbtrain_trainer.fetcher import BrokenMediaError, Fetcher, TransientMediaError
+from lbtrain_trainer.fetcher import Fetcher, TransientMediaError
 from lbtrain_trainer.media_index import MediaEntry
-from lbtrain_trainer.media_row import RowFetch, media_error
+from lbtrain_trainer.media_row import RowFetch
 
 MIN_THREADS_PER_PROCESS = 4
 MAX_PROCESSES = 8
@@ -331,9 +331,7 @@ def worker_main(argv: list[str]) -> int:
                 return
             row_id, row_data = row
             try:
-                entry, nbytes = job.fetch_one(row_id, row_data)
-            except BrokenMediaError as exc:
-                entry, nbytes = MediaEntry(error=media_error(row_data, exc)), 0
+                entry, nbytes = job.outcome(row_id, row_data)
             except BaseException as exc:  # transient, or a bug: the stage fails
                 if not isinstance(exc, TransientMediaError):
                     traceback.print_exc()

@@ -89,6 +89,14 @@ class RowFetch:
     fetcher: Fetcher
     decode_slots: threading.BoundedSemaphore
 
+    def outcome(self, data_row_id: str, row_data: str) -> tuple[MediaEntry, int]:
+        """:meth:`fetch_one`, a broken row recorded as its error; anything else (transient,
+        or a bug) is raised: it fails the stage."""
+        try:
+            return self.fetch_one(data_row_id, row_data)
+        except BrokenMediaError as exc:
+            return MediaEntry(error=media_error(row_data, exc)), 0
+
     def fetch_one(self, data_row_id: str, row_data: str) -> tuple[MediaEntry, int]:
         """Fetch and store one row's media; returns its entry and the bytes downloaded."""
         if not row_data:
