@@ -129,17 +129,23 @@ def test_rows_that_cannot_be_read_stop_the_processes(server, tmp_path):
     assert _children() == []
 
 
-def test_a_download_process_that_dies_fails_the_stage_as_transient(server, tmp_path):
+# The stage reads rows 2,048 at a time (media.ROWS_PER_READ): row 5 is read before any row is
+# sent, row 3,000 once the first 2,048 went to the processes.
+@pytest.mark.parametrize("kill_at", [5, 3000], ids=["before-its-first-rows", "mid-run"])
+def test_a_download_process_that_dies_fails_the_stage_as_transient(server, tmp_path, kill_at):
     url = server.add("d.png", _png(2), "image/png")
 
     def rows() -> Iterator[tuple[str, str]]:
-        for i in range(400):
-            if i == 200:  # both processes run by now: kill one, as the OOM killer would
+        for i in range(6000):
+            if i == kill_at:  # as the OOM killer would
                 os.kill(_children()[0], signal.SIGKILL)
             yield f"dr-{i}", url
 
     with pytest.raises(media.TransientMediaError, match="exit code -9"):
         _download(rows(), tmp_path)
+    # The stage stopped when the process died (the other finished the rows it held), not after
+    # downloading every row.
+    assert server.requests < 3000
     assert _children() == []
 
 

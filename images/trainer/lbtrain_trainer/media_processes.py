@@ -136,10 +136,27 @@ class _Process:
         self._partial = b""
 
     def send(self, rows: list[Row]) -> None:
+        """Hand ``rows`` to the process; a process that has died takes none (its exit status
+        then fails the stage, and the rows are fetched by the next attempt)."""
         assert self.stdin is not None
-        self.stdin.write(json.dumps(rows).encode() + b"\n")
-        self.stdin.flush()
+        try:
+            self.stdin.write(json.dumps(rows).encode() + b"\n")
+            self.stdin.flush()
+        except BrokenPipeError:
+            self.stdin = None
+            return
         self.held += len(rows)
+
+    def died(self) -> TransientMediaError:
+        """The error for a process whose output ended before it answered every row."""
+        try:
+            code: int | str = self.proc.wait(timeout=KILL_WAIT_S)
+        except subprocess.TimeoutExpired:
+            code = "unknown (still running)"
+        return TransientMediaError(
+            f"a download process ended with exit code {code} with {self.held} rows "
+            "unfinished (killed for memory?)"
+        )
 
     def close_stdin(self) -> None:
         """No more rows: the process finishes those it holds and exits."""
@@ -196,6 +213,10 @@ def download_in_processes(
                     if not data:
                         process.ended = True
                         selector.unregister(process.stdout)
+                        if (process.held or process.stdin) and failure is None:
+                            failure = process.died()  # stop at once, not after every row
+                            for other in processes:
+                                other.close_stdin()
                         continue
                     for message in process.messages(data):
                         if isinstance(message, dict):
@@ -207,12 +228,8 @@ def download_in_processes(
                             record(*read_outcome(item))
                             process.held -= 1
         for process in processes:
-            code = process.reap()
-            if failure is None and (code != 0 or process.held):
-                failure = TransientMediaError(
-                    f"a download process ended with exit code {code} with {process.held} rows "
-                    "unfinished (killed for memory?)"
-                )
+            if process.reap() != 0 and failure is None:
+                failure = process.died()
     except BaseException:
         for process in processes:
             process.kill()
