@@ -29,17 +29,20 @@ def _png(index: int) -> bytes:
 
 
 def _children() -> list[int]:
-    """This process's live child processes (from /proc: their parent pid is ours)."""
+    """This process's live download processes (from /proc: their parent pid is ours and their
+    command line names the module; a test session has children of its own too)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+        ours = int(fields[1]) == os.getpid() and fields[0] != "Z"
+        if ours and b"lbtrain_trainer.media_processes" in cmdline:
             found.append(int(entry.name))
     return found
 

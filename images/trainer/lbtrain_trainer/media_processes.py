@@ -133,6 +133,7 @@ class _Process:
         self.stdout: IO[bytes] = self.proc.stdout
         self.held = 0  # rows sent and not yet answered
         self.ended = False  # its stdout reached the end
+        self.refused = False  # it was dead when rows were sent to it
         self._partial = b""
 
     def send(self, rows: list[Row]) -> None:
@@ -144,6 +145,7 @@ class _Process:
             self.stdin.flush()
         except BrokenPipeError:
             self.stdin = None
+            self.refused = True
             return
         self.held += len(rows)
 
@@ -153,9 +155,9 @@ class _Process:
             code: int | str = self.proc.wait(timeout=KILL_WAIT_S)
         except subprocess.TimeoutExpired:
             code = "unknown (still running)"
+        unfinished = f", {self.held} rows unfinished" if self.held else ""
         return TransientMediaError(
-            f"a download process ended with exit code {code} with {self.held} rows "
-            "unfinished (killed for memory?)"
+            f"a download process ended with exit code {code}{unfinished} (killed for memory?)"
         )
 
     def close_stdin(self) -> None:
@@ -213,7 +215,8 @@ def download_in_processes(
                     if not data:
                         process.ended = True
                         selector.unregister(process.stdout)
-                        if (process.held or process.stdin) and failure is None:
+                        unfinished = process.held or process.stdin or process.refused
+                        if unfinished and failure is None:
                             failure = process.died()  # stop at once, not after every row
                             for other in processes:
                                 other.close_stdin()
@@ -245,7 +248,7 @@ def _feed(processes: list[_Process], take: Callable[[], Row | None]) -> bool:
     for process in processes:
         if process.stdin is None:
             continue
-        while process.held <= ROWS_PER_BATCH:
+        while process.stdin is not None and process.held <= ROWS_PER_BATCH:
             batch: list[Row] = []
             while len(batch) < ROWS_PER_BATCH:
                 row = take()
